@@ -1,0 +1,5 @@
+"""Command-line interface: ``autocompress VERB ...``."""
+
+from autocompress.cli.app import main
+
+__all__ = ["main"]

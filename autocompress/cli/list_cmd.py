@@ -1,0 +1,70 @@
+"""``autocompress list``: the models, datasets, devices, links and presets this installation knows."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from autocompress.cli.output import human_count, print_table
+
+WHAT = ("models", "datasets")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list models, datasets, devices, links, envs, agents or spaces")
+    p.add_argument("what", help="|".join(WHAT))
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autocompress.errors import unknown_name_error
+
+    listers = {"models": _models, "datasets": _datasets}
+    if args.what not in listers:
+        raise unknown_name_error("list", args.what, listers)
+    listers[args.what]()
+    return 0
+
+
+def _models() -> None:
+    from autocompress.compress.layers import build_layer_table
+    from autocompress.data import dataset_info
+    from autocompress.models import ZOO, build_model
+    from autocompress.models.zoo import pretrained_record
+
+    rows = []
+    for name, entry in ZOO.items():
+        info = dataset_info(entry.default_dataset)
+        model = build_model(name, info.num_classes, info.input_shape)
+        table = build_layer_table(model, info.input_shape)
+        try:
+            record = pretrained_record(name, entry.default_dataset)
+            pretrained = f"yes ({float(str(record['test_accuracy'])) * 100:.2f} % test)"
+        except Exception:
+            pretrained = "no"
+        rows.append(
+            [
+                name,
+                entry.default_dataset,
+                human_count(table.model_params),
+                human_count(table.macs),
+                len(table.layers),
+                pretrained,
+                entry.description,
+            ]
+        )
+    print_table(
+        "Models",
+        ["name", "dataset", "params", "MACs", "prunable layers", "pretrained", "description"],
+        rows,
+        caption="Also: torchvision:<name> (any torchvision classification model) and package.module:factory.",
+    )
+
+
+def _datasets() -> None:
+    from autocompress.data import DATASETS
+
+    rows = [
+        [i.name, "×".join(map(str, i.input_shape)), i.num_classes, i.val_size, i.description] for i in DATASETS.values()
+    ]
+    print_table("Datasets", ["name", "input", "classes", "val images", "source"], rows)

@@ -1,0 +1,214 @@
+"""The compression policy: a versioned JSON document (and a frozen dataclass) naming, per layer, the fraction of
+output channels kept and the weight / activation bit-widths, plus the split point and the adaptation action.
+
+```json
+{"version": 1, "model": "resnet20",
+ "default": {"keep": 1.0, "wbits": 32, "abits": 32},
+ "layers": {"layer1.0.conv1": {"keep": 0.5, "wbits": 4, "abits": 8}},
+ "split": null, "adapt": "none", "round_to": 1}
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocompress.compress.layers import LayerTable
+from autocompress.errors import PolicyError, did_you_mean
+
+POLICY_VERSION = 1
+WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+ACTIVATION_BITS = (8, 16, 32)
+ADAPT_METHODS = ("none", "adabn", "tent")
+SPLIT_INPUT = "input"
+SETTING_KEYS = ("keep", "wbits", "abits")
+POLICY_KEYS = ("version", "model", "default", "layers", "split", "adapt", "round_to")
+
+
+@dataclass(frozen=True)
+class LayerSetting:
+    """What one layer gets: the fraction of output channels kept and its weight / activation bit-widths."""
+
+    keep: float = 1.0
+    wbits: int = 32
+    abits: int = 32
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.keep, (int, float)) and 0 < self.keep <= 1 and math.isfinite(self.keep)):
+            raise PolicyError(
+                f"0 < keep <= 1 must hold, but got keep={self.keep!r}; keep is the fraction of channels kept."
+            )
+        if self.wbits not in WEIGHT_BITS:
+            raise PolicyError(f"wbits must be one of {list(WEIGHT_BITS)}, but got wbits={self.wbits!r}.")
+        if self.abits not in ACTIVATION_BITS:
+            raise PolicyError(f"abits must be one of {list(ACTIVATION_BITS)}, but got abits={self.abits!r}.")
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> LayerSetting:
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"{where} must be an object with keys {', '.join(SETTING_KEYS)}, but got {data!r}.")
+        unknown = set(data) - set(SETTING_KEYS)
+        if unknown:
+            key = sorted(unknown)[0]
+            raise PolicyError(
+                f"{where} may only hold {', '.join(SETTING_KEYS)}, but has '{key}'.{did_you_mean(key, SETTING_KEYS)}"
+            )
+        try:
+            return cls(**data)
+        except PolicyError as exc:
+            raise PolicyError(f"{where}: {exc}") from None
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"keep": round(float(self.keep), 6), "wbits": self.wbits, "abits": self.abits}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A compression policy for one model.
+
+    Args:
+        model: The model spec the policy was made for.
+        default: Setting of every prunable layer not named in ``layers``.
+        layers: Per-layer settings by module name.
+        split: ``None`` (all on device), ``"input"`` (full offload) or the name of a cut point.
+        adapt: ``none``, ``adabn`` or ``tent``: test-time adaptation run before inference.
+        round_to: Channels kept are rounded to a multiple of this (a device property).
+    """
+
+    model: str
+    default: LayerSetting = field(default_factory=LayerSetting)
+    layers: Mapping[str, LayerSetting] = field(default_factory=dict)
+    split: str | None = None
+    adapt: str = "none"
+    round_to: int = 1
+    version: int = POLICY_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != POLICY_VERSION:
+            raise PolicyError(f"policy version must be {POLICY_VERSION}, but got {self.version!r}.")
+        if self.adapt not in ADAPT_METHODS:
+            raise PolicyError(
+                f"adapt must be one of {', '.join(ADAPT_METHODS)}, but got {self.adapt!r}."
+                + did_you_mean(str(self.adapt), ADAPT_METHODS)
+            )
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise PolicyError(f"round_to >= 1 must hold, but got round_to={self.round_to!r}.")
+
+    def setting(self, name: str) -> LayerSetting:
+        """The setting of layer ``name`` (its own entry or the default)."""
+        return self.layers.get(name, self.default)
+
+    def group_keep(self, table: LayerTable) -> dict[int, float]:
+        """Keep ratio of each channel group: the one of its leader (the group's first layer)."""
+        return {g.id: self.setting(g.leader).keep for g in table.groups}
+
+    def validate(self, table: LayerTable, cut_points: Sequence[str] | None = None) -> Policy:
+        """Check the policy against a model's layer table (and its split points); return it unchanged."""
+        for name, setting in self.layers.items():
+            if name not in table.by_name:
+                raise PolicyError(
+                    f"policy layers must name prunable layers of the model, but '{name}' is not one."
+                    + did_you_mean(name, table.names)
+                )
+            self._check_keep(table, name, setting)
+        if (
+            self.split is not None
+            and cut_points is not None
+            and self.split != SPLIT_INPUT
+            and self.split not in cut_points
+        ):
+            raise PolicyError(
+                f"split must be null, 'input' or a valid cut point of the model, but got '{self.split}'."
+                f"{did_you_mean(self.split, cut_points)} List them with autocompress evaluate --list-splits."
+            )
+        return self
+
+    def _check_keep(self, table: LayerTable, name: str, setting: LayerSetting) -> None:
+        group = table.group_of(name)
+        if setting.keep == 1.0:
+            return
+        if group is None or group.protected:
+            raise PolicyError(
+                f"layer '{name}' must keep all its output channels (it is protected or its outputs are the model's), "
+                f"but the policy sets keep={setting.keep}; remove its keep or set it to 1.0."
+            )
+        leader_keep = self.setting(group.leader).keep
+        if name != group.leader and setting.keep != leader_keep:
+            raise PolicyError(
+                f"layer '{name}' shares its output channels with '{group.leader}' (residual or depthwise coupling), "
+                f"so its keep must equal {leader_keep}, but got {setting.keep}; set keep on '{group.leader}' only."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "model": self.model,
+            "default": self.default.to_dict(),
+            "layers": {name: s.to_dict() for name, s in self.layers.items()},
+            "split": self.split,
+            "adapt": self.adapt,
+            "round_to": self.round_to,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def key(self) -> str:
+        """A canonical string: equal for equal policies (used to cache evaluations)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "policy") -> Policy:
+        """Build a policy from its JSON object, naming the first problem found."""
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"{source} must be a JSON object, but got {type(data).__name__}.")
+        unknown = set(data) - set(POLICY_KEYS)
+        if unknown:
+            key = sorted(unknown)[0]
+            raise PolicyError(
+                f"{source} may only hold the keys {', '.join(POLICY_KEYS)}, but has '{key}'."
+                + did_you_mean(key, POLICY_KEYS)
+            )
+        if "model" not in data:
+            raise PolicyError(f"{source} must name its 'model', but has no 'model' key.")
+        layers = data.get("layers") or {}
+        if not isinstance(layers, Mapping):
+            raise PolicyError(f"{source}: 'layers' must be an object of layer name to setting, but got {layers!r}.")
+        try:
+            return cls(
+                model=str(data["model"]),
+                default=LayerSetting.from_dict(data.get("default", {}), f"{source}: 'default'"),
+                layers={n: LayerSetting.from_dict(s, f"{source}: layer '{n}'") for n, s in layers.items()},
+                split=data.get("split"),
+                adapt=data.get("adapt", "none"),
+                round_to=data.get("round_to", 1),
+                version=data.get("version", POLICY_VERSION),
+            )
+        except PolicyError as exc:
+            message = str(exc)
+            raise PolicyError(message if message.startswith(source) else f"{source}: {message}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        """Read a policy JSON file."""
+        path = Path(path)
+        if not path.is_file():
+            raise PolicyError(f"a policy file must exist, but '{path}' does not; check --policy.")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"'{path}' must be JSON, but line {exc.lineno} column {exc.colno}: {exc.msg}.") from None
+        return cls.from_dict(data, f"policy '{path}'")
+
+    def save(self, path: str | Path) -> None:
+        """Write the policy as JSON."""
+        Path(path).write_text(self.to_json() + "\n")
+
+    def with_changes(self, **changes: Any) -> Policy:
+        """A copy with some fields replaced."""
+        return Policy(**{**self.__dict__, **changes})

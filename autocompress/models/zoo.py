@@ -1,0 +1,187 @@
+"""Model zoo: names built in code, ``torchvision:<name>`` and ``package.module:factory`` specs, pretrained weights."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autocompress.errors import AutoCompressError, unknown_name_error
+from autocompress.models.cifar_nets import CifarMobileNetV2, CifarResNet, CifarVGG, DigitsCNN
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A network built in code and the dataset it is meant for."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    default_dataset: str
+    description: str
+
+
+ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in [
+        ZooEntry("resnet20", partial(CifarResNet, 20), "cifar10", "CIFAR ResNet-20 (He et al. 2016)"),
+        ZooEntry("resnet32", partial(CifarResNet, 32), "cifar10", "CIFAR ResNet-32"),
+        ZooEntry("resnet56", partial(CifarResNet, 56), "cifar10", "CIFAR ResNet-56"),
+        ZooEntry("vgg11", partial(CifarVGG, "vgg11"), "cifar10", "VGG-11 with BatchNorm for 32x32"),
+        ZooEntry("vgg16", partial(CifarVGG, "vgg16"), "cifar10", "VGG-16 with BatchNorm for 32x32"),
+        ZooEntry("mobilenetv2", CifarMobileNetV2, "cifar10", "MobileNetV2 for 32x32 (stride adapted)"),
+        ZooEntry("digits-cnn", DigitsCNN, "digits", "small 4-conv CNN for 8x8 digits"),
+    ]
+}
+
+
+def _torchvision_model(name: str, num_classes: int, input_size: int) -> nn.Module:
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        raise AutoCompressError(
+            f"model 'torchvision:{name}' needs torchvision; install it with pip install 'autocompress[vision]'."
+        ) from None
+    available = tvm.list_models(module=tvm)
+    if name not in available:
+        raise unknown_name_error("a torchvision model", name, available)
+    model = tvm.get_model(name, weights=None, num_classes=num_classes)
+    if input_size <= 64:
+        _adapt_stem_for_small_inputs(model)
+    return model
+
+
+def _adapt_stem_for_small_inputs(model: nn.Module) -> None:
+    """Give ImageNet ResNets a 3×3 stride-1 stem without max-pool, so 32×32 inputs keep spatial resolution."""
+    conv1 = getattr(model, "conv1", None)
+    if isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (7, 7):
+        model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
+        if hasattr(model, "maxpool"):
+            model.maxpool = nn.Identity()
+
+
+def _user_model(spec: str, num_classes: int) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise AutoCompressError(
+            f"a user model must be given as package.module:factory and be importable, but '{spec}' is not ({exc})."
+        ) from None
+    params = inspect.signature(factory).parameters
+    model = factory(num_classes=num_classes) if "num_classes" in params else factory()
+    if not isinstance(model, nn.Module):
+        raise AutoCompressError(
+            f"the factory '{spec}' must return a torch.nn.Module, but returned {type(model).__name__}."
+        )
+    return model
+
+
+def build_model(spec: str, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32)) -> nn.Module:
+    """Build a model from a zoo name, ``torchvision:<name>`` or ``package.module:factory``.
+
+    Args:
+        spec: The model's name or spec.
+        num_classes: Outputs of the classifier.
+        input_shape: C×H×W of the inputs; sets the zoo models' input channels and the torchvision stem adaptation.
+    """
+    if spec.startswith("torchvision:"):
+        return _torchvision_model(spec.split(":", 1)[1], num_classes, input_shape[1])
+    if ":" in spec:
+        return _user_model(spec, num_classes)
+    if spec not in ZOO:
+        raise unknown_name_error("model", spec, ZOO)
+    return ZOO[spec].factory(num_classes=num_classes, in_channels=input_shape[0])
+
+
+def _manifest() -> dict[str, dict[str, object]]:
+    if not MANIFEST.exists():
+        return {}
+    data: dict[str, dict[str, object]] = json.loads(MANIFEST.read_text())
+    return data
+
+
+def pretrained_key(model: str, dataset: str) -> str:
+    """Key of a pretrained weight file in the manifest."""
+    return f"{model}-{dataset}"
+
+
+def has_pretrained(model: str, dataset: str) -> bool:
+    """Whether weights for ``model`` trained on ``dataset`` ship with the package."""
+    return pretrained_key(model, dataset) in _manifest()
+
+
+def pretrained_record(model: str, dataset: str) -> dict[str, object]:
+    """The manifest record (file, sha256, accuracy, command) of a shipped weight file."""
+    manifest = _manifest()
+    key = pretrained_key(model, dataset)
+    if key not in manifest:
+        shipped = ", ".join(sorted(manifest)) or "none"
+        raise AutoCompressError(
+            f"--pretrained needs shipped weights for model '{model}' on dataset '{dataset}', but only these ship: "
+            f"{shipped}; train your own with autocompress train and pass --weights PATH."
+        )
+    return manifest[key]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> nn.Module:
+    """Load a state dict (or a training checkpoint holding one) into ``model`` with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutoCompressError(f"a weights file must exist, but '{path}' does not; check the path.")
+    if expected_sha256 and sha256_of(path) != expected_sha256:
+        raise AutoCompressError(f"'{path}' must have sha256 {expected_sha256}, but it differs; reinstall the package.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise AutoCompressError(
+            f"the weights in '{path}' must match the model's layers, but they do not ({first})."
+        ) from None
+    return model
+
+
+def load_pretrained(model: nn.Module, name: str, dataset: str) -> nn.Module:
+    """Load the shipped weights of ``name`` trained on ``dataset`` into ``model``, verifying their sha256."""
+    record = pretrained_record(name, dataset)
+    return load_weights(model, WEIGHTS_DIR / str(record["file"]), str(record["sha256"]))
+
+
+def load_model(
+    spec: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    dataset: str,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+) -> nn.Module:
+    """Build a model and load shipped (``pretrained``) or user (``weights``) weights into it, in eval mode."""
+    if pretrained and weights:
+        raise AutoCompressError("pass either --pretrained or --weights PATH, not both.")
+    model = build_model(spec, num_classes, input_shape)
+    if pretrained:
+        load_pretrained(model, spec, dataset)
+    elif weights:
+        load_weights(model, weights)
+    return model.eval()

@@ -1,0 +1,274 @@
+"""Training and accuracy measurement: SGD with momentum, cosine or one-cycle schedule, resumable run folders."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from autocompress.data import BatchIterator, DatasetSplits, load_dataset
+from autocompress.errors import ConfigError
+from autocompress.models import build_model
+from autocompress.runs import atomic_torch_save, atomic_write_json, command_line, system_report
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "onecycle")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` in the run folder."""
+
+    model: str
+    dataset: str
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs >= 1 must hold, but got epochs={self.epochs}"),
+            (self.batch_size >= 1, f"batch_size >= 1 must hold, but got batch_size={self.batch_size}"),
+            (self.lr > 0, f"lr > 0 must hold, but got lr={self.lr}"),
+            (0 <= self.label_smoothing < 1, f"0 <= label_smoothing < 1 must hold, but got {self.label_smoothing}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, but got '{self.schedule}'"),
+            (
+                0 <= self.warmup_epochs < self.epochs,
+                f"0 <= warmup_epochs < epochs must hold, but got {self.warmup_epochs}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message + ".")
+
+
+# Recipes that reach the shipped accuracies (MODELS.md); flags override them.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"epochs": 30, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4},
+    "cifar10": {"epochs": 200, "batch_size": 256, "lr": 0.1, "weight_decay": 5e-4},
+}
+
+
+def config_for(model: str, dataset: str, **overrides: Any) -> TrainConfig:
+    """A TrainConfig with the dataset's recipe, overridden by the non-None values in ``overrides``."""
+    values = {**DATASET_DEFAULTS.get(dataset, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(model=model, dataset=dataset, **values)
+
+
+@torch.inference_mode()
+def evaluate_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, splits_or_info: Any, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy (0–1) of ``model`` on uint8 ``images``; the model is put in eval mode."""
+    info = getattr(splits_or_info, "info", splits_or_info)
+    model.eval()
+    correct = 0
+    for x, y in BatchIterator(images, labels, info, batch_size):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(1, len(labels))
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Any:
+    total = config.epochs * steps_per_epoch
+    warm = config.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if config.schedule == "onecycle":
+            peak = max(1, int(0.3 * total))
+            if step < peak:
+                return 0.04 + 0.96 * step / peak
+            return max(0.0, 0.5 * (1 + torch.cos(torch.tensor((step - peak) / max(1, total - peak) * torch.pi)).item()))
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + float(torch.cos(torch.tensor(progress * torch.pi))))
+
+    return factor
+
+
+class Trainer:
+    """A resumable training run in a run folder.
+
+    Args:
+        config: The run's hyperparameters.
+        run_dir: Folder for config, checkpoints, metrics, TensorBoard events and the final weights.
+        splits: Preloaded data (loaded from ``data_dir`` when omitted).
+        data_dir: Dataset folder, for datasets that need one.
+    """
+
+    def __init__(
+        self, config: TrainConfig, run_dir: Path, splits: DatasetSplits | None = None, data_dir: str | None = None
+    ) -> None:
+        self.config, self.run_dir = config, run_dir
+        self.device = torch.device(config.device)
+        self.splits = splits or load_dataset(config.dataset, data_dir)
+        torch.manual_seed(config.seed)
+        info = self.splits.info
+        self.model = build_model(config.model, info.num_classes, info.input_shape).to(self.device)
+        decay, no_decay = _parameter_groups(self.model)
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+        )
+        self.train_iter = BatchIterator(
+            self.splits.train_x.to(self.device),
+            self.splits.train_y.to(self.device),
+            info,
+            config.batch_size,
+            shuffle=True,
+            augment=True,
+            seed=config.seed,
+            drop_last=True,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, len(self.train_iter)))
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.epoch = 0
+
+    @classmethod
+    def create(cls, config: TrainConfig, run_dir: Path, splits: DatasetSplits) -> Trainer:
+        """Start a new run on preloaded data: write the config, the command and the system report."""
+        atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
+        (run_dir / "command.txt").write_text(command_line() + "\n")
+        atomic_write_json(run_dir / "system.json", system_report())
+        return cls(config, run_dir, splits=splits)
+
+    @classmethod
+    def resume(cls, run_dir: Path, data_dir: str | None = None, device: str | None = None) -> Trainer:
+        """Continue a run from its last completed epoch."""
+        raw = json.loads((run_dir / "config.json").read_text())
+        if device is not None:
+            raw["device"] = device
+        trainer = cls(TrainConfig(**raw), run_dir, data_dir=data_dir)
+        if (run_dir / CHECKPOINT).exists():
+            trainer._load_checkpoint()
+        return trainer
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.train_iter.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        log.info("resumed %s at epoch %d", self.run_dir, self.epoch)
+
+    def _save_checkpoint(self) -> None:
+        atomic_torch_save(
+            self.run_dir / CHECKPOINT,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.train_iter.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": self.epoch,
+            },
+        )
+
+    def _train_epoch(self, bar: tqdm) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        for x, y in self.train_iter:
+            loss = self.loss_fn(self.model(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            bar.update(1)
+        return total / max(1, count)
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train the remaining epochs, then measure test accuracy and write ``model.pt`` and ``result.json``.
+
+        Args:
+            stop_after: Return after this many epochs (counted from the start of the run) without finishing; the
+                checkpoint lets a later :meth:`resume` continue exactly where it stopped.
+        """
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.run_dir))
+        steps = len(self.train_iter)
+        bar = tqdm(
+            total=self.config.epochs * steps, initial=self.epoch * steps, desc="train", unit="step", disable=None
+        )
+        start = time.perf_counter()
+        last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
+        while self.epoch < last:
+            loss = self._train_epoch(bar)
+            self.epoch += 1
+            val_acc = evaluate_accuracy(
+                self.model, self.splits.val_x.to(self.device), self.splits.val_y.to(self.device), self.splits
+            )
+            self._log_epoch(writer, loss, val_acc, time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.4f}")
+            self._save_checkpoint()
+        bar.close()
+        writer.close()
+        if self.epoch < self.config.epochs:
+            return {"epochs": self.epoch, "stopped": True}
+        return self._finish()
+
+    def _log_epoch(self, writer: Any, loss: float, val_acc: float, elapsed: float) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        writer.add_scalar("losses/train_loss", loss, self.epoch)
+        writer.add_scalar("charts/val_accuracy", val_acc, self.epoch)
+        writer.add_scalar("charts/learning_rate", lr, self.epoch)
+        writer.flush()
+        metrics = self.run_dir / "metrics.csv"
+        new = not metrics.exists()
+        with metrics.open("a", newline="") as handle:
+            out = csv.writer(handle)
+            if new:
+                out.writerow(["epoch", "train_loss", "val_accuracy", "lr", "elapsed_s"])
+            out.writerow([self.epoch, f"{loss:.5f}", f"{val_acc:.5f}", f"{lr:.6g}", f"{elapsed:.1f}"])
+        log.info("epoch %d/%d loss %.4f val_acc %.4f (%.0f s)", self.epoch, self.config.epochs, loss, val_acc, elapsed)
+
+    def _finish(self) -> dict[str, Any]:
+        dev = self.device
+        result = {
+            "epochs": self.epoch,
+            "val_accuracy": evaluate_accuracy(
+                self.model, self.splits.val_x.to(dev), self.splits.val_y.to(dev), self.splits
+            ),
+            "test_accuracy": evaluate_accuracy(
+                self.model, self.splits.test_x.to(dev), self.splits.test_y.to(dev), self.splits
+            ),
+            "weights": str(self.run_dir / "model.pt"),
+        }
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        atomic_torch_save(self.run_dir / "model.pt", state)
+        atomic_write_json(self.run_dir / "result.json", result)
+        return result
+
+
+def _parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Weights of convs and linears decay; BatchNorm parameters and biases do not."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for param in model.parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)
+    return decay, no_decay

@@ -1,0 +1,105 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autocompress import __version__
+from autocompress.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert pattern in lines[0], lines[0]
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_console_script_module_entry_point() -> None:
+    done = subprocess.run([sys.executable, "-m", "autocompress", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"autocompress {__version__}"
+
+
+def test_list_models_shows_macs_and_pretrained(capsys) -> None:
+    code, out, _ = run_cli(capsys, "list", "models")
+    assert code == 0
+    row = next(line for line in out.splitlines() if "resnet20" in line)
+    assert "272 k" in row and "40.8 M" in row and "yes" in row
+
+
+def test_list_datasets(capsys) -> None:
+    code, out, _ = run_cli(capsys, "list", "datasets")
+    assert code == 0 and "digits" in out and "cifar10" in out
+
+
+def test_doctor_json_reports_versions(capsys) -> None:
+    code, out, _ = run_cli(capsys, "doctor", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["cpu_count"] >= 1 and report["torch"] != "not installed"
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["list", "modles"], "Did you mean 'models'"),
+        (["evaluate", "--model", "resnet-20", "--dataset", "digits"], "Did you mean 'resnet20'"),
+        (["evaluate", "--model", "digits-cnn", "--dataset", "digitz"], "Did you mean 'digits'"),
+        (["train", "--model", "digits-cnn", "--dataset", "digits", "--epochs", "x"], "invalid int value"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train"], "train needs --model and --dataset"),
+        (
+            ["evaluate", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", "/nonexistent"],
+            "is not a directory",
+        ),
+        (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--limit", "0"], "--limit >= 1"),
+        (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--weights", "missing.pt"], "must exist"),
+        (["train", "--resume", "nowhere"], "--resume needs a run folder"),
+        (["train", "--model", "digits-cnn", "--dataset", "digits", "--threads", "0"], "--threads >= 1"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_1(capsys, args: list[str], pattern: str) -> None:
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, pattern)
+
+
+def test_evaluate_json_prints_only_json(capsys) -> None:
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--model", "digits-cnn", "--pretrained", "--dataset", "digits", "--json", "--repeats", "3"
+    )
+    result = json.loads(out)
+    assert code == 0 and result["accuracy"] >= 0.95 and result["macs"] == 1_493_632
+    assert result["params"] == 65_834 and result["host_latency_ms"] > 0
+
+
+def test_train_then_resume_from_cli(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, out, _ = run_cli(
+        capsys, "train", "--model", "digits-cnn", "--dataset", "digits", "--epochs", "2", "--run-dir", str(run)
+    )
+    assert code == 0 and json.loads(out)["epochs"] == 2
+    code, out, _ = run_cli(capsys, "train", "--resume", str(run))
+    assert code == 0 and json.loads(out)["epochs"] == 2
+    code, _, err = run_cli(capsys, "train", "--model", "digits-cnn", "--dataset", "digits", "--run-dir", str(run))
+    assert_one_line_error(code, err, "--run-dir must be a new or empty folder")
+
+
+def test_evaluate_pretrained_resnet20_on_real_cifar(capsys, cifar_dir: Path) -> None:
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--model", "resnet20", "--pretrained", "--dataset", "cifar10", "--data-dir", str(cifar_dir),
+        "--limit", "500", "--json", "--repeats", "3",
+    )  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and result["images"] == 500 and result["accuracy"] > 0.8 and result["macs"] == 40_813_184

@@ -1,0 +1,38 @@
+"""Shared fixtures: real small data (digits, a few hundred CIFAR-10 images) and a tiny trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocompress.data import DatasetSplits, load_dataset
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def digits() -> DatasetSplits:
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    """The real CIFAR-10 folder from AUTOCOMPRESS_DATA_DIR (.ci/run sets it); tests needing it skip without it."""
+    value = os.environ.get("AUTOCOMPRESS_DATA_DIR")
+    if not value or not (Path(value) / "cifar-10-batches-bin").is_dir():
+        pytest.skip("set AUTOCOMPRESS_DATA_DIR to a folder holding cifar-10-batches-bin/ to run CIFAR-10 tests")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def cifar(cifar_dir: Path) -> DatasetSplits:
+    return load_dataset("cifar10", cifar_dir)
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep run folders that tests create out of the repository's runs/."""
+    monkeypatch.setenv("AUTOCOMPRESS_RUNS_DIR", str(tmp_path / "runs"))
