@@ -1,4 +1,5 @@
-"""``autocompress evaluate``: accuracy, size, MACs and measured host latency of a (compressed) model."""
+"""``autocompress evaluate``: apply a policy (prune → quantize → split → adapt) and report accuracy, size, MACs,
+storage, the bytes a split sends, the drift score and measured host latency."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="measure accuracy, parameters, MACs and host latency")
+    p = sub.add_parser("evaluate", help="apply a policy and measure accuracy, size, MACs, storage and latency")
     add_model_args(p)
+    p.add_argument("--policy", default=None, help="compression policy JSON (default: the uncompressed model)")
+    p.add_argument("--shift", default=None, help="input shift name:severity, e.g. noise:3 (see --list-shifts)")
     p.add_argument("--split", default="test", help="test (final reports) or val (what searches score on)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--no-bn-repair", action="store_true", help="skip re-estimating BatchNorm statistics after pruning")
+    p.add_argument("--criterion", default="l1", help="channel ranking for pruning: l1 or l2")
     p.add_argument("--repeats", type=int, default=50, help="timed repeats of the batch-1 latency measurement")
+    p.add_argument("--list-splits", action="store_true", help="list the model's valid split points and exit")
+    p.add_argument("--list-shifts", action="store_true", help="list the input shifts and exit")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     add_common_data_args(p)
     p.set_defaults(run=run)
@@ -34,31 +40,68 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autocompress.cli.app import UsageError
-    from autocompress.compress.layers import count_macs
-    from autocompress.data import load_dataset
-    from autocompress.hardware.measure import torch_latency
+    from autocompress.compress.policy import Policy
+    from autocompress.data import dataset_info
+    from autocompress.data.shifts import SHIFTS, Shift
     from autocompress.models import load_model
-    from autocompress.training import evaluate_accuracy
 
     apply_threads(args.threads)
+    if args.list_shifts:
+        return _print_list("Input shifts (severity 1..5)", [[n] for n in SHIFTS], ["shift"])
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit >= 1 must hold, but got {args.limit}.")
-    splits = load_dataset(args.dataset, args.data_dir, args.download)
-    info = splits.info
+    shift = Shift.parse(args.shift) if args.shift else None
+    policy = Policy.load(args.policy) if args.policy else None
+    info = dataset_info(args.dataset)
     model = load_model(args.model, info.num_classes, info.input_shape, args.dataset, args.pretrained, args.weights)
+    if args.list_splits:
+        from autocompress.compress.split import cut_points
+
+        rows = [
+            [p.name, p.module, "×".join(map(str, p.shape)), p.bytes_at(8)] for p in cut_points(model, info.input_shape)
+        ]
+        return _print_list(f"Split points of {args.model}", rows, ["cut point", "after", "tensor", "bytes at 8 bit"])
+    result = evaluate_policy(args, model, policy or Policy(args.model), shift)
+    _report(result, args.json)
+    return 0
+
+
+def evaluate_policy(args: argparse.Namespace, model: Any, policy: Any, shift: Any) -> dict[str, Any]:
+    """Apply ``policy`` with a PolicyEvaluator on the chosen split and measure it."""
+    from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
+    from autocompress.data import load_dataset
+    from autocompress.hardware.measure import torch_latency, torch_throughput
+
+    splits = load_dataset(args.dataset, args.data_dir, args.download)
     images, labels = splits.split(args.split)
     images, labels = images[: args.limit], labels[: args.limit]
-    result = {
+    options = EvaluatorOptions(criterion=args.criterion, bn_repair=not args.no_bn_repair)
+    evaluator = PolicyEvaluator(model, splits.info, images, labels, splits.train_x, options)
+    policy.validate(evaluator.table, [p.name for p in evaluator.cut_points] if policy.split else None)
+    scored = evaluator.evaluate(policy, shift)
+    pruned = evaluator.pruned_copy(policy)
+    shape = splits.info.input_shape
+    result: dict[str, Any] = {
         "model": args.model,
         "dataset": args.dataset,
         "split": args.split,
         "images": len(labels),
-        "accuracy": evaluate_accuracy(model, images, labels, info, args.batch_size),
-        "params": sum(p.numel() for p in model.parameters()),
-        "macs": count_macs(model, info.input_shape),
-        "host_latency_ms": torch_latency(model, info.input_shape, repeats=args.repeats).median_ms,
+        "shift": str(shift) if shift else None,
+        **scored.summary(),
+        "params": sum(p.numel() for p in pruned.parameters()),
+        "host_latency_ms": torch_latency(pruned, shape, repeats=args.repeats).median_ms,
+        "host_throughput_ips": torch_throughput(pruned, shape),
+        "policy": policy.to_dict(),
     }
-    _report(result, args.json)
+    if result["split_bytes"] is None:
+        del result["split_bytes"]
+    return result
+
+
+def _print_list(title: str, rows: list[list[Any]], columns: list[str]) -> int:
+    from autocompress.cli.output import print_table
+
+    print_table(title, columns, rows)
     return 0
 
 
@@ -68,8 +111,5 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
         return
     from autocompress.cli.output import print_table
 
-    print_table(
-        f"{result['model']} on {result['dataset']} ({result['split']})",
-        ["metric", "value"],
-        [[k, v] for k, v in result.items() if not isinstance(v, dict)],
-    )
+    rows = [[k, v] for k, v in result.items() if not isinstance(v, dict)]
+    print_table(f"{result['model']} on {result['dataset']} ({result['split']})", ["metric", "value"], rows)

@@ -59,3 +59,14 @@ def torch_throughput(model: nn.Module, input_shape: tuple[int, ...], batch: int 
     """Images per second of ``model`` at a large batch (median over repeats)."""
     timing = torch_latency(model, input_shape, batch, warmup=1, repeats=repeats)
     return batch / (timing.median_ms / 1e3)
+
+
+def ort_latency(
+    session: object, input_shape: tuple[int, ...], batch: int = 1, warmup: int = 5, repeats: int = 30
+) -> Timing:
+    """Time one onnxruntime run on a random batch."""
+    import numpy as np
+
+    name = session.get_inputs()[0].name  # type: ignore[attr-defined]
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    return time_callable(lambda: session.run(None, {name: x}), warmup, repeats)  # type: ignore[attr-defined]

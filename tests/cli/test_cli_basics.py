@@ -103,3 +103,51 @@ def test_evaluate_pretrained_resnet20_on_real_cifar(capsys, cifar_dir: Path) -> 
     )  # fmt: skip
     result = json.loads(out)
     assert code == 0 and result["images"] == 500 and result["accuracy"] > 0.8 and result["macs"] == 40_813_184
+
+
+def test_evaluate_with_policy_and_shift_reports_compression(capsys, tmp_path: Path) -> None:
+    policy = tmp_path / "p.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "model": "digits-cnn",
+                "default": {"keep": 0.5, "wbits": 8, "abits": 8},
+                "split": "relu_1",
+                "adapt": "adabn",
+            }
+        )
+    )
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--model", "digits-cnn", "--pretrained", "--dataset", "digits", "--policy", str(policy),
+        "--shift", "contrast:3", "--json", "--repeats", "3",
+    )  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and result["macs"] < 1_493_632 / 2 and result["split_bytes"] == 1024
+    assert result["storage_bytes"] < 65_834 and result["drift_score"] > 0 and result["host_throughput_ips"] > 0
+    assert result["adapt_forward_images"] > 0 and result["shift"] == "contrast:3"
+
+
+@pytest.mark.parametrize(
+    ("policy", "pattern"),
+    [
+        ({"model": "digits-cnn", "default": {"keep": 2}}, "0 < keep <= 1 must hold"),
+        ({"model": "digits-cnn", "layers": {"conv_1": {"keep": 0.5}}}, "Did you mean 'conv1'"),
+        ({"model": "digits-cnn", "split": "nowhere"}, "valid cut point"),
+    ],
+)
+def test_bad_policy_gives_one_line(capsys, tmp_path: Path, policy: dict, pattern: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(policy))
+    code, _, err = run_cli(capsys, "evaluate", "--model", "digits-cnn", "--dataset", "digits", "--policy", str(path))
+    assert_one_line_error(code, err, pattern)
+
+
+def test_bad_shift_gives_one_line(capsys) -> None:
+    code, _, err = run_cli(capsys, "evaluate", "--model", "digits-cnn", "--dataset", "digits", "--shift", "noise:9")
+    assert_one_line_error(code, err, "1 <= severity <= 5")
+
+
+def test_list_splits(capsys) -> None:
+    code, out, _ = run_cli(capsys, "evaluate", "--model", "resnet20", "--dataset", "cifar10", "--list-splits")
+    assert code == 0 and "layer2_0_relu_1" in out
