@@ -23,6 +23,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-bn-repair", action="store_true", help="skip re-estimating BatchNorm statistics after pruning")
     p.add_argument("--criterion", default="l1", help="channel ranking for pruning: l1 or l2")
     p.add_argument("--repeats", type=int, default=50, help="timed repeats of the batch-1 latency measurement")
+    p.add_argument("--device", default=None, help="add predicted costs on this device profile (name or YAML)")
+    p.add_argument("--link", default=None, help="link to the edge server for split policies (wifi, lte, ble, ethernet)")
+    p.add_argument("--edge", default="edge-server", help="device profile of the edge server that runs a split's tail")
+    p.add_argument(
+        "--interval-ms", type=float, default=1000.0, help="time between inferences (bounds radio tail energy)"
+    )
     p.add_argument("--list-splits", action="store_true", help="list the model's valid split points and exit")
     p.add_argument("--list-shifts", action="store_true", help="list the input shifts and exit")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -95,7 +101,27 @@ def evaluate_policy(args: argparse.Namespace, model: Any, policy: Any, shift: An
     }
     if result["split_bytes"] is None:
         del result["split_bytes"]
+    if args.device:
+        result["device"] = device_costs(args, evaluator, policy, scored.adapt_cost)
     return result
+
+
+def device_costs(args: argparse.Namespace, evaluator: Any, policy: Any, adapt_cost: Any) -> dict[str, Any]:
+    """Predicted latency, energy, storage, peak memory and fit of ``policy`` on ``--device``."""
+    from autocompress.hardware.cost_model import CostModel
+    from autocompress.hardware.profiles import load_device, load_link
+
+    device = load_device(args.device)
+    link = load_link(args.link) if args.link else None
+    edge = load_device(args.edge) if policy.split is not None else None
+    model = CostModel.for_model(
+        evaluator.model, evaluator.table, device, link=link, edge=edge, interval_ms=args.interval_ms
+    )
+    return {
+        "name": device.name,
+        "link": link.name if link else None,
+        **model.predict_policy(policy, adapt_cost).to_dict(),
+    }
 
 
 def _print_list(title: str, rows: list[list[Any]], columns: list[str]) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from autocompress.cli.output import human_count, print_table
 
-WHAT = ("models", "datasets")
+WHAT = ("models", "datasets", "devices", "links")
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from autocompress.errors import unknown_name_error
 
-    listers = {"models": _models, "datasets": _datasets}
+    listers = {"models": _models, "datasets": _datasets, "devices": _devices, "links": _links}
     if args.what not in listers:
         raise unknown_name_error("list", args.what, listers)
     listers[args.what]()
@@ -68,3 +68,49 @@ def _datasets() -> None:
         [i.name, "×".join(map(str, i.input_shape)), i.num_classes, i.val_size, i.description] for i in DATASETS.values()
     ]
     print_table("Datasets", ["name", "input", "classes", "val images", "source"], rows)
+
+
+def _devices() -> None:
+    from autocompress.hardware.profiles import DEVICES_DIR, load_device, shipped
+
+    rows = []
+    for name in shipped(DEVICES_DIR):
+        d = load_device(name)
+        peaks = ", ".join(f"{k} {v:g}" for k, v in d.peak_gmacs.items())
+        rows.append(
+            [
+                d.name,
+                d.kind,
+                peaks,
+                d.memory_bandwidth_gbps,
+                human_count(d.ram_bytes) + "B",
+                human_count(d.flash_bytes) + "B",
+                d.active_power_w,
+                d.description,
+            ]
+        )
+    print_table(
+        "Devices",
+        ["name", "kind", "peak GMAC/s", "bandwidth GB/s", "RAM", "flash", "active W", "description"],
+        rows,
+        caption="Sources: comments in autocompress/hardware/devices/*.yaml; pass a path to use your own profile.",
+    )
+
+
+def _links() -> None:
+    from autocompress.hardware.profiles import LINKS_DIR, load_link, shipped
+
+    rows = []
+    for name in shipped(LINKS_DIR):
+        k = load_link(name)
+        rows.append(
+            [
+                k.name,
+                k.uplink_mbps,
+                k.downlink_mbps,
+                k.rtt_ms,
+                k.tx_alpha_mw_per_mbps * k.uplink_mbps + k.tx_beta_mw,
+                k.tail_ms,
+            ]
+        )
+    print_table("Links", ["name", "up Mbps", "down Mbps", "RTT ms", "TX power mW", "tail ms"], rows)
