@@ -28,6 +28,13 @@ class CutPoint:
     shape: tuple[int, ...]
     module: str
     next_layer: str | None
+    kind: str = ""
+
+    @property
+    def after_activation(self) -> bool:
+        """Whether the crossing tensor comes out of an activation, pooling, add or flatten rather than a conv or
+        BatchNorm (cutting before the ReLU sends as many bytes with no gain)."""
+        return self.kind not in ("Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "Linear")
 
     @property
     def elements(self) -> int:
@@ -71,7 +78,10 @@ def cut_points(model: nn.Module, input_shape: tuple[int, ...]) -> list[CutPoint]
         if live == {node} and node.name in shapes:
             target = str(node.target) if node.op == "call_module" else node.op
             after = [str(n.target) for n in layer_nodes if position[n] > position[node]]
-            points.append(CutPoint(node.name, position[node], shapes[node.name], target, after[0] if after else None))
+            kind = type(modules[target]).__name__ if node.op == "call_module" else getattr(node.target, "__name__", "")
+            points.append(
+                CutPoint(node.name, position[node], shapes[node.name], target, after[0] if after else None, kind)
+            )
     return points
 
 

@@ -33,6 +33,8 @@ def test_every_shipped_profile_loads() -> None:
         "kirin-810",
         "smartwatch",
         "mcu",
+        "host",
+        "edge-server",
     } <= set(shipped(DEVICES_DIR))
     assert set(shipped(LINKS_DIR)) == {"wifi", "lte", "ble", "ethernet"}
     for name in shipped(DEVICES_DIR):
