@@ -274,7 +274,7 @@ def host_template() -> DeviceProfile:
         weights_in_ram=True,
         active_power_w=round(7.5 * cores, 1),  # estimate: ~7.5 W per busy server core
         idle_power_w=round(2.0 * cores, 1),  # estimate
-        legal_wbits=[8, 16, 32],
+        legal_wbits=[2, 4, 8, 16, 32],  # fake-quantized storage; onnxruntime computes int8 or fp32
         legal_abits=[8, 16, 32],
         channel_rounding=_simd_channels(),
     )

@@ -1,0 +1,181 @@
+"""The YAML presets a search job composes: deployment environments (``envs/``), search spaces
+(``search_spaces/``) and agents (``agents/``). Resolved by name (shipped presets) or by path (your own file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from autocompress.config import load_config, require
+from autocompress.data.shifts import Shift
+from autocompress.errors import ConfigError, unknown_name_error
+
+PACKAGE_PRESETS = Path(__file__).resolve().parent.parent / "presets"  # inside an installed wheel
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent  # an editable install or a checkout
+BUDGET_NAMES = ("macs_ratio", "latency_ms", "energy_mj", "storage_bytes", "peak_memory_bytes")
+REWARD_MODES = ("acc", "acc_log_cost", "weighted", "constrained")
+COST_NAMES = ("macs", "latency_ms", "energy_mj", "storage_bytes")
+
+
+def preset_dir(kind: str) -> Path:
+    """Folder of a preset kind: the wheel's copy when installed, else the repository's top-level folder."""
+    packaged = PACKAGE_PRESETS / kind
+    return packaged if packaged.is_dir() else REPO_ROOT / kind
+
+
+def preset_names(kind: str) -> list[str]:
+    return sorted(p.stem for p in preset_dir(kind).glob("*.yaml"))
+
+
+def resolve_preset(kind: str, name_or_path: str) -> Path:
+    """Path of a preset given by shipped name or by file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"a {kind} preset file must exist, but '{path}' does not.")
+        return path
+    names = preset_names(kind)
+    if name_or_path not in names:
+        raise unknown_name_error(f"{kind} preset", name_or_path, names)
+    return preset_dir(kind) / f"{name_or_path}.yaml"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on one cost. Hard budgets hold by construction; soft ones are penalised by the reward."""
+
+    value: float
+    hard: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.value > 0, f"a budget value > 0 must hold, but got {self.value}.")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """How the episode's reward is computed (see :mod:`autocompress.env.rewards`)."""
+
+    mode: Literal["acc", "acc_log_cost", "weighted", "constrained"] = "acc"
+    cost: Literal["macs", "latency_ms", "energy_mj", "storage_bytes"] = "macs"
+    weights: dict[str, float] = field(default_factory=dict)
+    penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, weight in self.weights.items():
+            require(name in COST_NAMES, f"reward weights must name {', '.join(COST_NAMES)}, but got '{name}'.")
+            require(weight >= 0, f"reward weight {name} >= 0 must hold, but got {weight}.")
+        require(self.penalty >= 0, f"penalty >= 0 must hold, but got {self.penalty}.")
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """The distribution a context is drawn from at each reset. A pair ``[low, high]`` is a uniform range; one
+    number is fixed. ``shifts`` lists ``none`` or ``name:severity`` entries, drawn uniformly."""
+
+    battery: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    free_memory: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    bandwidth_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    latency_budget_ms: list[float] | None = None
+    interval_ms: float = 1000.0
+    adapt_every: int = 1000
+    shifts: list[str] = field(default_factory=lambda: ["none"])
+
+    def __post_init__(self) -> None:
+        for name in ("battery", "free_memory", "bandwidth_scale"):
+            values = getattr(self, name)
+            require(len(values) in (1, 2), f"context.{name} must be a number or [low, high], but got {values}.")
+            require(
+                min(values) > 0 and values[0] <= values[-1],
+                f"0 < low <= high must hold for context.{name}, but got {values}.",
+            )
+        require(max(self.battery) <= 1 and max(self.free_memory) <= 1, "battery and free_memory are fractions <= 1.")
+        require(self.interval_ms > 0 and self.adapt_every >= 1, "interval_ms > 0 and adapt_every >= 1 must hold.")
+        if self.latency_budget_ms is not None:
+            require(
+                len(self.latency_budget_ms) in (1, 2) and min(self.latency_budget_ms) > 0,
+                "context.latency_budget_ms must be a positive number or [low, high], "
+                f"but got {self.latency_budget_ms}.",
+            )
+        require(len(self.shifts) >= 1, "context.shifts must list at least one entry (none for clean data).")
+        for spec in self.shifts:
+            if spec != "none":
+                Shift.parse(spec)
+
+
+@dataclass(frozen=True)
+class EnvPreset:
+    """A deployment environment: device, link, edge server, budgets, reward and context distribution."""
+
+    name: str
+    description: str
+    device: str
+    link: str | None = None
+    edge: str = "edge-server"
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    context: ContextSpec = field(default_factory=ContextSpec)
+
+    def __post_init__(self) -> None:
+        for name in self.budgets:
+            require(name in BUDGET_NAMES, f"budgets may name {', '.join(BUDGET_NAMES)}, but got '{name}'.")
+        if "macs_ratio" in self.budgets:
+            require(
+                self.budgets["macs_ratio"].value <= 1, "budgets.macs_ratio is a fraction of the model's MACs: <= 1."
+            )
+        if self.reward.mode == "constrained":
+            require(any(not b.hard for b in self.budgets.values()), "reward mode 'constrained' needs a soft budget.")
+
+
+@dataclass(frozen=True)
+class KeepRange:
+    min: float = 0.2
+    max: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(
+            0 < self.min <= self.max <= 1, f"0 < keep.min <= keep.max <= 1 must hold, but got {self.min}, {self.max}."
+        )
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """Which knobs a search turns and their ranges. ``wbits``/``abits`` list choices or say ``device`` (the
+    device's legal set); ``split`` and ``adapt`` are chosen at the episode's last step."""
+
+    name: str
+    description: str
+    keep: KeepRange | None = None
+    wbits: list[int] | str | None = None
+    abits: list[int] | str | None = None
+    split: bool = False
+    adapt: list[str] | None = None
+    round_to: int | str = "device"
+    protect_first_last: bool = True
+    fixed_first_last_bits: int | None = 8
+
+    def __post_init__(self) -> None:
+        for name in ("wbits", "abits"):
+            value = getattr(self, name)
+            require(
+                value is None or value == "device" or isinstance(value, list),
+                f"{name} must be a list of bits or 'device'.",
+            )
+        require(self.round_to == "device" or isinstance(self.round_to, int), "round_to must be an integer or 'device'.")
+        if self.adapt is not None:
+            for method in self.adapt:
+                require(
+                    method in ("none", "adabn", "tent"), f"adapt choices are none, adabn, tent, but got '{method}'."
+                )
+        require(
+            any([self.keep, self.wbits, self.abits, self.split, self.adapt]),
+            "a search space must turn at least one knob.",
+        )
+
+
+def load_env_preset(name_or_path: str) -> EnvPreset:
+    return load_config(EnvPreset, resolve_preset("envs", name_or_path))
+
+
+def load_space_preset(name_or_path: str) -> SpaceSpec:
+    return load_config(SpaceSpec, resolve_preset("search_spaces", name_or_path))

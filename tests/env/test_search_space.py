@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from autocompress.env import AutoCompressEnv
+
+
+@pytest.fixture(scope="module")
+def env() -> AutoCompressEnv:
+    return AutoCompressEnv(env_preset="raspberry-pi-4-wifi", space="full", budgets={"latency_ms": 100.0})
+
+
+def test_dimensions_follow_the_space(env) -> None:
+    assert env.space.dims == ["keep", "wbits", "abits", "split", "adapt"]
+    assert env.space.wbits == [2, 4, 8, 16, 32] and env.space.abits == [8, 16, 32]
+    assert env.space.split_choices[:2] == ["none", "input"] and "relu_1" in env.space.split_choices
+    assert env.space.round_to == 4  # the Raspberry Pi profile's channel rounding
+
+
+def test_encode_decode_round_trip(env) -> None:
+    step = next(s for s in env.space.steps if s.keep_group is not None and s.wbits)
+    for keep in (0.2, 0.55, 1.0):
+        for wbits in env.space.wbits:
+            action = env.space.encode({"keep": keep, "wbits": wbits, "abits": 16, "split": "relu_1", "adapt": "tent"})
+            choice = env.space.decode_step(action, step)
+            assert choice.keep == pytest.approx(keep, abs=1e-6) and choice.wbits == wbits and choice.abits == 16
+            assert env.space.decode_final(action) == ("relu_1", "tent")
+    assert env.space.decode_final(env.space.encode({"split": "none", "adapt": "none"})) == (None, "none")
+
+
+def test_optuna_parameters_and_actions_give_the_same_policy(env) -> None:
+    rng = np.random.default_rng(0)
+    params = {}
+    for name, kind, domain in env.space.parameters():
+        params[name] = float(rng.uniform(*domain)) if kind == "float" else domain[int(rng.integers(len(domain)))]
+    actions = env.space.actions_from_params(params)
+    assert len(actions) == len(env.space.steps)
+    env.reset(seed=0)
+    for action in actions:
+        _, _, done, _, info = env.step(action)
+    assert done
+    policy = info["policy"]
+    for step in env.space.steps:
+        setting = policy["layers"].get(step.layer, {"keep": 1.0, "wbits": 32, "abits": 32})
+        assert setting["wbits"] == params[f"wbits/{step.layer}"] and setting["abits"] == params[f"abits/{step.layer}"]
+    assert policy["adapt"] == params["adapt"]
