@@ -31,7 +31,12 @@ def evaluator_for(model_name: str, splits: Any, images: int, repair: bool = True
     pretrained = model_name in ("resnet20", "vgg11", "mobilenetv2", "digits-cnn")
     model = load_model(model_name, info.num_classes, info.input_shape, info.name, pretrained=pretrained)
     return PolicyEvaluator(
-        model, info, splits.val_x[:images], splits.val_y[:images], splits.train_x[:2048], EvaluatorOptions(bn_repair=repair)
+        model,
+        info,
+        splits.val_x[:images],
+        splits.val_y[:images],
+        splits.train_x[:2048],
+        EvaluatorOptions(bn_repair=repair),
     )
 
 
@@ -61,7 +66,9 @@ def quantization_rows(evaluator: PolicyEvaluator, name: str) -> list[dict[str, A
     rows = []
     for wbits, abits in [(32, 32), (16, 16), (8, 8), (6, 8), (5, 8), (4, 8), (3, 8), (2, 8), (8, 32)]:
         result = evaluator.evaluate(Policy(name, LayerSetting(wbits=wbits, abits=abits)))
-        rows.append({"wbits": wbits, "abits": abits, "accuracy": result.accuracy, "storage_bytes": result.storage_bytes})
+        rows.append(
+            {"wbits": wbits, "abits": abits, "accuracy": result.accuracy, "storage_bytes": result.storage_bytes}
+        )
     return rows
 
 
@@ -79,7 +86,9 @@ def int8_rows(models: list[str], splits: Any, images: int, repeats: int) -> list
                 inputs = evaluator.val_inputs(None)
                 row: dict[str, Any] = {"model": name, "keep": keep}
                 for kind, session in sessions.items():
-                    row[f"acc_{kind}"] = float((ort_predict(session, inputs).argmax(1) == evaluator.val_labels).float().mean())
+                    row[f"acc_{kind}"] = float(
+                        (ort_predict(session, inputs).argmax(1) == evaluator.val_labels).float().mean()
+                    )
                     for batch in (1, 64):
                         timing = ort_latency(session, splits.info.input_shape, batch, repeats=repeats)
                         row[f"{kind}_b{batch}_ms"] = timing.median_ms
@@ -87,7 +96,9 @@ def int8_rows(models: list[str], splits: Any, images: int, repeats: int) -> list
     return rows
 
 
-def adaptation_rows(evaluator: PolicyEvaluator, name: str, shifts: list[str], severities: list[int]) -> list[dict[str, Any]]:
+def adaptation_rows(
+    evaluator: PolicyEvaluator, name: str, shifts: list[str], severities: list[int]
+) -> list[dict[str, Any]]:
     rows = []
     for shift_name in shifts:
         for severity in severities:
@@ -108,7 +119,14 @@ def throughput_rows(evaluator: PolicyEvaluator, name: str, repeats: int) -> list
         with tempfile.TemporaryDirectory() as tmp:
             session = ort_session(export_onnx(pruned, evaluator.info.input_shape, Path(tmp) / "m.onnx"))
             ort_s = min(_timed(lambda s=session: ort_predict(s, inputs)) for _ in range(repeats))
-        rows.append({"keep": keep, "images": len(inputs), "torch_ips": len(inputs) / torch_s, "ort_fp32_ips": len(inputs) / ort_s})
+        rows.append(
+            {
+                "keep": keep,
+                "images": len(inputs),
+                "torch_ips": len(inputs) / torch_s,
+                "ort_fp32_ips": len(inputs) / ort_s,
+            }
+        )
     return rows
 
 
@@ -151,15 +169,17 @@ def render(results: dict[str, list[dict[str, Any]]], main_model: str, images: in
     def table(rows: list[dict[str, Any]]) -> str:
         return markdown_table(list(rows[0]), [list(r.values()) for r in rows])
 
-    return "\n\n".join([
-        f"Accuracies on the first {images} val images; latencies are medians of repeats at batch 1 on the host.",
-        "### Pruning: predicted vs measured MACs, BatchNorm repair, host speed (torch, batch 1)\n\n"
-        "torchvision:resnet18 has no trained weights here; its rows show that it prunes and runs.\n\n" + table(results["pruning"]),
-        f"### Quantization of {main_model} (fake quant; weights per-channel, activations per-tensor)\n\n" + table(results["quantization"]),
-        "### Real int8 in onnxruntime (static QDQ) vs fp32: accuracy and latency\n\n" + table(results["int8"]),
-        f"### Test-time adaptation of {main_model}: accuracy per shift and severity\n\n" + table(results["adaptation"]),
-        f"### Evaluator throughput ({main_model}): torch eager at batch 500 vs onnxruntime fp32\n\n" + table(results["throughput"]),
-    ])  # fmt: skip
+    pruning_note = "torchvision:resnet18 has no trained weights here; its rows show that it prunes and runs."
+    sections = [
+        ("### Pruning: predicted vs measured MACs, BatchNorm repair, host speed (torch, batch 1)\n\n"
+         + pruning_note, "pruning"),
+        (f"### Quantization of {main_model} (fake quant; weights per-channel, activations per-tensor)", "quantization"),
+        ("### Real int8 in onnxruntime (static QDQ) vs fp32: accuracy and latency", "int8"),
+        (f"### Test-time adaptation of {main_model}: accuracy per shift and severity", "adaptation"),
+        (f"### Evaluator throughput ({main_model}): torch eager at batch 500 vs onnxruntime fp32", "throughput"),
+    ]  # fmt: skip
+    intro = f"Accuracies on the first {images} val images; latencies are medians of repeats at batch 1 on the host."
+    return "\n\n".join([intro, *(f"{title}\n\n{table(results[key])}" for title, key in sections)])
 
 
 if __name__ == "__main__":
