@@ -1,0 +1,119 @@
+"""Reinforcement-learning agents from stable-baselines3 (DDPG, TD3, SAC, PPO) on the compression environment,
+with AMC's recipe added through SB3's extension points and checkpoints that need no unpickling to resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from stable_baselines3 import DDPG, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from autocompress.runs import atomic_torch_save, atomic_write_json
+from autocompress.search.sb3_extensions import DecayingNormalNoise, EpisodeCallback, EpisodeRewardReplayBuffer
+
+if TYPE_CHECKING:
+    from autocompress.search.job import SearchJob
+
+log = logging.getLogger(__name__)
+OFF_POLICY = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
+
+
+def build_model(job: SearchJob) -> tuple[BaseAlgorithm, DecayingNormalNoise | None]:
+    """The SB3 model of the job's agent preset, wired to the environment."""
+    agent, steps, seed = job.agent, job.steps, job.config.seed
+    params = dict(agent.hyperparameters)
+    net_arch = list(params.pop("net_arch", [300, 300]))
+    env = DummyVecEnv([lambda: job.env])
+    common: dict[str, Any] = {"env": env, "seed": seed, "verbose": 0, "device": "cpu"}
+    if agent.algorithm == "ppo":
+        n_steps = agent.episodes_per_update * steps
+        # SB3 wants the mini-batch to divide the rollout; take the largest divisor not above the preset's size.
+        wanted = int(params.pop("batch_size", 64))
+        batch = max(d for d in range(1, min(wanted, n_steps) + 1) if n_steps % d == 0)
+        policy_kwargs = {"net_arch": {"pi": net_arch, "vf": net_arch}}
+        return PPO(
+            "MlpPolicy", n_steps=n_steps, batch_size=batch, policy_kwargs=policy_kwargs, **common, **params
+        ), None
+    warmup = agent.warmup_for(job.config.episodes)
+    noise = None
+    if agent.algorithm in ("ddpg", "td3"):
+        noise = DecayingNormalNoise(job.env.space.action_dim, agent.noise_sigma, agent.noise_decay, warmup, seed)
+        params["action_noise"] = noise
+    model = OFF_POLICY[agent.algorithm](
+        "MlpPolicy",
+        buffer_size=max(agent.buffer_episodes * steps, steps),
+        learning_starts=warmup * steps,
+        train_freq=(1, "episode"),
+        gradient_steps=-1,
+        replay_buffer_class=EpisodeRewardReplayBuffer,
+        replay_buffer_kwargs={"baseline_decay": agent.baseline_decay},
+        policy_kwargs={"net_arch": net_arch},
+        **common,
+        **params,
+    )
+    return model, noise
+
+
+class Checkpoint(BaseCallback):
+    """Save the agent (parameters and optimizers as tensors, replay buffer as numpy arrays, counters as JSON) at
+    the start of every rollout, i.e. after the previous episodes were stored and trained on."""
+
+    def __init__(self, folder: Path, noise: DecayingNormalNoise | None, episodes: Any) -> None:
+        super().__init__()
+        self.folder, self.noise, self.episodes = folder, noise, episodes
+
+    def _on_rollout_start(self) -> None:
+        save_agent(self.model, self.noise, self.folder, self.episodes())
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def save_agent(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path, episodes: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(folder / "agent.pt", model.get_parameters())
+    buffer = getattr(model, "replay_buffer", None)
+    if isinstance(buffer, EpisodeRewardReplayBuffer):
+        tmp = folder / "replay.tmp.npz"
+        buffer.save_arrays(tmp)
+        tmp.replace(folder / "replay.npz")
+    state = {"num_timesteps": model.num_timesteps, "episodes": episodes, "noise": noise.state() if noise else None}
+    atomic_write_json(folder / "agent.json", state)
+
+
+def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path) -> int:
+    """Restore a checkpoint; returns the episodes it had seen (0 when there is none)."""
+    if not (folder / "agent.json").exists():
+        return 0
+    state = json.loads((folder / "agent.json").read_text())
+    model.set_parameters(torch.load(folder / "agent.pt", map_location="cpu", weights_only=True), exact_match=True)
+    buffer = getattr(model, "replay_buffer", None)
+    if isinstance(buffer, EpisodeRewardReplayBuffer) and (folder / "replay.npz").exists():
+        buffer.load_arrays(folder / "replay.npz")
+    model.num_timesteps = int(state["num_timesteps"])
+    model._episode_num = int(state["episodes"])
+    if noise is not None and state["noise"]:
+        noise.restore(state["noise"])
+    return int(state["episodes"])
+
+
+def run_sb3(job: SearchJob, remaining: int) -> None:
+    """Train the job's SB3 agent for ``remaining`` episodes, resuming from its checkpoint when there is one."""
+    model, noise = build_model(job)
+    folder = job.run_dir / "checkpoints"
+    restored = load_agent_state(model, noise, folder)
+    if restored:
+        log.info("resumed agent after %d episodes (%d logged)", restored, job.recorder.episodes_done)
+    model.num_timesteps = max(model.num_timesteps, job.recorder.episodes_done * job.steps)
+    callbacks = CallbackList([
+        EpisodeCallback(job.on_episode, noise),
+        Checkpoint(folder, noise, lambda: job.recorder.episodes_done),
+    ])  # fmt: skip
+    model.learn(total_timesteps=remaining * job.steps, callback=callbacks, reset_num_timesteps=False)
+    save_agent(model, noise, folder, job.recorder.episodes_done)

@@ -1,0 +1,140 @@
+"""The pieces AMC's DDPG recipe needs that stable-baselines3 lacks, added through SB3's extension points
+(action noise, replay buffer class, callbacks) rather than by forking the algorithms."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import ActionNoise
+
+
+class DecayingNormalNoise(ActionNoise):
+    """Gaussian exploration noise truncated at ±2σ whose σ decays once per episode after the warm-up (AMC).
+
+    SB3 adds the noise to the actor's action and clips the sum into the action bounds; an ``ActionNoise`` never
+    sees the action, so it cannot truncate around it as AMC's sampler does — clipping plays that role.
+
+    Args:
+        dim: Action dimensions.
+        sigma: Initial standard deviation.
+        decay: Factor applied to σ at the end of every episode after ``warmup`` episodes.
+        warmup: Episodes of uniform random actions (SB3's ``learning_starts``), during which σ stays put.
+        seed: Seed of the noise generator.
+    """
+
+    def __init__(self, dim: int, sigma: float, decay: float, warmup: int, seed: int) -> None:
+        super().__init__()
+        self.dim, self.sigma, self.decay, self.warmup = dim, sigma, decay, warmup
+        self.episodes = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self) -> np.ndarray:
+        return np.clip(self.rng.normal(0.0, self.sigma, self.dim), -2 * self.sigma, 2 * self.sigma).astype(np.float32)
+
+    def reset(self) -> None:
+        self.episodes += 1
+        if self.episodes > self.warmup:
+            self.sigma *= self.decay
+
+    def state(self) -> dict[str, Any]:
+        return {"sigma": self.sigma, "episodes": self.episodes}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sigma, self.episodes = float(state["sigma"]), int(state["episodes"])
+
+
+class EpisodeRewardReplayBuffer(ReplayBuffer):
+    """A replay buffer that gives every transition of an episode the episode's final reward minus a moving-average
+    baseline, and marks each transition terminal, as AMC does: the critic then regresses Q(state, action) of every
+    layer decision on the episode's advantage, with no bootstrapping across layers.
+
+    Args:
+        baseline_decay: Weight of the old baseline in the moving average (AMC: 0.95).
+        (the rest as :class:`~stable_baselines3.common.buffers.ReplayBuffer`)
+    """
+
+    def __init__(self, *args: Any, baseline_decay: float = 0.95, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.baseline_decay = baseline_decay
+        self.baseline: float | None = None
+        self._episode: list[int] = []
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        self._episode.append(self.pos)
+        super().add(obs, next_obs, action, reward, np.ones_like(done), infos)
+        if bool(np.asarray(done).reshape(-1)[0]):
+            final = float(np.asarray(reward).reshape(-1)[0])
+            self.baseline = (
+                final
+                if self.baseline is None
+                else self.baseline_decay * self.baseline + (1 - self.baseline_decay) * final
+            )
+            for index in self._episode:
+                self.rewards[index] = final - self.baseline
+            self._episode = []
+
+    def save_arrays(self, path: Path) -> None:
+        """Write the buffer's contents as a numpy archive (no pickle)."""
+        np.savez(
+            path, observations=self.observations, next_observations=self.next_observations, actions=self.actions,
+            rewards=self.rewards, dones=self.dones, timeouts=self.timeouts,
+            meta=np.array([self.pos, int(self.full), np.nan if self.baseline is None else self.baseline]),
+        )  # fmt: skip
+
+    def load_arrays(self, path: Path) -> None:
+        with np.load(path, allow_pickle=False) as data:
+            for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+                getattr(self, name)[...] = data[name]
+            pos, full, baseline = data["meta"]
+        self.pos, self.full = int(pos), bool(full)
+        self.baseline = None if np.isnan(baseline) else float(baseline)
+        self._episode = []
+
+
+class EpisodeCallback(BaseCallback):
+    """Hands every finished episode's ``info`` (with the agent's latest losses and exploration σ) to a function, and
+    stops training once the search's episode budget is reached."""
+
+    LOSSES: ClassVar[dict[str, str]] = {
+        "train/actor_loss": "actor_loss",
+        "train/critic_loss": "critic_loss",
+        "train/policy_gradient_loss": "policy_loss",
+        "train/value_loss": "value_loss",
+    }
+
+    def __init__(
+        self, on_episode: Callable[[dict[str, Any], float, dict[str, float]], bool], noise: DecayingNormalNoise | None
+    ) -> None:
+        super().__init__()
+        self.on_episode, self.noise = on_episode, noise
+        self.started = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        keep_going = True
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if done:
+                extra = {
+                    name: float(v)
+                    for key, name in self.LOSSES.items()
+                    if (v := self.model.logger.name_to_value.get(key)) is not None
+                }
+                if self.noise is not None:
+                    extra["exploration_sigma"] = self.noise.sigma
+                wall = time.perf_counter() - self.started
+                self.started = time.perf_counter()
+                keep_going = self.on_episode(info, wall, extra) and keep_going
+        return keep_going

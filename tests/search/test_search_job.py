@@ -1,0 +1,187 @@
+"""Search jobs end to end on the bundled digits set: run folders, TensorBoard tags, determinism, resume, baselines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autocompress.cli import main
+from autocompress.search.recorder import dominates
+
+QUICK = ["--model", "digits-cnn", "--dataset", "digits", "--env", "host", "--threads", "1"]
+
+
+def search(capsys: pytest.CaptureFixture[str], run_dir: Path, *args: str) -> dict:
+    code = main(["-q", "search", *QUICK, "--run-dir", str(run_dir), *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def progress(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "progress.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: dict[str, list[str]] = {}
+    for events in run_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0, "images": 0})
+        acc.Reload()
+        for kind, names in acc.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, []).extend(names)
+    return tags
+
+
+def test_ddpg_run_folder_holds_everything(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "ddpg"
+    summary = search(capsys, run, "--agent", "ddpg", "--episodes", "12", "--space", "prune-quant")
+    names = {p.name for p in run.iterdir()}
+    expected = {"config.json", "command.txt", "system.json", "progress.csv", "best_policy.json", "pareto.json"}
+    assert expected <= names and "summary.json" in names
+    assert {"agent.pt", "replay.npz", "agent.json"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    rows = progress(run)
+    assert [int(r["episode"]) for r in rows] == list(range(12))
+    assert summary["episodes"] == 12 and summary["hard_violations"] == 0
+    best = json.loads((run / "best_policy.json").read_text())
+    assert best["reward"] == max(float(r["reward"]) for r in rows) == summary["best_reward"]
+    assert best["macs_ratio"] <= 0.5 + 1e-6  # the host preset's hard budget
+    config = json.loads((run / "config.json").read_text())
+    assert config["agent"] == "ddpg" and config["resolved"]["agent"]["algorithm"] == "ddpg"
+    # the warm-up is a third of a 12-episode search, so 8 episodes trained the critic
+    assert any(r["critic_loss"] for r in rows[4:]) and not any(r["critic_loss"] for r in rows[:4])
+
+
+def test_tensorboard_tags_read_back(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "tb"
+    search(capsys, run, "--agent", "ddpg", "--episodes", "9", "--space", "prune")
+    tags = tensorboard_tags(run)
+    scalars = set(tags["scalars"])
+    for tag in ("episode_reward", "accuracy", "latency_ms", "energy_mj", "storage_bytes", "best_reward"):
+        assert f"charts/{tag}" in scalars, sorted(scalars)
+    assert {"charts/exploration_sigma", "losses/critic_loss", "losses/actor_loss"} <= scalars
+    assert {"policy/best", "pareto/front"} <= set(tags["images"])
+    hparams = [p for p in run.rglob("events.out.tfevents.*")]
+    assert any(b"_hparams_/session_start_info" in p.read_bytes() for p in hparams)
+
+
+@pytest.mark.parametrize("agent", ["ddpg", "random", "tpe"])
+def test_same_seed_gives_same_best_policy(capsys, tmp_path: Path, agent: str) -> None:
+    args = ["--agent", agent, "--episodes", "8", "--seed", "3", "--space", "prune-quant"]
+    first = search(capsys, tmp_path / "a", *args)
+    second = search(capsys, tmp_path / "b", *args)
+    policy_a = json.loads((tmp_path / "a" / "best_policy.json").read_text())
+    policy_b = json.loads((tmp_path / "b" / "best_policy.json").read_text())
+    assert policy_a == policy_b and first["best_reward"] == second["best_reward"]
+    search(capsys, tmp_path / "c", *[a if a != "3" else "4" for a in args])
+    rewards = [[r["reward"] for r in progress(tmp_path / name)] for name in "abc"]
+    assert rewards[0] == rewards[1] != rewards[2]  # the seed matters, and only the seed
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.7])
+def test_uniform_is_one_episode_that_meets_the_budget(capsys, tmp_path: Path, budget: float) -> None:
+    summary = search(capsys, tmp_path / "u", "--agent", "uniform", "--space", "prune", "--budget", f"macs={budget}")
+    # host rounds channels to 16, so the largest uniform ratio lands within a rounding step below the budget
+    assert summary["episodes"] == 1 and budget - 0.15 < summary["best_macs_ratio"] <= budget + 1e-6
+
+
+def test_nsga2_writes_study_and_non_dominated_front(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "nsga2"
+    search(capsys, run, "--agent", "nsga2", "--episodes", "10", "--space", "prune-quant")
+    front = json.loads((run / "pareto.json").read_text())
+    assert front and all(not dominates(a, b) for a in front for b in front)
+    import optuna
+
+    study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'optuna.db'}")
+    assert len(study.trials) == 10 and len(study.directions) == 4
+    # resuming with a larger budget continues the same study
+    config = json.loads((run / "config.json").read_text())
+    config["episodes"] = 13
+    (run / "config.json").write_text(json.dumps(config))
+    code = main(["-q", "search", "--resume", str(run)])
+    capsys.readouterr()
+    assert code == 0 and len(progress(run)) == 13
+    assert len(optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'optuna.db'}").trials) == 13
+
+
+def test_ppo_runs(capsys, tmp_path: Path) -> None:
+    summary = search(capsys, tmp_path / "ppo", "--agent", "ppo", "--episodes", "10", "--space", "prune")
+    rows = progress(tmp_path / "ppo")
+    assert summary["episodes"] == 10 and any(r["policy_loss"] for r in rows)
+
+
+def test_resume_after_kill_loses_no_episode(tmp_path: Path) -> None:
+    """kill -9 in the middle of a DDPG search, then ``--resume``: every episode is logged exactly once."""
+    run = tmp_path / "killed"
+    env = dict(os.environ, AUTOCOMPRESS_RUNS_DIR=str(tmp_path))
+    cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "ddpg", "--episodes", "40"]
+    proc = subprocess.Popen([*cmd, "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "progress.csv").exists() and len(progress(run)) >= 18:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(progress(run))
+    assert 18 <= killed_at < 40
+    done = subprocess.run(
+        [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [int(r["episode"]) for r in progress(run)] == list(range(40))
+    state = json.loads((run / "checkpoints" / "agent.json").read_text())
+    steps = json.loads((run / "config.json").read_text())["resolved"]["steps_per_episode"]
+    assert state["episodes"] == 40 and state["num_timesteps"] == 40 * steps
+    assert json.loads(done.stdout)["episodes"] == 40
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--budget", "macs"], "--budget must be NAME=VALUE"),
+        (["--budget", "mac=0.5"], "Did you mean 'macs'"),
+        (["--budget", "macs=half"], "--budget macs must be a number"),
+        (["--budget", "macs=0.5:maybe"], "may end in :hard or :soft"),
+        (["--agent", "ddgp"], "Did you mean 'ddpg'"),
+        (["--env", "raspberry-pi4-wifi"], "Did you mean 'raspberry-pi-4-wifi'"),
+        (["--space", "prunee"], "Did you mean 'prune'"),
+        (["--episodes", "0"], "episodes >= 1 must hold"),
+        (["--budget", "macs=0.001"], "infeasible"),
+    ],
+)
+def test_bad_arguments_give_one_line(capsys, tmp_path: Path, args: list[str], pattern: str) -> None:
+    code = main(["search", *QUICK, "--run-dir", str(tmp_path / "bad"), *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert pattern.lower() in lines[0].lower(), lines[0]
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_resume_and_run_dir_errors(capsys, tmp_path: Path) -> None:
+    assert main(["search", "--resume", str(tmp_path / "nope")]) == 1
+    assert "--resume needs a run folder holding config.json" in capsys.readouterr().err
+    assert main(["search", "--dataset", "digits"]) == 1
+    assert "search needs --model and --dataset" in capsys.readouterr().err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("keep me")
+    assert main(["search", *QUICK, "--run-dir", str(full)]) == 1
+    assert "--run-dir must be a new or empty folder" in capsys.readouterr().err
+    assert (full / "x").read_text() == "keep me"
