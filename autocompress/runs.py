@@ -41,12 +41,12 @@ def new_run_dir(exp: str, env: str, agent: str, seed: int, run_dir: str | os.Pat
     return path
 
 
-def existing_run_dir(path: str | os.PathLike[str], marker: str) -> Path:
-    """Return an existing run folder for ``--resume``, checking it holds ``marker``."""
+def existing_run_dir(path: str | os.PathLike[str], marker: str, what: str = "--resume") -> Path:
+    """Return an existing run folder for ``what`` (a flag or verb), checking it holds ``marker``."""
     run = Path(path)
     if not (run / marker).is_file():
         raise AutoCompressError(
-            f"--resume needs a run folder holding {marker}, but '{run}' does not; pass the folder a run created."
+            f"{what} needs a run folder holding {marker}, but '{run}' does not; pass the folder a run created."
         )
     return run
 

@@ -50,9 +50,18 @@ def apply_threads(threads: int | None) -> None:
 
 
 def _verb_modules() -> list[ModuleType]:
-    from autocompress.cli import doctor_cmd, evaluate_cmd, list_cmd, profile_cmd, search_cmd, train_cmd
+    from autocompress.cli import (
+        compare_cmd,
+        doctor_cmd,
+        evaluate_cmd,
+        export_cmd,
+        list_cmd,
+        profile_cmd,
+        search_cmd,
+        train_cmd,
+    )
 
-    return [list_cmd, train_cmd, evaluate_cmd, search_cmd, profile_cmd, doctor_cmd]
+    return [list_cmd, train_cmd, evaluate_cmd, search_cmd, export_cmd, compare_cmd, profile_cmd, doctor_cmd]
 
 
 def build_parser() -> OneLineParser:

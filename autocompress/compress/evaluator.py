@@ -192,15 +192,20 @@ class PolicyEvaluator:
         with clock("adapt"):
             cost = self._adapt(model, policy.adapt, shift)
         with clock("quantize"):
-            quantize_weights(model, {layer.name: policy.setting(layer.name).wbits for layer in table.layers})
-            abits = {layer.name: policy.setting(layer.name).abits for layer in table.layers}
-            if any(b < 32 for b in abits.values()):
-                ActivationQuantizer(model, abits).calibrate(model, self._calib)
+            self.quantize(model, policy)
         head = tail = None
         if policy.split not in (None, SPLIT_INPUT):
             with clock("split"):
                 head, tail = split_model(model, str(policy.split))
         return CompressedModel(model.eval(), head, tail, shapes, kept, cost)
+
+    def quantize(self, model: nn.Module, policy: Policy) -> ActivationQuantizer | None:
+        """Fake-quantize ``model`` (pruned to ``policy``) in place: weights rounded, activation hooks calibrated."""
+        quantize_weights(model, {layer.name: policy.setting(layer.name).wbits for layer in self.table.layers})
+        abits = {layer.name: policy.setting(layer.name).abits for layer in self.table.layers}
+        if all(b >= 32 for b in abits.values()):
+            return None
+        return ActivationQuantizer(model, abits).calibrate(model, self._calib)
 
     def _adapt(self, model: nn.Module, method: str, shift: Shift | None) -> AdaptationCost:
         # Adaptation runs on the float model before weight rounding and activation calibration: it changes only

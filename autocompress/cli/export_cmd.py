@@ -1,0 +1,40 @@
+"""``autocompress export``: the chosen policy of a search as a verified PyTorch + ONNX model with a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from autocompress.cli.app import apply_threads
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a run's policy as a compressed PyTorch + ONNX model, verified")
+    p.add_argument("run_dir", metavar="RUN", help="the search's run folder")
+    p.add_argument("--out", required=True, help="folder for policy.json, model.pt, model.onnx and the report")
+    p.add_argument("--policy", default="best", help="best (default) or pareto:K, the K-th most accurate on the front")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after pruning (default 0)")
+    p.add_argument("--finetune-lr", type=float, default=0.01, help="starting learning rate of the fine-tune")
+    p.add_argument("--test-images", type=int, default=None, help="test images to measure on (default: all)")
+    p.add_argument("--data-dir", default=None, help="dataset folder, if it moved since the search")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autocompress.export import ExportOptions, export_run, render_report
+
+    apply_threads(args.threads)
+    options = ExportOptions(
+        policy=args.policy, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        test_images=args.test_images, data_dir=args.data_dir,
+    )  # fmt: skip
+    report = export_run(args.run_dir, args.out, options)
+    print(json.dumps(report, indent=2) if args.json else render_report(report))
+    log.info("exported to %s", args.out)
+    return 0

@@ -1,0 +1,327 @@
+"""Export a searched policy as a deployable model that verifies itself.
+
+``export_run`` rebuilds the search's workload from the run folder, applies the chosen policy (channels removed,
+BatchNorm repaired, optionally fine-tuned, weights rounded to their bits, activation ranges calibrated), and writes:
+
+- ``policy.json`` — the policy document;
+- ``model.pt`` — the compressed weights with what :func:`load_exported` needs to rebuild the module (no pickle);
+- ``model.onnx`` — the same network for onnxruntime in float arithmetic on the rounded weights; and
+  ``model.int8.onnx`` when every layer is at ≤ 8-bit weights and 8-bit activations (onnxruntime static QDQ
+  quantization, the real int8 path); ``head.onnx``/``tail.onnx`` for a split policy;
+- ``report.json`` / ``report.md`` — test accuracy measured from the exported ONNX files, the PyTorch/ONNX agreement
+  check, storage, predicted device latency and energy under the run's deployment preset, host latency in
+  onnxruntime.
+
+Activation fake quantization (the search's simulation) is not written into ``model.onnx`` as QDQ pairs: with its
+default graph optimizations onnxruntime rewrites QDQ pairs around float kernels and no longer computes what PyTorch
+simulated (measured: logits off by up to 0.12 on digits-cnn, exact with ``session.disable_quant_qdq``). The report
+gives the simulated accuracy next to the accuracies the files give.
+
+Verification fails the export (exit 1, files kept for inspection) when the ONNX file's logits disagree with
+PyTorch's beyond the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.compress.layers import build_layer_table
+from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, quantize_int8
+from autocompress.compress.policy import SPLIT_INPUT, Policy
+from autocompress.compress.pruning import ChannelPruner
+from autocompress.compress.quantization import ActivationQuantizer
+from autocompress.compress.split import split_model
+from autocompress.data import Normalizer, load_dataset
+from autocompress.env import build_workload, load_env_preset, load_space_preset
+from autocompress.errors import AutoCompressError
+from autocompress.hardware.cost_model import CostModel
+from autocompress.hardware.measure import ort_latency
+from autocompress.hardware.profiles import load_device, load_link
+from autocompress.models import load_model
+from autocompress.runs import atomic_torch_save, atomic_write_json, existing_run_dir
+from autocompress.training import finetune
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+# Logits of the ONNX file and of PyTorch must agree to this absolute tolerance, relative to the logits' scale, on
+# at least AGREEMENT of the inputs' top-1 predictions. Fake-quantized activations round at 8 bits, so a value
+# that lands on a rounding boundary may round the other way in onnxruntime's float arithmetic: a rare one-step
+# difference is expected, a systematic one is a defect.
+RELATIVE_TOLERANCE = 1e-3
+AGREEMENT = 0.995
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``autocompress export`` does.
+
+    Args:
+        policy: ``best`` (the run's best policy) or ``pareto:K`` (the K-th policy of the Pareto front, by accuracy).
+        finetune_epochs: Epochs of fine-tuning after pruning (0: none).
+        finetune_lr: Starting learning rate of the fine-tune.
+        test_images: Test images the accuracy is measured on (default: the whole test split).
+        data_dir: Dataset folder, when it moved since the search.
+        latency_repeats: Repeats of the onnxruntime host latency measurement (median reported).
+    """
+
+    policy: str = "best"
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.01
+    test_images: int | None = None
+    data_dir: str | None = None
+    latency_repeats: int = 50
+
+    def __post_init__(self) -> None:
+        if self.finetune_epochs < 0:
+            raise AutoCompressError(f"--finetune-epochs >= 0 must hold, but got {self.finetune_epochs}.")
+        if self.test_images is not None and self.test_images < 1:
+            raise AutoCompressError(f"--test-images >= 1 must hold, but got {self.test_images}.")
+
+
+def select_entry(run: Path, choice: str) -> dict[str, Any]:
+    """The run's best entry, or the K-th of its Pareto front (``pareto:K``, 0 = most accurate)."""
+    if choice == "best":
+        path = run / "best_policy.json"
+        if not path.is_file():
+            raise AutoCompressError(f"the run must hold best_policy.json, but '{run}' has none; has it run an episode?")
+        return dict(json.loads(path.read_text()))
+    kind, _, index = choice.partition(":")
+    if kind != "pareto" or not index.isdigit():
+        raise AutoCompressError(f"--policy must be 'best' or 'pareto:K' with K a number, but got '{choice}'.")
+    front = json.loads((run / "pareto.json").read_text()) if (run / "pareto.json").is_file() else []
+    if int(index) >= len(front):
+        raise AutoCompressError(
+            f"--policy pareto:K needs 0 <= K < {len(front)} (the front's size in '{run}'), but got K={index}."
+        )
+    return dict(front[int(index)])
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict[str, Any]:
+    """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there)."""
+    run = existing_run_dir(run_dir, "config.json", "export")
+    config = json.loads((run / "config.json").read_text())
+    entry = select_entry(run, options.policy)
+    policy = Policy.from_dict(entry["policy"], f"policy of '{run}'")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = options.data_dir or config.get("data_dir")
+    workload = build_workload(
+        config["model"], config["dataset"], config["pretrained"], config["weights"], data_dir, config["val_images"],
+        protect_first_last=load_space_preset(config["space"]).protect_first_last,
+    )  # fmt: skip
+    evaluator = workload.evaluator
+    splits = load_dataset(config["dataset"], data_dir)
+    policy.save(out / "policy.json")
+
+    model = evaluator.pruned_copy(policy)
+    losses = finetune(model, splits, options.finetune_epochs, options.finetune_lr) if options.finetune_epochs else []
+    model.eval()
+    acts = evaluator.quantize(model, policy)
+    kept = evaluator.table.kept_channels(policy.group_keep(evaluator.table), policy.round_to)
+    _save_model(out / "model.pt", model, acts, policy, kept, config)
+
+    count = len(splits.test_y) if options.test_images is None else min(options.test_images, len(splits.test_y))
+    inputs, labels = Normalizer(splits.info)(splits.test_x[:count]), splits.test_y[:count]
+    shape = splits.info.input_shape
+    report: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "run": str(run),
+        "policy_choice": options.policy,
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "test_images": count,
+        "search_val_accuracy": entry["accuracy"],
+        "finetune_epochs": options.finetune_epochs,
+        "finetune_losses": losses,
+        "macs": sum(s.macs for s in evaluator.table.shapes(kept)),
+        "macs_ratio": sum(s.macs for s in evaluator.table.shapes(kept)) / evaluator.table.macs,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    plain = _without_hooks(model)
+    with torch.inference_mode():
+        simulated = torch.cat([model(inputs[i : i + 500]) for i in range(0, count, 500)])
+        torch_logits = torch.cat([plain(inputs[i : i + 500]) for i in range(0, count, 500)])
+    report["test_accuracy_simulated"] = _accuracy(simulated, labels)
+    report["files"] = _export_files(out, plain, policy, evaluator, shape)
+    session = ort_session(out / "model.onnx")
+    onnx_logits = ort_predict(session, inputs)
+    report["test_accuracy"] = _accuracy(onnx_logits, labels)
+    report["verification"] = verify(torch_logits, onnx_logits)
+    report["host_latency_ms"] = {"onnx_fp32": ort_latency(session, shape, repeats=options.latency_repeats).median_ms}
+    if (out / "model.int8.onnx").exists():
+        int8 = ort_session(out / "model.int8.onnx")
+        report["test_accuracy_int8"] = _accuracy(ort_predict(int8, inputs), labels)
+        report["host_latency_ms"]["onnx_int8"] = ort_latency(int8, shape, repeats=options.latency_repeats).median_ms
+    if policy.split not in (None, SPLIT_INPUT):
+        report["verification"]["split"] = _verify_split(out, inputs[:256], torch_logits[:256])
+        report["verification"]["passed"] &= report["verification"]["split"]["passed"]
+    report["device"] = predicted_costs(config, evaluator, policy, kept)
+    report["adapt"] = policy.adapt
+    atomic_write_json(out / "report.json", report)
+    (out / "report.md").write_text(render_report(report))
+    if not report["verification"]["passed"]:
+        raise AutoCompressError(
+            f"the exported ONNX model must match PyTorch (top-1 agreement >= {AGREEMENT}, logits within "
+            f"{RELATIVE_TOLERANCE} of their scale), but got {report['verification']}; files kept in '{out}'."
+        )
+    return report
+
+
+def _export_files(out: Path, plain: nn.Module, policy: Policy, evaluator: Any, shape: tuple[int, ...]) -> list[str]:
+    """model.onnx (float arithmetic on the rounded weights), model.int8.onnx where every layer is int8-ready, and
+    head/tail files for a split policy."""
+    files = ["policy.json", "model.pt", "model.onnx"]
+    export_onnx(plain, shape, out / "model.onnx")
+    settings = [policy.setting(layer.name) for layer in evaluator.table.layers]
+    if all(s.wbits <= 8 and s.abits == 8 for s in settings):
+        # Weights already lie on their (<= 8-bit) grids; onnxruntime re-quantizes them per channel at 8 bits and
+        # calibrates the activations on the same training batches the search calibrated on.
+        quantize_int8(out / "model.onnx", out / "model.int8.onnx", evaluator._calib)
+        files.append("model.int8.onnx")
+    if policy.split not in (None, SPLIT_INPUT):
+        head, tail = split_model(plain, str(policy.split))
+        export_onnx(head, shape, out / "head.onnx")
+        with torch.inference_mode():
+            crossing = head(torch.zeros(1, *shape))
+        export_onnx(tail, tuple(crossing.shape[1:]), out / "tail.onnx")
+        files += ["head.onnx", "tail.onnx"]
+    return [*files, "report.json", "report.md"]
+
+
+def _without_hooks(model: nn.Module) -> nn.Module:
+    import copy
+
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        module._forward_pre_hooks.clear()
+    return plain
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def verify(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
+    """Compare two sets of logits: top-1 agreement and absolute differences relative to the logits' scale."""
+    diff = (reference - candidate).abs()
+    scale = float(reference.abs().max().clamp_min(1.0))
+    within = (diff <= RELATIVE_TOLERANCE * scale).all(1).float().mean()
+    agreement = float((reference.argmax(1) == candidate.argmax(1)).float().mean())
+    return {
+        "top1_agreement": agreement,
+        "within_tolerance": float(within),
+        "max_abs_diff": float(diff.max()),
+        "median_abs_diff": float(diff.median()),
+        "tolerance": RELATIVE_TOLERANCE * scale,
+        "passed": agreement >= AGREEMENT and float(within) >= AGREEMENT,
+    }
+
+
+def _verify_split(out: Path, inputs: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+    """tail(head(x)) run in onnxruntime against the PyTorch logits of the whole model."""
+    head, tail = ort_session(out / "head.onnx"), ort_session(out / "tail.onnx")
+    crossing = ort_predict(head, inputs)
+    return verify(reference, ort_predict(tail, crossing))
+
+
+def predicted_costs(config: dict[str, Any], evaluator: Any, policy: Policy, kept: dict[int, int]) -> dict[str, Any]:
+    """Latency, energy, storage and fit predicted by the cost model under the run's deployment preset (nominal
+    link bandwidth), adaptation not counted (it runs when drift is detected, not per inference)."""
+    preset = load_env_preset(config["env"])
+    link = load_link(preset.link) if preset.link else None
+    edge = load_device(preset.edge) if policy.split is not None else None
+    device = load_device(preset.device)
+    cost = CostModel.for_model(
+        evaluator.model, evaluator.table, device, link=link, edge=edge, interval_ms=preset.context.interval_ms
+    )
+    names = {"env": preset.name, "device": device.name, "link": link.name if link else None}
+    return names | cost.predict_policy(policy).to_dict()
+
+
+def _save_model(
+    path: Path, model: nn.Module, acts: ActivationQuantizer | None, policy: Policy, kept: dict[int, int], config: Any
+) -> None:
+    atomic_torch_save(
+        path,
+        {
+            "format": FORMAT_VERSION,
+            "model": config["model"],
+            "dataset": config["dataset"],
+            "policy": policy.to_json(),
+            "kept": {str(k): v for k, v in kept.items()},
+            "state_dict": model.state_dict(),
+            "activation_bits": acts.bits if acts else {},
+            "activation_ranges": {k: list(v) for k, v in acts.ranges.items()} if acts else {},
+        },
+    )
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """Rebuild the compressed PyTorch module from an export's ``model.pt`` (weights only, no unpickling).
+
+    The architecture is built without weights, pruned to the saved channel counts (which channels go does not
+    matter: every weight is then replaced) and loaded; activation quantization hooks are re-attached with the
+    calibrated ranges.
+    """
+    from autocompress.data import dataset_info
+
+    saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if saved.get("format") != FORMAT_VERSION:
+        raise AutoCompressError(
+            f"model.pt format {FORMAT_VERSION} is needed, but '{path}' holds {saved.get('format')}."
+        )
+    info = dataset_info(saved["dataset"])
+    base = load_model(saved["model"], info.num_classes, info.input_shape, saved["dataset"])
+    table = build_layer_table(base, info.input_shape, protect=set())
+    kept = {int(k): int(v) for k, v in saved["kept"].items()}
+    model = ChannelPruner(base, table).prune(kept)
+    model.load_state_dict(saved["state_dict"])
+    if saved["activation_bits"]:
+        acts = ActivationQuantizer(model, saved["activation_bits"])
+        acts.ranges = {k: (float(v[0]), float(v[1])) for k, v in saved["activation_ranges"].items()}
+    return model.eval()
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """report.md: the figures a user checks before shipping the model."""
+    device, check = report["device"], report["verification"]
+    lat = report["host_latency_ms"]
+    rows = [
+        ("test accuracy (model.onnx, onnxruntime)", f"{report['test_accuracy']:.4f} on {report['test_images']} images"),
+        ("test accuracy simulated in PyTorch (activation fake-quant)", f"{report['test_accuracy_simulated']:.4f}"),
+        ("validation accuracy during the search", f"{report['search_val_accuracy']:.4f}"),
+        ("fine-tune epochs", str(report["finetune_epochs"])),
+        ("MACs (ratio of the original)", f"{report['macs'] / 1e6:.2f} M ({report['macs_ratio']:.3f})"),
+        ("parameters", f"{report['params']:,}"),
+        ("storage at the policy's bits", f"{device['storage_bytes']:,} bytes"),
+        (f"predicted latency on {device['device']}", f"{device['latency_ms']:.3f} ms"),
+        (f"predicted energy on {device['device']}", f"{device['energy_mj']:.3f} mJ"),
+        ("fits RAM and flash", str(device["fits"])),
+        ("host latency, onnxruntime fp32 (batch 1, median)", f"{lat['onnx_fp32']:.3f} ms"),
+    ]
+    if "test_accuracy_int8" in report:
+        rows.append(("test accuracy (model.int8.onnx)", f"{report['test_accuracy_int8']:.4f}"))
+        rows.append(("host latency, onnxruntime int8 (batch 1, median)", f"{lat['onnx_int8']:.3f} ms"))
+    rows.append(("adaptation at run time", report["adapt"]))
+    verdict = "passed" if check["passed"] else "FAILED"
+    rows.append(
+        (
+            "verification (ONNX vs PyTorch)",
+            f"{verdict}: top-1 agreement {check['top1_agreement']:.4f}, "
+            f"max abs logit difference {check['max_abs_diff']:.2e}",
+        )
+    )
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    return (
+        f"# Export of {report['model']} ({report['policy_choice']} policy)\n\n_{stamp} · run `{report['run']}`_\n\n"
+        f"| | |\n|---|---|\n{table}\n\nFiles: {', '.join(f'`{f}`' for f in report['files'])}\n"
+    )
