@@ -13,7 +13,7 @@ import numpy as np
 from autocompress.compress.adaptation import AdaptationCost
 from autocompress.compress.policy import LayerSetting, Policy
 from autocompress.env.budgets import Assignment, BudgetGuard, Limits, resources
-from autocompress.env.context import Context, sample_context, worst_context
+from autocompress.env.context import Context, override_context, sample_context, worst_context
 from autocompress.env.presets import Budget, EnvPreset, SpaceSpec, load_env_preset, load_space_preset
 from autocompress.env.rewards import compute_reward
 from autocompress.env.search_space import SearchSpace
@@ -62,7 +62,9 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Starting State
 
     The uncompressed model; a context (battery, free memory, bandwidth, latency budget, input shift) is drawn from
-    the preset's distribution with the environment's ``np_random``.
+    the preset's distribution with the environment's ``np_random``. ``reset(options={"context": {...}})`` fixes
+    some of its fields instead (e.g. ``{"shift": "gaussian_noise:5", "battery": 0.3}``), to evaluate a trained
+    agent in a chosen context.
 
     ## Episode End
 
@@ -234,7 +236,10 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._begin(sample_context(self.preset.context, self.np_random))
+        context = sample_context(self.preset.context, self.np_random)
+        if options and "context" in options:
+            context = override_context(context, options["context"])
+        self._begin(context)
         self._episode_start = time.perf_counter()
         return self._observation(), {"context": self.context.to_dict()}
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from autocompress.data.shifts import Shift
 from autocompress.env.presets import ContextSpec
+from autocompress.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,21 @@ def sample_context(spec: ContextSpec, rng: np.random.Generator) -> Context:
         latency_budget_ms=_draw(rng, spec.latency_budget_ms) if spec.latency_budget_ms else None,
         shift=None if shift_spec == "none" else Shift.parse(shift_spec),
     )
+
+
+def override_context(context: Context, fields: dict[str, Any]) -> Context:
+    """``context`` with some fields replaced; ``shift`` is given as text (``"contrast:3"``, ``"none"``)."""
+    from dataclasses import fields as dataclass_fields
+    from dataclasses import replace
+
+    names = [f.name for f in dataclass_fields(Context)]
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise ConfigError(f"a context override may set {', '.join(names)}, but got '{unknown[0]}'.")
+    values = dict(fields)
+    if "shift" in values:
+        values["shift"] = None if values["shift"] in (None, "none") else Shift.parse(str(values["shift"]))
+    return replace(context, **values)
 
 
 def worst_context(spec: ContextSpec) -> Context:

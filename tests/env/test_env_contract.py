@@ -61,3 +61,14 @@ def test_env_never_prints(env, capsys) -> None:
     rollout(env, 5)
     out, err = capsys.readouterr()
     assert out == "" and err == ""
+
+
+def test_reset_can_fix_the_context() -> None:
+    env = AutoCompressEnv(env_preset="raspberry-pi-4-wifi", space="full")
+    _, info = env.reset(seed=0, options={"context": {"shift": "contrast:5", "battery": 0.4}})
+    assert info["context"]["shift"] == "contrast:5" and info["context"]["battery"] == 0.4
+    obs_shifted = env._observation()
+    _, info = env.reset(seed=0, options={"context": {"shift": "none", "battery": 0.4}})
+    assert info["context"]["shift"] is None and not np.array_equal(obs_shifted, env._observation())  # drift score
+    with pytest.raises(Exception, match="a context override may set battery"):
+        env.reset(seed=0, options={"context": {"batery": 0.5}})

@@ -1,0 +1,143 @@
+"""Search quality against baselines: every agent searches the same space at the same MACs budget with the same
+episode budget and seeds; then each best policy is exported with the same short fine-tune and measured on the test
+split (from the exported ONNX file).
+
+    python bench/bench_quality.py --quick        # digits, two agents, seconds (CI smoke test)
+    python bench/bench_quality.py --data-dir ../shared/data --episodes 100 --seeds 0 1 --val-images 1000 \\
+        --finetune-epochs 1                      # ResNet-20 / CIFAR-10, about 35 min on 2 cores
+
+Resumable: each search and each export lives in ``bench/results/quality/<model>-macs<budget>/``; a finished one is
+reused, an interrupted search continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from autocompress.export import ExportOptions, export_run
+from autocompress.search import SearchConfig, SearchJob
+from bench.common import RESULTS, markdown_table, save_raw, write_section
+
+AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform"]
+
+
+def search(folder: Path, config: SearchConfig) -> dict[str, Any]:
+    """Run (or resume, or reuse) one search; returns its summary."""
+    if (folder / "summary.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+        if summary["episodes"] >= config.episodes or config.agent == "uniform":
+            return dict(summary)
+    job = SearchJob.resume(folder) if (folder / "config.json").exists() else SearchJob.create(config, str(folder))
+    return job.run()
+
+
+def export(run: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
+    out = run / f"export-ft{epochs}"
+    if (out / "report.json").exists():
+        return dict(json.loads((out / "report.json").read_text()))
+    return export_run(run, out, ExportOptions(finetune_epochs=epochs, data_dir=data_dir, latency_repeats=20))
+
+
+def unpruned_test_accuracy(model: str, dataset: str, data_dir: str | None) -> float:
+    from autocompress.data import load_dataset
+    from autocompress.models import load_model
+    from autocompress.training import evaluate_accuracy
+
+    splits = load_dataset(dataset, data_dir)
+    net = load_model(model, splits.info.num_classes, splits.info.input_shape, dataset, pretrained=True)
+    return evaluate_accuracy(net, splits.test_x, splits.test_y, splits)
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) -> str:
+    per_agent = []
+    for agent in dict.fromkeys(r["agent"] for r in rows):
+        mine = [r for r in rows if r["agent"] == agent]
+        per_agent.append([
+            agent, len(mine), spread([r["best_val_accuracy"] for r in mine]),
+            f"{statistics.mean(r['search_wall_s'] for r in mine):.0f}",
+            spread([r["test_accuracy_no_ft"] for r in mine]), spread([r["test_accuracy_ft"] for r in mine]),
+            f"{statistics.mean(r['test_accuracy_ft'] for r in mine) - base:+.4f}",
+            f"{statistics.mean(r['macs_ratio'] for r in mine):.3f}",
+        ])  # fmt: skip
+    columns = ["agent", "seeds", "best val acc", "search s", "test acc", f"test acc ({args.finetune_epochs}-ep ft)",
+               "vs unpruned", "MACs ratio"]  # fmt: skip
+    intro = (
+        f"{args.model} on {args.dataset}, env `{args.env}`, space `{args.space}`, budget {args.macs:.0%} of the MACs, "
+        f"{args.episodes} episodes per search ({args.val_images} validation images per evaluation), seeds "
+        f"{', '.join(map(str, args.seeds))}; `uniform` is one episode (the bisected single keep ratio). Test accuracy "
+        f"is measured on the {args.test_images or 'whole'} test split from the exported ONNX file after the same "
+        f"{args.finetune_epochs}-epoch fine-tune (SGD, lr 0.01 cosine). Unpruned test accuracy: {base:.4f}."
+    )
+    detail = markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+    return f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--env", default="raspberry-pi-4")
+    parser.add_argument("--space", default="prune")
+    parser.add_argument("--macs", type=float, default=0.5)
+    parser.add_argument("--agents", nargs="+", default=AGENTS)
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--val-images", type=int, default=1000)
+    parser.add_argument("--test-images", type=int, default=None)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    root = RESULTS / "quality" / f"{args.model}-macs{args.macs}"
+    if args.quick:
+        args.model, args.dataset, args.agents, args.episodes, args.seeds = (
+            "digits-cnn",
+            "digits",
+            ["ddpg", "uniform"],
+            12,
+            [0],
+        )
+        args.val_images, args.finetune_epochs = None, 1
+        root = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    rows = []
+    for agent in args.agents:
+        for seed in args.seeds if agent != "uniform" else args.seeds[:1]:
+            config = SearchConfig(
+                model=args.model, dataset=args.dataset, env=args.env, agent=agent, space=args.space,
+                episodes=args.episodes, seed=seed, data_dir=args.data_dir, budgets={"macs_ratio": args.macs},
+                val_images=args.val_images, exp="bench-quality",
+            )  # fmt: skip
+            folder = root / f"{agent}-s{seed}"
+            summary = search(folder, config)
+            plain = export(folder, 0, args.data_dir)
+            report = export(folder, args.finetune_epochs, args.data_dir)
+            rows.append({
+                "agent": agent, "seed": seed, "episodes": summary["episodes"],
+                "best_val_accuracy": summary["best_accuracy"], "best_episode": summary["best_episode"],
+                "search_wall_s": summary["search_wall_s"], "macs_ratio": report["macs_ratio"],
+                "test_accuracy_no_ft": plain["test_accuracy"], "test_accuracy_ft": report["test_accuracy"],
+            })  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    base = unpruned_test_accuracy(args.model, args.dataset, args.data_dir)
+    body = render(rows, base, args)
+    print(body)
+    if not args.quick:
+        save_raw(f"quality-{args.model}-macs{args.macs}", {"unpruned_test_accuracy": base, "runs": rows})
+        write_section(
+            f"quality-{args.model}-macs{args.macs}", f"Search quality: {args.model} at {args.macs:.0%} MACs", body
+        )
+
+
+if __name__ == "__main__":
+    main()
