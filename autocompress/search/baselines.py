@@ -44,9 +44,13 @@ def run_optuna(job: SearchJob, remaining: int) -> None:
     sampler = (
         optuna.samplers.NSGAIISampler(seed=seed, **params) if multi else optuna.samplers.TPESampler(seed=seed, **params)
     )
-    storage = job.config.storage or f"sqlite:///{job.run_dir / 'optuna.db'}"
+    config = job.config
+    storage = config.storage or f"sqlite:///{job.run_dir / 'optuna.db'}"
+    # With a shared --storage, workers launched with the same experiment, env, agent and seed join one study (and
+    # its sampler sees every worker's trials); each worker still logs only its own episodes in its run folder.
+    name = job.run_dir.name if config.storage is None else f"{config.exp}__{config.env}__{job.agent.name}__s{seed}"
     study = optuna.create_study(
-        study_name=job.run_dir.name,
+        study_name=name,
         storage=storage,
         sampler=sampler,
         directions=["maximize", "minimize", "minimize", "minimize"] if multi else ["maximize"],

@@ -185,3 +185,14 @@ def test_resume_and_run_dir_errors(capsys, tmp_path: Path) -> None:
     assert main(["search", *QUICK, "--run-dir", str(full)]) == 1
     assert "--run-dir must be a new or empty folder" in capsys.readouterr().err
     assert (full / "x").read_text() == "keep me"
+
+
+def test_workers_share_an_optuna_study_through_storage(capsys, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    for worker in ("w1", "w2"):
+        search(capsys, tmp_path / worker, "--agent", "tpe", "--episodes", "4", "--space", "prune", "--storage", storage)
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 8 and summary.study_name == "search__host__tpe__s0"
+    assert all(len(progress(tmp_path / w)) == 4 for w in ("w1", "w2"))
