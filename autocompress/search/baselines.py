@@ -91,7 +91,7 @@ def run_uniform(job: SearchJob, remaining: int) -> None:
 
 def uniform_values(job: SearchJob) -> dict[str, Any]:
     """The uniform choice for the environment's current context (split none, adaptation none)."""
-    space, guard = job.env.space, job.env.guard
+    space = job.env.space
     wbits: list[int | None] = [*sorted(space.wbits, reverse=True)] if space.wbits else [None]
     abits: list[int | None] = [*sorted(space.abits, reverse=True)] if space.abits else [None]
     pairs = sorted(((w, a) for w in wbits for a in abits), key=lambda p: (-(p[0] or 0), -(p[1] or 0)))
@@ -109,11 +109,12 @@ def uniform_values(job: SearchJob) -> dict[str, Any]:
             mid = (low + high) / 2
             low, high = (mid, high) if _feasible(job, mid, w, a) else (low, mid)
         return {"keep": low, "wbits": w, "abits": a, "split": "none", "adapt": "none"}
-    del guard
     return {
         "keep": space.keep.min if space.keep else None,
         "wbits": min(space.wbits or [32]),
         "abits": min(space.abits or [32]),
+        "split": "none",
+        "adapt": "none",
     }
 
 

@@ -4,6 +4,7 @@ summary. Every agent searches the same environment (space, budgets, evaluator) w
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -90,8 +91,6 @@ class SearchJob:
     @classmethod
     def resume(cls, run_dir: str | Path) -> SearchJob:
         folder = existing_run_dir(run_dir, CONFIG)
-        import json
-
         raw = json.loads((folder / CONFIG).read_text())
         raw.pop("resolved", None)
         return cls(SearchConfig(**raw), folder)
