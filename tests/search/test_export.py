@@ -129,3 +129,15 @@ def test_compare_prints_each_run(capsys, pq_run: Path, tmp_path: Path) -> None:
     code, out, _ = cli(capsys, "compare", str(pq_run), str(other))
     assert code == 0 and "ddpg" in out and "uniform" in out
     assert cli(capsys, "compare", str(tmp_path / "missing"))[0] == 1
+
+
+def test_export_fails_loudly_when_onnx_disagrees(capsys, pq_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """A broken ONNX file (simulated: its logits shuffled) fails the export with one line; the files stay."""
+    import autocompress.export as export_module
+
+    real = export_module.ort_predict
+    monkeypatch.setattr(export_module, "ort_predict", lambda session, x: real(session, x).roll(1, dims=1))
+    out = tmp_path / "broken"
+    code, _, err = cli(capsys, "export", str(pq_run), "--out", str(out), "--test-images", "100")
+    assert code == 1 and "the exported ONNX model must match PyTorch" in err and len(err.strip().splitlines()) == 1
+    assert (out / "model.onnx").exists() and "FAILED" in (out / "report.md").read_text()
