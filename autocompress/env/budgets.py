@@ -194,8 +194,17 @@ class BudgetGuard:
                 lo = mid + 1
         return candidates[lo]
 
+    def choose_split(self, state: Assignment, split: str | None) -> Assignment:
+        """Set the split point before any layer is decided, if every later layer at its minimum can still meet the
+        budgets with it; otherwise keep everything on the device."""
+        chosen = state.copy()
+        chosen.split = split
+        if split is not None and self.violations(self.minimum_from(chosen, 0)):
+            chosen.split = None
+        return chosen
+
     def finish(self, state: Assignment, split: str | None, adapt: str) -> Assignment:
-        """Apply the last step's split and adaptation where they keep the policy feasible."""
+        """Apply the split and the last step's adaptation where they keep the policy feasible."""
         final = state.copy()
         for candidate_split, candidate_adapt in ((split, adapt), (split, "none"), (None, adapt), (None, "none")):
             final.split, final.adapt = candidate_split, candidate_adapt

@@ -33,8 +33,9 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
 
     Compress a trained network for a device, layer by layer, in the style of AMC (He et al. 2018) and HAQ (Wang et
     al. 2019): each step visits one layer and decides how many of its output channels to keep and how many bits its
-    weights and activations use; the last step also chooses where to split the network between device and edge
-    server and whether to run test-time adaptation (AdaBN or TENT) on drifted data. At the end, the policy is
+    weights and activations use; the first step also chooses where to split the network between device and edge
+    server (so that the budget clipping of every later layer accounts for it), the last step whether to run
+    test-time adaptation (AdaBN or TENT) on drifted data. At the end, the policy is
     applied for real (channels removed, weights and activations fake-quantized, adaptation run) and scored on a
     cached validation slice; the device's latency, energy, storage and memory come from the calibrated cost model.
 
@@ -42,7 +43,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``Box(-1, 1, (d,), float32)`` with one component per knob the search space turns, in the order keep, wbits,
     abits, split, adapt. ``keep`` maps linearly onto [keep.min, keep.max]; the others pick from their choices in
-    equal bins. Components a step does not use are ignored (split and adapt are read at the last step only).
+    equal bins. Components a step does not use are ignored (split is read at the first step, adapt at the last).
 
     ## Observation Space
 
@@ -248,6 +249,10 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, but got {action.shape}.")
         step = self.space.steps[self.step_index]
+        if self.step_index == 0 and self.space.split_choices:
+            # The split comes first (Neurosurgeon, then AMC): the look-ahead clipping of every later keep ratio then
+            # knows which layers run on the edge server and which latency the link adds.
+            self.state = self.guard.choose_split(self.state, self.space.decode_split(action))
         choice = self.space.decode_step(action, step)
         self.state = self.guard.apply_step(self.state, self.step_index, choice.keep, choice.wbits, choice.abits)
         bits = self.state.bits[self.table.names.index(step.layer)]
@@ -256,8 +261,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         self.step_index += 1
         if self.step_index < len(self.space.steps):
             return self._observation(), 0.0, False, False, {}
-        split, adapt = self.space.decode_final(action)
-        self.state = self.guard.finish(self.state, split, adapt)
+        self.state = self.guard.finish(self.state, self.state.split, self.space.decode_adapt(action))
         reward, info = self._score()
         return self._observation(), reward, True, False, info
 

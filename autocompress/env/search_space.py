@@ -117,14 +117,18 @@ class SearchSpace:
             abits = self._choice(self._component(action, "abits"), self.abits)
         return StepChoice(keep, wbits, abits)
 
-    def decode_final(self, action: np.ndarray) -> tuple[str | None, str]:
-        """Split point (``None`` for none) and adaptation the last step's action asks for."""
-        split = adapt = None
-        if self.split_choices:
-            split = self._choice(self._component(action, "split"), self.split_choices)
-        if self.adapt_choices:
-            adapt = self._choice(self._component(action, "adapt"), self.adapt_choices)
-        return (None if split in (None, NO_SPLIT) else split), adapt or "none"
+    def decode_split(self, action: np.ndarray) -> str | None:
+        """Split point (``None`` for none) the first step's action asks for."""
+        if not self.split_choices:
+            return None
+        split = self._choice(self._component(action, "split"), self.split_choices)
+        return None if split == NO_SPLIT else split
+
+    def decode_adapt(self, action: np.ndarray) -> str:
+        """Adaptation the last step's action asks for."""
+        if not self.adapt_choices:
+            return "none"
+        return str(self._choice(self._component(action, "adapt"), self.adapt_choices))
 
     # --- the inverse direction, for baselines that choose values rather than actions -----------------------------
 
@@ -172,7 +176,9 @@ class SearchSpace:
                 "wbits": params.get(f"wbits/{step.layer}"),
                 "abits": params.get(f"abits/{step.layer}"),
             }
+            if i == 0:
+                values["split"] = params.get("split")
             if i == len(self.steps) - 1:
-                values |= {"split": params.get("split"), "adapt": params.get("adapt")}
+                values["adapt"] = params.get("adapt")
             actions.append(self.encode(values))
         return actions

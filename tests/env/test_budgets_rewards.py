@@ -16,12 +16,13 @@ def guard_episodes(env: AutoCompressEnv, episodes: int, seed: int) -> list[list[
     broken = []
     for episode in range(episodes):
         env.reset(seed=seed + episode)
-        state = env.state
+        actions = [rng.uniform(-1, 1, env.space.action_dim) for _ in env.space.steps]
+        state = env.guard.choose_split(env.state, env.space.decode_split(actions[0]))
         for index, step in enumerate(env.space.steps):
-            choice = env.space.decode_step(rng.uniform(-1, 1, env.space.action_dim), step)
+            choice = env.space.decode_step(actions[index], step)
             state = env.guard.apply_step(state, index, choice.keep, choice.wbits, choice.abits)
-        split, adapt = env.space.decode_final(rng.uniform(-1, 1, env.space.action_dim))
-        broken.append(env.guard.violations(env.guard.finish(state, split, adapt)))
+        final = env.guard.finish(state, state.split, env.space.decode_adapt(actions[-1]))
+        broken.append(env.guard.violations(final))
     return broken
 
 
@@ -121,3 +122,18 @@ def test_bad_env_presets_name_file_and_key(tmp_path: Path, text: str, message: s
 def test_unknown_preset_suggests() -> None:
     with pytest.raises(AutoCompressError, match="Did you mean 'raspberry-pi-4-wifi'"):
         load_env_preset("raspberry-pi4-wifi")
+
+
+@pytest.mark.parametrize(("budget", "split"), [(12.5, "input"), (5.0, None)])
+def test_split_is_chosen_at_the_first_step_when_it_can_meet_the_budget(budget: float, split: str | None) -> None:
+    """Full offload over Wi-Fi costs the 10 ms round trip: kept under a 12.5 ms budget (and every layer then keeps
+    its channels), refused under 5 ms before any layer is decided."""
+    env = AutoCompressEnv(env_preset="raspberry-pi-4-wifi", space="full", budgets={"latency_ms": budget})
+    action = env.space.encode({"keep": 1.0, "split": "input", "adapt": "none"})
+    env.reset(seed=0, options={"context": {"bandwidth_scale": 1.0, "shift": "none"}})
+    env.step(action)
+    assert env.state.split == split
+    done, info = False, {}
+    while not done:
+        _, _, done, _, info = env.step(action)
+    assert info["policy"]["split"] == split and info["latency_ms"] <= budget and info["hard_violations"] == 0

@@ -23,8 +23,9 @@ def test_encode_decode_round_trip(env) -> None:
             action = env.space.encode({"keep": keep, "wbits": wbits, "abits": 16, "split": "relu_1", "adapt": "tent"})
             choice = env.space.decode_step(action, step)
             assert choice.keep == pytest.approx(keep, abs=1e-6) and choice.wbits == wbits and choice.abits == 16
-            assert env.space.decode_final(action) == ("relu_1", "tent")
-    assert env.space.decode_final(env.space.encode({"split": "none", "adapt": "none"})) == (None, "none")
+            assert env.space.decode_split(action) == "relu_1" and env.space.decode_adapt(action) == "tent"
+    action = env.space.encode({"split": "none", "adapt": "none"})
+    assert env.space.decode_split(action) is None and env.space.decode_adapt(action) == "none"
 
 
 def test_optuna_parameters_and_actions_give_the_same_policy(env) -> None:
