@@ -39,7 +39,7 @@ from autocompress.compress.policy import SPLIT_INPUT, Policy
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer
 from autocompress.compress.split import split_model
-from autocompress.data import Normalizer, load_dataset
+from autocompress.data import Normalizer
 from autocompress.env import build_workload, load_env_preset, load_space_preset
 from autocompress.errors import AutoCompressError
 from autocompress.hardware.cost_model import CostModel
@@ -117,8 +117,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         config["model"], config["dataset"], config["pretrained"], config["weights"], data_dir, config["val_images"],
         protect_first_last=load_space_preset(config["space"]).protect_first_last,
     )  # fmt: skip
-    evaluator = workload.evaluator
-    splits = load_dataset(config["dataset"], data_dir)
+    evaluator, splits = workload.evaluator, workload.splits
     policy.save(out / "policy.json")
 
     model = evaluator.pruned_copy(policy)
@@ -128,6 +127,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     kept = evaluator.table.kept_channels(policy.group_keep(evaluator.table), policy.round_to)
     _save_model(out / "model.pt", model, acts, policy, kept, config)
 
+    macs = sum(s.macs for s in evaluator.table.shapes(kept))
     count = len(splits.test_y) if options.test_images is None else min(options.test_images, len(splits.test_y))
     inputs, labels = Normalizer(splits.info)(splits.test_x[:count]), splits.test_y[:count]
     shape = splits.info.input_shape
@@ -141,8 +141,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         "search_val_accuracy": entry["accuracy"],
         "finetune_epochs": options.finetune_epochs,
         "finetune_losses": losses,
-        "macs": sum(s.macs for s in evaluator.table.shapes(kept)),
-        "macs_ratio": sum(s.macs for s in evaluator.table.shapes(kept)) / evaluator.table.macs,
+        "macs": macs,
+        "macs_ratio": macs / evaluator.table.macs,
         "params": sum(p.numel() for p in model.parameters()),
     }
     plain = _without_hooks(model)
@@ -184,7 +184,7 @@ def _export_files(out: Path, plain: nn.Module, policy: Policy, evaluator: Any, s
     if all(s.wbits <= 8 and s.abits == 8 for s in settings):
         # Weights already lie on their (<= 8-bit) grids; onnxruntime re-quantizes them per channel at 8 bits and
         # calibrates the activations on the same training batches the search calibrated on.
-        quantize_int8(out / "model.onnx", out / "model.int8.onnx", evaluator._calib)
+        quantize_int8(out / "model.onnx", out / "model.int8.onnx", evaluator.calibration_batches)
         files.append("model.int8.onnx")
     if policy.split not in (None, SPLIT_INPUT):
         head, tail = split_model(plain, str(policy.split))

@@ -32,7 +32,7 @@ from autocompress.env import build_workload
 from autocompress.hardware.cost_model import CostModel
 from autocompress.hardware.profiles import load_device, load_link
 from autocompress.search import SearchConfig, SearchJob
-from bench.common import RESULTS, markdown_table, save_raw, write_section
+from bench.common import RESULTS, publish, rows_table, run_search
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 SHIFTS = ("gaussian_noise", "contrast", "gaussian_blur")
@@ -40,12 +40,7 @@ SHIFTS = ("gaussian_noise", "contrast", "gaussian_blur")
 
 def search(folder: Path, config: SearchConfig) -> dict[str, Any]:
     """Run, resume or reuse a search; returns its summary with the best entry."""
-    done = folder / "summary.json"
-    if not (done.exists() and json.loads(done.read_text())["episodes"] >= min(config.episodes, 1)):
-        job = SearchJob.resume(folder) if (folder / "config.json").exists() else SearchJob.create(config, str(folder))
-        job.run()
-    summary = json.loads(done.read_text())
-    return summary | {"best": json.loads((folder / "best_policy.json").read_text())}
+    return run_search(folder, config) | {"best": json.loads((folder / "best_policy.json").read_text())}
 
 
 # --- (a) split ----------------------------------------------------------------------------------------------------
@@ -210,10 +205,6 @@ def replay(env: Any, actions: list[np.ndarray], shift: str, adapt: str) -> dict[
 # --- report -------------------------------------------------------------------------------------------------------
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    return markdown_table(list(rows[0]), [list(r.values()) for r in rows])
-
-
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     parts = [
         f"Model(s) {', '.join(args.models)} on {args.dataset}; {args.val_images} validation images per evaluation; "
@@ -225,22 +216,23 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{args.latency_fraction:.0%} of the unpruned model's on-device latency. `neurosurgeon_ms` is the best "
             "single cut (or full offload, `input`) of the unpruned model; `split_only_acc` is its accuracy when "
             "that meets the budget (no pruning needed). Accuracies are validation accuracies "
-            "without fine-tuning; latencies are predicted by the cost model.\n\n" + table(results["split"])
+            "without fine-tuning; latencies are predicted by the cost model.\n\n" + rows_table(results["split"])
         )
     if "bits" in results:
         parts.append(
             "### (b) Mixed-precision vs uniform bits under a storage budget\n\nSpace `quant` (first and last "
-            "layers fixed at 8 bits); `uniform` bisects one bit-width pair for all layers.\n\n" + table(results["bits"])
+            "layers fixed at 8 bits); `uniform` bisects one bit-width pair for all layers.\n\n"
+            + rows_table(results["bits"])
         )
     if "adaptation" in results:
-        parts.append("### (c) Accuracy under drift: no adaptation, AdaBN, TENT\n\n" + table(results["adaptation"]))
+        parts.append("### (c) Accuracy under drift: no adaptation, AdaBN, TENT\n\n" + rows_table(results["adaptation"]))
     if "trigger" in results:
         parts.append(
             f"### (c) The agent's own trigger choice\n\nDDPG, {args.trigger_episodes} episodes on `pi4-drift` "
             "(keep ratios and adaptation, reward = accuracy − 0.1 × normalised energy, adaptation amortised over "
             "200 inferences), rolled out deterministically in each fixed context. `best_in_hindsight` replays the "
             "agent's keep ratios with each adaptation and names the one with the highest reward.\n\n"
-            + table(results["trigger"])
+            + rows_table(results["trigger"])
         )
     return "\n\n".join(parts)
 
@@ -272,15 +264,13 @@ def main() -> None:
     if "c" in args.part:
         results["adaptation"] = claim_adaptation(args)
         results["trigger"] = claim_trigger(args, root)
-    body = render(results, args)
-    print(body)
-    if not args.quick:
-        for key, part in (("split", "a"), ("bits", "b"), ("adaptation", "c")):
-            if key in results:
-                name = f"claims-{part}"
-                save_raw(name, {k: v for k, v in results.items() if k == key or (part == "c" and k == "trigger")})
-                sub = render({k: v for k, v in results.items() if k == key or (part == "c" and k == "trigger")}, args)
-                write_section(name, f"Research claim ({part})", sub)
+    if args.quick:
+        print(render(results, args))
+        return
+    for key, part in (("split", "a"), ("bits", "b"), ("adaptation", "c")):
+        if key in results:
+            mine = {k: v for k, v in results.items() if k == key or (part == "c" and k == "trigger")}
+            publish(f"claims-{part}", f"Research claim ({part})", render(mine, args), mine, quick=False)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from autocompress.data import load_dataset
 from autocompress.data.shifts import SHIFTS, Shift
 from autocompress.hardware.measure import ort_latency, torch_latency
 from autocompress.models import load_model
-from bench.common import markdown_table, save_raw, write_section
+from bench.common import publish, rows_table
 
 
 def evaluator_for(model_name: str, splits: Any, images: int, repair: bool = True) -> PolicyEvaluator:
@@ -159,16 +159,10 @@ def main() -> None:
         "throughput": throughput_rows(main_eval, main_model, 3),
     }
     body = render(results, main_model, images)
-    print(body)
-    if not args.quick:
-        save_raw("compression", results)
-        write_section("compression", "Compression primitives (issue 3)", body)
+    publish("compression", "Compression primitives (issue 3)", body, results, args.quick)
 
 
 def render(results: dict[str, list[dict[str, Any]]], main_model: str, images: int) -> str:
-    def table(rows: list[dict[str, Any]]) -> str:
-        return markdown_table(list(rows[0]), [list(r.values()) for r in rows])
-
     pruning_note = "torchvision:resnet18 has no trained weights here; its rows show that it prunes and runs."
     sections = [
         ("### Pruning: predicted vs measured MACs, BatchNorm repair, host speed (torch, batch 1)\n\n"
@@ -179,7 +173,7 @@ def render(results: dict[str, list[dict[str, Any]]], main_model: str, images: in
         (f"### Evaluator throughput ({main_model}): torch eager at batch 500 vs onnxruntime fp32", "throughput"),
     ]  # fmt: skip
     intro = f"Accuracies on the first {images} val images; latencies are medians of repeats at batch 1 on the host."
-    return "\n\n".join([intro, *(f"{title}\n\n{table(results[key])}" for title, key in sections)])
+    return "\n\n".join([intro, *(f"{title}\n\n{rows_table(results[key])}" for title, key in sections)])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from autocompress.hardware.calibrate import (
 )
 from autocompress.hardware.profiles import load_device
 from autocompress.models import build_model
-from bench.common import markdown_table, save_raw, write_section
+from bench.common import publish, rows_table
 
 
 def per_model(rows: list[Any], profile: str) -> list[dict[str, Any]]:
@@ -73,12 +73,9 @@ def main() -> None:
     body = (
         f"{count} variants fitted and {count} held-out variants validated (seed {args.seed}), onnxruntime fp32, batch "
         f"1, {threads} threads; each measurement is the best of interleaved rounds of the median of 30 calls.\n\n"
-        + markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+        + rows_table(rows)
     )
-    print(body)
-    if not args.quick:
-        save_raw("costmodel", {"summary": rows, "held_out": detail})
-        write_section("costmodel", "Cost-model fidelity on the host", body)
+    publish("costmodel", "Cost-model fidelity on the host", body, {"summary": rows, "held_out": detail}, args.quick)
 
 
 if __name__ == "__main__":

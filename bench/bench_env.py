@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from autocompress.env import AutoCompressEnv, build_workload
-from bench.common import markdown_table, save_raw, write_section
+from bench.common import markdown_table, publish
 
 PHASES = ("prune", "adapt", "quantize", "split", "evaluate")
 
@@ -86,10 +86,7 @@ def main() -> None:
         "Shares are of the total episode wall time; `overhead` is everything outside prune, adapt, quantize, split "
         "and evaluate (observation, budget guard, cost model, reward).",
     ])  # fmt: skip
-    print(body)
-    if not args.quick:
-        save_raw("env", {"summary": summary, "episodes": rows})
-        write_section("env", "Environment throughput (issue 5)", body)
+    publish("env", "Environment throughput (issue 5)", body, {"summary": summary, "episodes": rows}, args.quick)
 
 
 if __name__ == "__main__":

@@ -20,20 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.export import ExportOptions, export_run
-from autocompress.search import SearchConfig, SearchJob
-from bench.common import RESULTS, markdown_table, save_raw, write_section
+from autocompress.search import SearchConfig
+from bench.common import RESULTS, markdown_table, publish, rows_table, run_search
 
 AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform"]
-
-
-def search(folder: Path, config: SearchConfig) -> dict[str, Any]:
-    """Run (or resume, or reuse) one search; returns its summary."""
-    if (folder / "summary.json").exists():
-        summary = json.loads((folder / "summary.json").read_text())
-        if summary["episodes"] >= config.episodes or config.agent == "uniform":
-            return dict(summary)
-    job = SearchJob.resume(folder) if (folder / "config.json").exists() else SearchJob.create(config, str(folder))
-    return job.run()
 
 
 def export(run: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
@@ -79,7 +69,7 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
         f"is measured on the {args.test_images or 'whole'} test split from the exported ONNX file after the same "
         f"{args.finetune_epochs}-epoch fine-tune (SGD, lr 0.01 cosine). Unpruned test accuracy: {base:.4f}."
     )
-    detail = markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+    detail = rows_table(rows)
     return f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
 
 
@@ -119,7 +109,7 @@ def main() -> None:
                 val_images=args.val_images, exp="bench-quality",
             )  # fmt: skip
             folder = root / f"{agent}-s{seed}"
-            summary = search(folder, config)
+            summary = run_search(folder, config)
             plain = export(folder, 0, args.data_dir)
             report = export(folder, args.finetune_epochs, args.data_dir)
             rows.append({
@@ -130,13 +120,10 @@ def main() -> None:
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     base = unpruned_test_accuracy(args.model, args.dataset, args.data_dir)
-    body = render(rows, base, args)
-    print(body)
-    if not args.quick:
-        save_raw(f"quality-{args.model}-macs{args.macs}", {"unpruned_test_accuracy": base, "runs": rows})
-        write_section(
-            f"quality-{args.model}-macs{args.macs}", f"Search quality: {args.model} at {args.macs:.0%} MACs", body
-        )
+    name = f"quality-{args.model}-macs{args.macs}"
+    raw = {"unpruned_test_accuracy": base, "runs": rows}
+    title = f"Search quality: {args.model} at {args.macs:.0%} MACs"
+    publish(name, title, render(rows, base, args), raw, args.quick)
 
 
 if __name__ == "__main__":

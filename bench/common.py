@@ -44,6 +44,32 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def rows_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of dicts that share their keys (the first row's keys are the columns)."""
+    return markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+
+
+def publish(name: str, title: str, body: str, raw: Any, quick: bool) -> None:
+    """Print a benchmark's tables; a full run (not ``--quick``) also keeps the raw results and writes the section."""
+    print(body)
+    if not quick:
+        save_raw(name, raw)
+        write_section(name, title, body)
+
+
+def run_search(folder: Path, config: Any) -> dict[str, Any]:
+    """Run a search in ``folder``, continue an interrupted one, or reuse a finished one; returns its summary."""
+    from autocompress.search import SearchJob
+
+    done = folder / "summary.json"
+    if done.exists():
+        summary = json.loads(done.read_text())
+        if summary["episodes"] >= config.episodes or config.agent == "uniform":
+            return dict(summary)
+    job = SearchJob.resume(folder) if (folder / "config.json").exists() else SearchJob.create(config, str(folder))
+    return job.run()
+
+
 def save_raw(name: str, data: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -138,6 +138,11 @@ class PolicyEvaluator:
             self._cut_points = cut_points(self.model, self.info.input_shape)
         return self._cut_points
 
+    @property
+    def calibration_batches(self) -> list[torch.Tensor]:
+        """The normalised training batches activation ranges are calibrated on."""
+        return self._calib
+
     def _batches(self, x: torch.Tensor, size: int = 256) -> list[torch.Tensor]:
         return [x[i : i + size] for i in range(0, len(x), size)]
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
 from autocompress.compress.layers import LayerTable, build_layer_table, default_protected
-from autocompress.data import DatasetInfo, load_dataset
+from autocompress.data import DatasetInfo, DatasetSplits, load_dataset
 from autocompress.hardware.graph import GraphInfo, analyse
 from autocompress.models import load_model
 
@@ -24,6 +24,7 @@ class Workload:
 
     model_name: str
     info: DatasetInfo
+    splits: DatasetSplits
     model: nn.Module
     table: LayerTable
     graph: GraphInfo
@@ -69,4 +70,4 @@ def build_workload(
         EvaluatorOptions(criterion=criterion, bn_repair=bn_repair), table=table,
     )  # fmt: skip
     log.debug("workload %s on %s: %d layers, %d val images", model, dataset, len(table.layers), count)
-    return Workload(model, info, net, table, analyse(net, table), evaluator)
+    return Workload(model, info, splits, net, table, analyse(net, table), evaluator)

@@ -79,6 +79,8 @@ def run_optuna(job: SearchJob, remaining: int) -> None:
 def run_uniform(job: SearchJob, remaining: int) -> None:
     """One keep ratio and one bit-width pair for every layer: the largest that meet the hard budgets without any
     clipping, found by bisection on the cost model; then that one policy is evaluated (one episode)."""
+    if job.recorder.episodes_done:
+        return  # its one episode is done; a resumed run has nothing left to do
     env, seed = job.env, job.config.seed + job.recorder.episodes_done
     env.reset(seed=seed)
     values = uniform_values(job)
