@@ -1,16 +1,103 @@
 """autocompress: search structured pruning, quantization, split and adaptation policies that fit trained networks
 to IoT devices.
 
-Importing the package registers the Gymnasium environment ``AutoCompress/Compress-v0``.
+Importing the package registers the Gymnasium environment ``AutoCompress/Compress-v0``. The public API is what this
+module exports; the heavier parts (torch, the search stack) load on first use::
+
+    import autocompress as ac
+
+    job = ac.SearchJob.create(ac.SearchConfig(model="digits-cnn", dataset="digits", agent="tpe", episodes=20))
+    summary = job.run(callbacks=[MyCallback()])
+    report = ac.export_run(job.run_dir, "runs/export", ac.ExportOptions())
 """
 
-import gymnasium as _gym
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from autocompress.errors import AutoCompressError, ConfigError, DataError, PolicyError
+from autocompress.registry import ENV_ID, register_env
 
 __version__ = "0.1.0"
+register_env()
 
-if "AutoCompress/Compress-v0" not in _gym.registry:
-    _gym.register(id="AutoCompress/Compress-v0", entry_point="autocompress.env.compress_env:AutoCompressEnv")
+# name -> module that defines it; resolved on first attribute access (PEP 562), so `import autocompress` stays light
+_LAZY = {
+    "SearchJob": "autocompress.search.job",
+    "SearchConfig": "autocompress.search.record",
+    "RunRecord": "autocompress.search.record",
+    "Episode": "autocompress.search.record",
+    "Searcher": "autocompress.search.base",
+    "SearchContext": "autocompress.search.base",
+    "register_searcher": "autocompress.search.base",
+    "SearchCallback": "autocompress.search.callbacks",
+    "AgentSpec": "autocompress.search.agents",
+    "AutoCompressEnv": "autocompress.env.compress_env",
+    "EpisodeResult": "autocompress.env.episode",
+    "Deployment": "autocompress.env.deployment",
+    "Policy": "autocompress.compress.policy",
+    "LayerSetting": "autocompress.compress.policy",
+    "CostModel": "autocompress.hardware.cost_model",
+    "export_run": "autocompress.export",
+    "ExportOptions": "autocompress.export",
+    "load_exported": "autocompress.export",
+    "evaluate_policy": "autocompress.evaluation",
+    "EvaluateOptions": "autocompress.evaluation",
+}
 
-__all__ = ["AutoCompressError", "ConfigError", "DataError", "PolicyError", "__version__"]
+if TYPE_CHECKING:
+    from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.env.compress_env import AutoCompressEnv
+    from autocompress.env.deployment import Deployment
+    from autocompress.env.episode import EpisodeResult
+    from autocompress.evaluation import EvaluateOptions, evaluate_policy
+    from autocompress.export import ExportOptions, export_run, load_exported
+    from autocompress.hardware.cost_model import CostModel
+    from autocompress.search.agents import AgentSpec
+    from autocompress.search.base import SearchContext, Searcher, register_searcher
+    from autocompress.search.callbacks import SearchCallback
+    from autocompress.search.job import SearchJob
+    from autocompress.search.record import Episode, RunRecord, SearchConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'autocompress' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "ENV_ID",
+    "AgentSpec",
+    "AutoCompressEnv",
+    "AutoCompressError",
+    "ConfigError",
+    "CostModel",
+    "DataError",
+    "Deployment",
+    "Episode",
+    "EpisodeResult",
+    "EvaluateOptions",
+    "ExportOptions",
+    "LayerSetting",
+    "Policy",
+    "PolicyError",
+    "RunRecord",
+    "SearchCallback",
+    "SearchConfig",
+    "SearchContext",
+    "SearchJob",
+    "Searcher",
+    "__version__",
+    "evaluate_policy",
+    "export_run",
+    "load_exported",
+    "register_searcher",
+]

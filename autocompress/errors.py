@@ -11,7 +11,19 @@ from collections.abc import Iterable
 
 
 class AutoCompressError(Exception):
-    """Base class of all errors caused by user input (bad names, files, values or data)."""
+    """Base class of all errors caused by user input (bad names, files, values or data).
+
+    Args:
+        message: One sentence: what must hold, what was given, how to fix it. Parameters are named as the Python
+            API names them (``run_dir``, ``finetune_epochs``).
+        params: The parameters the message names; the CLI rewrites each into the flag that sets it
+            (``run_dir`` → ``--run-dir``), so a library error speaks Python and the same error on the command line
+            speaks flags.
+    """
+
+    def __init__(self, message: str, *, params: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.params = params
 
 
 class ConfigError(AutoCompressError):

@@ -23,7 +23,6 @@ PyTorch's beyond the tolerance.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -40,14 +39,15 @@ from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer
 from autocompress.compress.split import split_model
 from autocompress.data import Normalizer
-from autocompress.env import build_workload, load_env_preset, load_space_preset
+from autocompress.env import build_workload
+from autocompress.env.deployment import Deployment
 from autocompress.errors import AutoCompressError
-from autocompress.hardware.cost_model import CostModel
+from autocompress.hardware.graph import GraphInfo
 from autocompress.hardware.measure import ort_latency
-from autocompress.hardware.profiles import load_device, load_link
 from autocompress.models import load_model
-from autocompress.runs import atomic_torch_save, atomic_write_json, existing_run_dir
-from autocompress.training import finetune
+from autocompress.models.training import finetune
+from autocompress.runs import atomic_torch_save, atomic_write_json
+from autocompress.search.record import RunRecord, SearchConfig
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -81,41 +81,28 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.finetune_epochs < 0:
-            raise AutoCompressError(f"--finetune-epochs >= 0 must hold, but got {self.finetune_epochs}.")
+            raise AutoCompressError(
+                f"finetune_epochs >= 0 must hold, but got {self.finetune_epochs}.", params=("finetune_epochs",)
+            )
         if self.test_images is not None and self.test_images < 1:
-            raise AutoCompressError(f"--test-images >= 1 must hold, but got {self.test_images}.")
-
-
-def select_entry(run: Path, choice: str) -> dict[str, Any]:
-    """The run's best entry, or the K-th of its Pareto front (``pareto:K``, 0 = most accurate)."""
-    if choice == "best":
-        path = run / "best_policy.json"
-        if not path.is_file():
-            raise AutoCompressError(f"the run must hold best_policy.json, but '{run}' has none; has it run an episode?")
-        return dict(json.loads(path.read_text()))
-    kind, _, index = choice.partition(":")
-    if kind != "pareto" or not index.isdigit():
-        raise AutoCompressError(f"--policy must be 'best' or 'pareto:K' with K a number, but got '{choice}'.")
-    front = json.loads((run / "pareto.json").read_text()) if (run / "pareto.json").is_file() else []
-    if int(index) >= len(front):
-        raise AutoCompressError(
-            f"--policy pareto:K needs 0 <= K < {len(front)} (the front's size in '{run}'), but got K={index}."
-        )
-    return dict(front[int(index)])
+            raise AutoCompressError(f"test_images >= 1 must hold, but got {self.test_images}.", params=("test_images",))
+        if not (self.policy == "best" or self.policy.startswith("pareto:")):
+            raise AutoCompressError(
+                f"policy must be 'best' or 'pareto:K' with K a number, but got '{self.policy}'.", params=("policy",)
+            )
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict[str, Any]:
     """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there)."""
-    run = existing_run_dir(run_dir, "config.json", "export")
-    config = json.loads((run / "config.json").read_text())
-    entry = select_entry(run, options.policy)
+    record = RunRecord.open(run_dir, "export")
+    run, config, resolved = record.folder, record.config, record.resolved
+    entry = record.select(options.policy)
     policy = Policy.from_dict(entry["policy"], f"policy of '{run}'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = options.data_dir or config.get("data_dir")
     workload = build_workload(
-        config["model"], config["dataset"], config["pretrained"], config["weights"], data_dir, config["val_images"],
-        protect_first_last=load_space_preset(config["space"]).protect_first_last,
+        config.model, config.dataset, config.pretrained, config.weights, options.data_dir or config.data_dir,
+        config.val_images, protect_first_last=resolved.space.protect_first_last,
     )  # fmt: skip
     evaluator, splits = workload.evaluator, workload.splits
     policy.save(out / "policy.json")
@@ -124,7 +111,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     losses = finetune(model, splits, options.finetune_epochs, options.finetune_lr) if options.finetune_epochs else []
     model.eval()
     acts = evaluator.quantize(model, policy)
-    kept = evaluator.table.kept_channels(policy.group_keep(evaluator.table), policy.round_to)
+    kept = policy.kept_channels(evaluator.table)
     _save_model(out / "model.pt", model, acts, policy, kept, config)
 
     macs = sum(s.macs for s in evaluator.table.shapes(kept))
@@ -135,8 +122,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         "format": FORMAT_VERSION,
         "run": str(run),
         "policy_choice": options.policy,
-        "model": config["model"],
-        "dataset": config["dataset"],
+        "model": config.model,
+        "dataset": config.dataset,
         "test_images": count,
         "search_val_accuracy": entry["accuracy"],
         "finetune_epochs": options.finetune_epochs,
@@ -163,7 +150,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     if policy.split not in (None, SPLIT_INPUT):
         report["verification"]["split"] = _verify_split(out, inputs[:256], torch_logits[:256])
         report["verification"]["passed"] &= report["verification"]["split"]["passed"]
-    report["device"] = predicted_costs(config, evaluator, policy, kept)
+    report["device"] = predicted_costs(resolved.deployment, workload.graph, evaluator, policy)
     report["adapt"] = policy.adapt
     atomic_write_json(out / "report.json", report)
     (out / "report.md").write_text(render_report(report))
@@ -232,29 +219,29 @@ def _verify_split(out: Path, inputs: torch.Tensor, reference: torch.Tensor) -> d
     return verify(reference, ort_predict(tail, crossing))
 
 
-def predicted_costs(config: dict[str, Any], evaluator: Any, policy: Policy, kept: dict[int, int]) -> dict[str, Any]:
-    """Latency, energy, storage and fit predicted by the cost model under the run's deployment preset (nominal
-    link bandwidth), adaptation not counted (it runs when drift is detected, not per inference)."""
-    preset = load_env_preset(config["env"])
-    link = load_link(preset.link) if preset.link else None
-    edge = load_device(preset.edge) if policy.split is not None else None
-    device = load_device(preset.device)
-    cost = CostModel.for_model(
-        evaluator.model, evaluator.table, device, link=link, edge=edge, interval_ms=preset.context.interval_ms
-    )
-    names = {"env": preset.name, "device": device.name, "link": link.name if link else None}
+def predicted_costs(deployment: Deployment, graph: GraphInfo, evaluator: Any, policy: Policy) -> dict[str, Any]:
+    """Latency, energy, storage and fit predicted by the cost model under the run's deployment (nominal link
+    bandwidth), adaptation not counted (it runs when drift is detected, not per inference)."""
+    cost = deployment.cost_model(evaluator.table, graph)
+    link = deployment.link
+    names = {"env": deployment.preset.name, "device": deployment.device.name, "link": link.name if link else None}
     return names | cost.predict_policy(policy).to_dict()
 
 
 def _save_model(
-    path: Path, model: nn.Module, acts: ActivationQuantizer | None, policy: Policy, kept: dict[int, int], config: Any
+    path: Path,
+    model: nn.Module,
+    acts: ActivationQuantizer | None,
+    policy: Policy,
+    kept: dict[int, int],
+    config: SearchConfig,
 ) -> None:
     atomic_torch_save(
         path,
         {
             "format": FORMAT_VERSION,
-            "model": config["model"],
-            "dataset": config["dataset"],
+            "model": config.model,
+            "dataset": config.dataset,
             "policy": policy.to_json(),
             "kept": {str(k): v for k, v in kept.items()},
             "state_dict": model.state_dict(),

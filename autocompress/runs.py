@@ -31,8 +31,8 @@ def new_run_dir(exp: str, env: str, agent: str, seed: int, run_dir: str | os.Pat
         path = Path(run_dir)
         if path.exists() and any(path.iterdir()):
             raise AutoCompressError(
-                f"--run-dir must be a new or empty folder, but '{path}' holds files; "
-                f"use --resume {path} to continue it."
+                f"run_dir must be a new or empty folder, but '{path}' holds files; resume it to continue it.",
+                params=("run_dir",),
             )
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -41,12 +41,13 @@ def new_run_dir(exp: str, env: str, agent: str, seed: int, run_dir: str | os.Pat
     return path
 
 
-def existing_run_dir(path: str | os.PathLike[str], marker: str, what: str = "--resume") -> Path:
-    """Return an existing run folder for ``what`` (a flag or verb), checking it holds ``marker``."""
+def existing_run_dir(path: str | os.PathLike[str], marker: str, purpose: str = "resume") -> Path:
+    """Return an existing run folder for ``purpose`` (a parameter or verb), checking it holds ``marker``."""
     run = Path(path)
     if not (run / marker).is_file():
         raise AutoCompressError(
-            f"{what} needs a run folder holding {marker}, but '{run}' does not; pass the folder a run created."
+            f"{purpose} needs a run folder holding {marker}, but '{run}' does not; pass the folder a run created.",
+            params=(purpose,),
         )
     return run
 

@@ -29,8 +29,7 @@ import numpy as np
 from autocompress.compress.policy import LayerSetting, Policy
 from autocompress.data.shifts import Shift
 from autocompress.env import build_workload
-from autocompress.hardware.cost_model import CostModel
-from autocompress.hardware.profiles import load_device, load_link
+from autocompress.env.deployment import Deployment
 from autocompress.search import SearchConfig, SearchJob
 from bench.common import RESULTS, publish, rows_table, run_search
 
@@ -53,13 +52,8 @@ def claim_split(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         base = Policy(model)
         val_acc = workload.evaluator.evaluate(base).accuracy
         for link in ("wifi", "ethernet"):
-            cost = CostModel(
-                workload.table,
-                workload.graph,
-                load_device("raspberry-pi-4"),
-                load_link(link),
-                load_device("edge-server"),
-            )
+            deployment = Deployment.from_profiles("raspberry-pi-4", link, "edge-server")
+            cost = deployment.cost_model(workload.table, workload.graph)
             device_ms = cost.predict_policy(base).latency_ms
             scan = [(cost.predict_policy(base.with_changes(split=p.name)).latency_ms, p.name)
                     for p in workload.evaluator.cut_points]  # fmt: skip
@@ -141,7 +135,7 @@ def claim_adaptation(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def claim_trigger(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Train DDPG on drifting contexts, then roll out its deterministic actor in each fixed context."""
-    from autocompress.search.rl import build_model, load_agent_state
+    from autocompress.search.rl import trained_model
 
     model = args.models[0]
     folder = root / "c" / f"{model}-ddpg"
@@ -152,8 +146,7 @@ def claim_trigger(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     )  # fmt: skip
     search(folder, config)
     job = SearchJob.resume(folder)
-    agent, noise = build_model(job)
-    load_agent_state(agent, noise, folder / "checkpoints")
+    agent = trained_model(job)
     env = job.env
     rows = []
     for severity in [0, *args.severities]:

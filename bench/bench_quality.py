@@ -36,7 +36,7 @@ def export(run: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
 def unpruned_test_accuracy(model: str, dataset: str, data_dir: str | None) -> float:
     from autocompress.data import load_dataset
     from autocompress.models import load_model
-    from autocompress.training import evaluate_accuracy
+    from autocompress.models.training import evaluate_accuracy
 
     splits = load_dataset(dataset, data_dir)
     net = load_model(model, splits.info.num_classes, splits.info.input_shape, dataset, pretrained=True)

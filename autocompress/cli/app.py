@@ -5,48 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import NoReturn
 
+from autocompress.cli.common import OneLineParser
 from autocompress.errors import AutoCompressError
 
 log = logging.getLogger("autocompress")
-
-
-class UsageError(AutoCompressError):
-    """Bad command-line flags."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse parser whose errors become :class:`UsageError` (one line, exit 1) instead of exit 2 with usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}; see '{self.prog} --help'.")
-
-
-def add_common_data_args(parser: argparse.ArgumentParser) -> None:
-    """The flags every verb that reads a dataset shares."""
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding the dataset (CIFAR-10: cifar-10-batches-bin/ or cifar-10-batches-py/); "
-        "default: $AUTOCOMPRESS_DATA_DIR",
-    )
-    parser.add_argument("--download", action="store_true", help="allow downloading the dataset through torchvision")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-
-
-def apply_threads(threads: int | None) -> None:
-    """Set torch's intra-op threads; validates the value."""
-    import torch
-
-    if threads is None:
-        return
-    if threads < 1:
-        raise UsageError(f"--threads >= 1 must hold, but got {threads}.")
-    torch.set_num_threads(threads)
 
 
 def _verb_modules() -> list[ModuleType]:
@@ -106,8 +73,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutoCompressError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_flags(exc, args_list)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; completed work is saved — rerun with --resume to continue.", file=sys.stderr)
         return 130
+
+
+def in_flags(exc: AutoCompressError, argv: Sequence[str]) -> str:
+    """The error's message with the parameters it names written as the flags of the verb that ran
+    (``run_dir`` → ``--run-dir``); the library speaks Python, the command line speaks flags."""
+    message = str(exc)
+    if not exc.params:
+        return message
+    flags = _verb_flags(argv)
+    for param in exc.params:
+        if param in flags:
+            message = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", flags[param], message)
+    return message
+
+
+def _verb_flags(argv: Sequence[str]) -> dict[str, str]:
+    """Parameter name → its long flag, for the verb named in ``argv``."""
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    verb = next((a for a in argv if a in verbs.choices), None)
+    if verb is None:
+        return {}
+    flags = {}
+    for action in verbs.choices[verb]._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            flags[action.dest] = long[0]
+    return flags

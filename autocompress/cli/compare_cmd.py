@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-from pathlib import Path
 from typing import Any
-
-from autocompress.errors import AutoCompressError
 
 COLUMNS = [
     "run", "agent", "env", "space", "episodes", "best reward", "best accuracy", "MACs ratio", "latency ms",
@@ -23,37 +19,10 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def run_row(folder: str) -> dict[str, Any]:
-    """A run's best result, read from best_policy.json and progress.csv (so unfinished runs compare too)."""
-    run = Path(folder)
-    config_path, best_path, progress = run / "config.json", run / "best_policy.json", run / "progress.csv"
-    if not config_path.is_file():
-        raise AutoCompressError(f"compare needs run folders holding config.json, but '{run}' does not.")
-    config = json.loads(config_path.read_text())
-    rows: list[dict[str, str]] = []
-    if progress.is_file():
-        with progress.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    best = json.loads(best_path.read_text()) if best_path.is_file() else {}
-    return {
-        "run": run.name,
-        "agent": config["agent"],
-        "env": config["env"],
-        "space": config["space"],
-        "episodes": f"{len(rows)}/{config['episodes']}",
-        "best_reward": best.get("reward"),
-        "best_accuracy": best.get("accuracy"),
-        "macs_ratio": best.get("macs_ratio"),
-        "latency_ms": best.get("latency_ms"),
-        "energy_mj": best.get("energy_mj"),
-        "storage_bytes": best.get("storage_bytes"),
-        "best_episode": best.get("episode"),
-        "search_s": round(sum(float(r["wall_s"]) for r in rows), 1),
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    rows = [run_row(folder) for folder in args.runs]
+    from autocompress.search.record import RunRecord
+
+    rows = [RunRecord.open(folder, "compare").overview() for folder in args.runs]
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.app import add_common_data_args, apply_threads
+from autocompress.cli.common import add_common_data_args, add_model_args, apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -36,92 +36,36 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--model/--pretrained/--weights/--dataset, shared by the verbs that load a trained model."""
-    p.add_argument("--model", required=True, help="zoo name, torchvision:<name> or package.module:factory")
-    p.add_argument("--dataset", required=True, help="digits or cifar10")
-    p.add_argument("--pretrained", action="store_true", help="load the weights shipped with autocompress")
-    p.add_argument("--weights", default=None, help="load a state dict or training checkpoint (weights_only)")
-
-
 def run(args: argparse.Namespace) -> int:
-    from autocompress.cli.app import UsageError
     from autocompress.compress.policy import Policy
     from autocompress.data import dataset_info
     from autocompress.data.shifts import SHIFTS, Shift
+    from autocompress.env.deployment import Deployment
+    from autocompress.evaluation import EvaluateOptions, evaluate_policy
     from autocompress.models import load_model
 
     apply_threads(args.threads)
     if args.list_shifts:
         return _print_list("Input shifts (severity 1..5)", [[n] for n in SHIFTS], ["shift"])
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit >= 1 must hold, but got {args.limit}.")
+    options = EvaluateOptions(
+        split=args.split, limit=args.limit, criterion=args.criterion, bn_repair=not args.no_bn_repair,
+        repeats=args.repeats, data_dir=args.data_dir, download=args.download,
+    )  # fmt: skip
     shift = Shift.parse(args.shift) if args.shift else None
     policy = Policy.load(args.policy) if args.policy else None
     info = dataset_info(args.dataset)
     model = load_model(args.model, info.num_classes, info.input_shape, args.dataset, args.pretrained, args.weights)
     if args.list_splits:
-        from autocompress.compress.split import cut_points
+        from autocompress.compress.graph import cut_points
 
         rows = [
             [p.name, p.module, "×".join(map(str, p.shape)), p.bytes_at(8)] for p in cut_points(model, info.input_shape)
         ]
         return _print_list(f"Split points of {args.model}", rows, ["cut point", "after", "tensor", "bytes at 8 bit"])
-    result = evaluate_policy(args, model, policy or Policy(args.model), shift)
+    deployment = Deployment.from_profiles(args.device, args.link, args.edge, args.interval_ms) if args.device else None
+    result = evaluate_policy(model, args.model, args.dataset, policy, shift, deployment, options)
     _report(result, args.json)
     return 0
-
-
-def evaluate_policy(args: argparse.Namespace, model: Any, policy: Any, shift: Any) -> dict[str, Any]:
-    """Apply ``policy`` with a PolicyEvaluator on the chosen split and measure it."""
-    from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
-    from autocompress.data import load_dataset
-    from autocompress.hardware.measure import torch_latency, torch_throughput
-
-    splits = load_dataset(args.dataset, args.data_dir, args.download)
-    images, labels = splits.split(args.split)
-    images, labels = images[: args.limit], labels[: args.limit]
-    options = EvaluatorOptions(criterion=args.criterion, bn_repair=not args.no_bn_repair)
-    evaluator = PolicyEvaluator(model, splits.info, images, labels, splits.train_x, options)
-    policy.validate(evaluator.table, [p.name for p in evaluator.cut_points] if policy.split else None)
-    scored = evaluator.evaluate(policy, shift)
-    pruned = evaluator.pruned_copy(policy)
-    shape = splits.info.input_shape
-    result: dict[str, Any] = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "split": args.split,
-        "images": len(labels),
-        "shift": str(shift) if shift else None,
-        **scored.summary(),
-        "params": sum(p.numel() for p in pruned.parameters()),
-        "host_latency_ms": torch_latency(pruned, shape, repeats=args.repeats).median_ms,
-        "host_throughput_ips": torch_throughput(pruned, shape),
-        "policy": policy.to_dict(),
-    }
-    if result["split_bytes"] is None:
-        del result["split_bytes"]
-    if args.device:
-        result["device"] = device_costs(args, evaluator, policy, scored.adapt_cost)
-    return result
-
-
-def device_costs(args: argparse.Namespace, evaluator: Any, policy: Any, adapt_cost: Any) -> dict[str, Any]:
-    """Predicted latency, energy, storage, peak memory and fit of ``policy`` on ``--device``."""
-    from autocompress.hardware.cost_model import CostModel
-    from autocompress.hardware.profiles import load_device, load_link
-
-    device = load_device(args.device)
-    link = load_link(args.link) if args.link else None
-    edge = load_device(args.edge) if policy.split is not None else None
-    model = CostModel.for_model(
-        evaluator.model, evaluator.table, device, link=link, edge=edge, interval_ms=args.interval_ms
-    )
-    return {
-        "name": device.name,
-        "link": link.name if link else None,
-        **model.predict_policy(policy, adapt_cost).to_dict(),
-    }
 
 
 def _print_list(title: str, rows: list[list[Any]], columns: list[str]) -> int:

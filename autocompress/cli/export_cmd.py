@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.app import apply_threads
+from autocompress.cli.common import apply_threads
 
 log = logging.getLogger(__name__)
 

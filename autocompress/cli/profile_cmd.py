@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from autocompress.cli.app import apply_threads
+from autocompress.cli.common import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _build(name: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from autocompress.cli.app import UsageError
+    from autocompress.cli.common import UsageError
     from autocompress.hardware.calibrate import calibrate_and_validate, host_template, validate
     from autocompress.hardware.profiles import load_device
 

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.app import apply_threads
+from autocompress.cli.common import apply_threads
 
 log = logging.getLogger(__name__)
 BUDGET_ALIASES = {
@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
 
 def parse_budgets(items: list[str]) -> dict[str, Any]:
     """``["macs=0.5", "energy=5:soft"]`` → ``{"macs_ratio": 0.5, "energy_mj": {"value": 5.0, "hard": False}}``."""
-    from autocompress.cli.app import UsageError
+    from autocompress.cli.common import UsageError
     from autocompress.env.presets import BUDGET_NAMES
     from autocompress.errors import did_you_mean
 
@@ -78,7 +78,7 @@ def parse_budgets(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autocompress.cli.app import UsageError
+    from autocompress.cli.common import UsageError
     from autocompress.search import SearchConfig, SearchJob
 
     apply_threads(args.threads)

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.app import add_common_data_args, apply_threads
+from autocompress.cli.common import add_common_data_args, apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autocompress.cli.app import UsageError
+    from autocompress.cli.common import UsageError
     from autocompress.data import dataset_info, load_dataset
+    from autocompress.models.training import Trainer, config_for
     from autocompress.models.zoo import ZOO
     from autocompress.runs import existing_run_dir, new_run_dir
-    from autocompress.training import Trainer, config_for
 
     apply_threads(args.threads)
     if args.resume:

@@ -7,12 +7,14 @@ its time and energy on the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from autocompress.errors import AutoCompressError, did_you_mean
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 TENT_LR = 1e-3
@@ -123,3 +125,43 @@ def drift_score(model: nn.Module, batch: torch.Tensor) -> float:
         for handle in handles:
             handle.remove()
     return float(torch.stack(gaps).mean().sqrt()) if gaps else 0.0
+
+
+@dataclass(frozen=True)
+class AdaptationMethod:
+    """A test-time adaptation a policy can ask for.
+
+    Args:
+        name: The name policies, presets and search spaces use.
+        run: Adapts a model in place on unlabeled target batches and returns the work it did.
+        estimate: The work it would do on ``n`` target images (for budgets, before it runs).
+        description: One line for listings.
+    """
+
+    name: str
+    run: Callable[[nn.Module, list[torch.Tensor]], AdaptationCost]
+    estimate: Callable[[int], AdaptationCost]
+    description: str
+
+
+ADAPTATIONS: dict[str, AdaptationMethod] = {
+    "none": AdaptationMethod("none", lambda model, batches: AdaptationCost(), lambda n: AdaptationCost(), "none"),
+    "adabn": AdaptationMethod(
+        "adabn", recalibrate_batchnorm, lambda n: AdaptationCost(forward_images=n), "re-estimate BatchNorm statistics"
+    ),
+    "tent": AdaptationMethod(
+        "tent",
+        tent,
+        lambda n: AdaptationCost(forward_images=(1 + TENT_STEPS) * n, backward_images=TENT_STEPS * n),
+        "AdaBN, then entropy minimisation of the BatchNorm affine parameters",
+    ),
+}
+
+
+def adaptation_method(name: str) -> AdaptationMethod:
+    """The adaptation registered as ``name``; an unknown name is a one-line error with the nearest match."""
+    if name not in ADAPTATIONS:
+        raise AutoCompressError(
+            f"adapt must be one of {', '.join(ADAPTATIONS)}, but got {name!r}.{did_you_mean(str(name), ADAPTATIONS)}"
+        )
+    return ADAPTATIONS[name]

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocompress.compress.adaptation import AdaptationCost, drift_score, recalibrate_batchnorm, tent
+from autocompress.compress.adaptation import AdaptationCost, adaptation_method, drift_score, recalibrate_batchnorm
+from autocompress.compress.graph import CutPoint, cut_points
 from autocompress.compress.layers import LayerShape, LayerTable, build_layer_table
 from autocompress.compress.policy import SPLIT_INPUT, Policy
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer, quantize_weights, storage_bytes
-from autocompress.compress.split import CutPoint, cut_points, split_model
+from autocompress.compress.split import split_model
 from autocompress.data import DatasetInfo, Normalizer, random_crop_flip
 from autocompress.data.shifts import Shift
 
@@ -189,7 +190,7 @@ class PolicyEvaluator:
         clock = _Clock(timings)
         table = self.table
         with clock("prune"):
-            kept = table.kept_channels(policy.group_keep(table), policy.round_to)
+            kept = policy.kept_channels(table)
             shapes = table.shapes(kept)
             model = self.pruner.prune(kept)
             if self.options.bn_repair and any(kept[g.id] < g.channels for g in table.groups):
@@ -216,11 +217,9 @@ class PolicyEvaluator:
         # Adaptation runs on the float model before weight rounding and activation calibration: it changes only
         # BatchNorm statistics and affine parameters, which a device keeps in float, so adapting first and then
         # rounding the (unchanged) conv weights simulates the same deployed arithmetic.
-        if method == "adabn":
-            return recalibrate_batchnorm(model, self._adapt_batches(shift))
-        if method == "tent":
-            return tent(model, self._adapt_batches(shift))
-        return AdaptationCost()
+        if method == "none":
+            return AdaptationCost()
+        return adaptation_method(method).run(model, self._adapt_batches(shift))
 
     def evaluate(self, policy: Policy, shift: Shift | None = None) -> EvalResult:
         """Score ``policy`` on the validation slice under ``shift`` (cached)."""
@@ -273,7 +272,7 @@ class PolicyEvaluator:
 
     def pruned_copy(self, policy: Policy) -> nn.Module:
         """The pruned model of ``policy`` without quantization hooks (for latency measurement and export)."""
-        kept = self.table.kept_channels(policy.group_keep(self.table), policy.round_to)
+        kept = policy.kept_channels(self.table)
         model = self.pruner.prune(kept)
         if self.options.bn_repair and any(kept[g.id] < g.channels for g in self.table.groups):
             recalibrate_batchnorm(model, self._repair)

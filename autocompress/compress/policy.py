@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocompress.compress.adaptation import ADAPTATIONS
 from autocompress.compress.layers import LayerTable
 from autocompress.errors import PolicyError, did_you_mean
 
 POLICY_VERSION = 1
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 ACTIVATION_BITS = (8, 16, 32)
-ADAPT_METHODS = ("none", "adabn", "tent")
 SPLIT_INPUT = "input"
 SETTING_KEYS = ("keep", "wbits", "abits")
 POLICY_KEYS = ("version", "model", "default", "layers", "split", "adapt", "round_to")
@@ -91,10 +91,10 @@ class Policy:
     def __post_init__(self) -> None:
         if self.version != POLICY_VERSION:
             raise PolicyError(f"policy version must be {POLICY_VERSION}, but got {self.version!r}.")
-        if self.adapt not in ADAPT_METHODS:
+        if self.adapt not in ADAPTATIONS:
             raise PolicyError(
-                f"adapt must be one of {', '.join(ADAPT_METHODS)}, but got {self.adapt!r}."
-                + did_you_mean(str(self.adapt), ADAPT_METHODS)
+                f"adapt must be one of {', '.join(ADAPTATIONS)}, but got {self.adapt!r}."
+                + did_you_mean(str(self.adapt), ADAPTATIONS)
             )
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise PolicyError(f"round_to >= 1 must hold, but got round_to={self.round_to!r}.")
@@ -106,6 +106,10 @@ class Policy:
     def group_keep(self, table: LayerTable) -> dict[int, float]:
         """Keep ratio of each channel group: the one of its leader (the group's first layer)."""
         return {g.id: self.setting(g.leader).keep for g in table.groups}
+
+    def kept_channels(self, table: LayerTable) -> dict[int, int]:
+        """Output channels each group of ``table`` keeps under this policy (rounded to ``round_to``)."""
+        return table.kept_channels(self.group_keep(table), self.round_to)
 
     def validate(self, table: LayerTable, cut_points: Sequence[str] | None = None) -> Policy:
         """Check the policy against a model's layer table (and its split points); return it unchanged."""
@@ -198,7 +202,7 @@ class Policy:
         """Read a policy JSON file."""
         path = Path(path)
         if not path.is_file():
-            raise PolicyError(f"a policy file must exist, but '{path}' does not; check --policy.")
+            raise PolicyError(f"a policy file must exist, but '{path}' does not; check the path.")
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

@@ -36,12 +36,16 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     if not chosen:
         raise DataError(
-            "cifar10 needs a data directory, but neither --data-dir nor the AUTOCOMPRESS_DATA_DIR variable is set; "
-            "pass --data-dir DIR (DIR holding cifar-10-batches-bin/ or cifar-10-batches-py/) or add --download."
+            "cifar10 needs a data directory, but neither data_dir nor the AUTOCOMPRESS_DATA_DIR variable is set; "
+            "set data_dir to a folder holding cifar-10-batches-bin/ or cifar-10-batches-py/, or allow download.",
+            params=("data_dir", "download"),
         )
     path = Path(chosen).expanduser()
     if not path.is_dir():
-        raise DataError(f"the CIFAR-10 data directory must exist, but '{path}' is not a directory; check --data-dir.")
+        raise DataError(
+            f"the CIFAR-10 data directory must exist, but '{path}' is not a directory; check data_dir.",
+            params=("data_dir",),
+        )
     return path
 
 
@@ -127,7 +131,8 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None, download: bool = False
     if layout is None:
         raise DataError(
             f"CIFAR-10 must be in '{root / BIN_DIR}' (binary layout) or '{root / PY_DIR}' (python layout), "
-            "but neither exists; point --data-dir at the folder that holds one, or add --download."
+            "but neither exists; point data_dir at the folder that holds one, or allow download.",
+            params=("data_dir", "download"),
         )
     folder, binary = layout
     log.info("reading CIFAR-10 %s layout from %s", "binary" if binary else "python", folder)
@@ -151,7 +156,9 @@ def _download(root: Path) -> None:
     try:
         from torchvision.datasets import CIFAR10
     except ImportError:
-        raise DataError("--download needs torchvision; install it with pip install 'autocompress[vision]'.") from None
+        raise DataError(
+            "download needs torchvision; install it with pip install 'autocompress[vision]'.", params=("download",)
+        ) from None
     log.info("downloading CIFAR-10 into %s", root)
     try:
         CIFAR10(str(root), train=True, download=True)

@@ -4,8 +4,7 @@ from autocompress.env.compress_env import AutoCompressEnv
 from autocompress.env.presets import EnvPreset, SpaceSpec, load_env_preset, load_space_preset
 from autocompress.env.search_space import SearchSpace
 from autocompress.env.workload import Workload, build_workload
-
-ENV_ID = "AutoCompress/Compress-v0"
+from autocompress.registry import ENV_ID
 
 __all__ = [
     "ENV_ID",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from autocompress.compress.adaptation import AdaptationCost
 from autocompress.compress.layers import round_channels
+from autocompress.env.deployment import Limits
 from autocompress.env.search_space import SearchSpace, Step
 from autocompress.errors import ConfigError
 from autocompress.hardware.cost_model import CostModel, CostReport, LayerBits
@@ -29,15 +30,6 @@ class Assignment:
 
     def copy(self) -> Assignment:
         return Assignment(dict(self.kept), list(self.bits), self.split, self.adapt)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Hard limits of one episode (budgets after the context has adjusted them)."""
-
-    hard: dict[str, float]
-    ram_bytes: float
-    flash_bytes: float
 
 
 def resources(report: CostReport, macs: int, total_macs: int, adapt_every: int) -> dict[str, float]:
@@ -91,16 +83,27 @@ class BudgetGuard:
 
     def minimum_from(self, state: Assignment, start: int) -> Assignment:
         """``state`` with steps ``start`` onwards at their minimum choices."""
-        low = state.copy()
+        keep = self.space.keep.min if self.space.keep else None
+        return self.uniform(keep, min(self.space.wbits or [32]), min(self.space.abits or [32]), state, start)
+
+    def uniform(
+        self,
+        keep: float | None,
+        wbits: int | None,
+        abits: int | None,
+        state: Assignment | None = None,
+        start: int = 0,
+    ) -> Assignment:
+        """``state`` (default: :meth:`initial`) with the same keep ratio and bits at every step from ``start`` on;
+        ``None`` leaves that knob as it is."""
+        result = (state or self.initial()).copy()
         for step in self.space.steps[start:]:
-            self._set(
-                low,
-                step,
-                self.space.keep.min if self.space.keep else None,
-                min(self.space.wbits or [32]),
-                min(self.space.abits or [32]),
-            )
-        return low
+            self._set(result, step, keep, wbits, abits)
+        return result
+
+    def feasible(self, state: Assignment) -> bool:
+        """Whether ``state`` meets every hard limit as it stands."""
+        return not self.violations(state)
 
     def _set(self, state: Assignment, step: Step, keep: float | None, wbits: int | None, abits: int | None) -> None:
         if step.keep_group is not None and keep is not None:

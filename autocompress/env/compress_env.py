@@ -10,17 +10,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from autocompress.compress.adaptation import AdaptationCost
+from autocompress.compress.adaptation import AdaptationCost, adaptation_method
 from autocompress.compress.policy import LayerSetting, Policy
-from autocompress.env.budgets import Assignment, BudgetGuard, Limits, resources
+from autocompress.env.budgets import Assignment, BudgetGuard, resources
 from autocompress.env.context import Context, override_context, sample_context, worst_context
-from autocompress.env.presets import Budget, EnvPreset, SpaceSpec, load_env_preset, load_space_preset
+from autocompress.env.deployment import Deployment
+from autocompress.env.episode import EpisodeResult
+from autocompress.env.presets import EnvPreset, SpaceSpec, load_space_preset
 from autocompress.env.rewards import compute_reward
 from autocompress.env.search_space import SearchSpace
 from autocompress.env.workload import Workload, build_workload
 from autocompress.errors import ConfigError
-from autocompress.hardware.cost_model import CostModel
-from autocompress.hardware.profiles import load_device, load_link
 
 LAYER_FEATURES = 17
 CONTEXT_FEATURES = 6
@@ -70,9 +70,11 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Episode End
 
     The episode terminates after the last decision step (one per layer that has a decision in the space). It is
-    never truncated. ``info`` at the end holds ``accuracy``, ``latency_ms``, ``energy_mj``, ``storage_bytes``,
-    ``macs``, ``macs_ratio``, ``peak_memory_bytes``, ``fits``, ``constraint_violations``, ``violated``, ``policy``
-    (the JSON document), ``context``, ``drift_score`` and ``timings``. The environment never prints or logs.
+    never truncated. ``info`` at the end is an :class:`~autocompress.env.episode.EpisodeResult` as a dict
+    (``accuracy``, ``reward``, ``latency_ms``, ``energy_mj``, ``storage_bytes``, ``macs``, ``macs_ratio``,
+    ``peak_memory_bytes``, ``fits``, ``constraint_violations``, ``violated``, ``policy`` (the JSON document),
+    ``context``, ``drift_score``, ``timings``); ``EpisodeResult.from_info(info)`` reads it back typed. The
+    environment never prints or logs.
 
     ## Arguments
 
@@ -86,6 +88,8 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
       ``{"latency_ms": {"value": 20, "hard": False}}``.
     - ``val_images``: size of the validation slice (default: the whole val split).
     - ``workload``: a prebuilt :class:`~autocompress.env.workload.Workload`, shared between environments.
+    - ``deployment``: a prebuilt :class:`~autocompress.env.deployment.Deployment` (e.g. the one a run folder saved);
+      it replaces ``env_preset`` and ``budgets``.
 
     ## Version History
 
@@ -106,10 +110,11 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         budgets: dict[str, Any] | None = None,
         val_images: int | None = None,
         workload: Workload | None = None,
+        deployment: Deployment | None = None,
     ) -> None:
         super().__init__()
-        preset = env_preset if isinstance(env_preset, EnvPreset) else load_env_preset(env_preset)
-        self.preset = _with_budgets(preset, budgets)
+        self.deployment = deployment or Deployment.from_preset(env_preset, budgets)
+        self.preset = self.deployment.preset
         self.space_spec = space if isinstance(space, SpaceSpec) else load_space_preset(space)
         self.workload = workload or build_workload(
             model,
@@ -120,14 +125,12 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
             val_images,
             protect_first_last=self.space_spec.protect_first_last,
         )
-        self.device = load_device(self.preset.device)
-        self.link = load_link(self.preset.link) if self.preset.link else None
-        if self.space_spec.split and self.link is None:
+        self.device = self.deployment.device
+        if self.space_spec.split and self.deployment.link is None:
             raise ConfigError(
                 f"search space '{self.space_spec.name}' splits the model, so env preset '{self.preset.name}' "
                 "must name a link."
             )
-        self.edge = load_device(self.preset.edge) if self.space_spec.split else None
         self.table = self.workload.table
         self.space = SearchSpace(self.space_spec, self.table, self.device, self.workload.evaluator.cut_points)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.space.action_dim,), np.float32)
@@ -143,16 +146,10 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     # --- set-up per episode ---------------------------------------------------------------------------------
 
     def _begin(self, context: Context) -> None:
-        link = self.link
-        if link is not None:
-            link = dataclasses.replace(
-                link,
-                uplink_mbps=link.uplink_mbps * context.bandwidth_scale,
-                downlink_mbps=link.downlink_mbps * context.bandwidth_scale,
-            )
         spec = self.preset.context
-        self.cost = CostModel(self.table, self.workload.graph, self.device, link, self.edge, spec.interval_ms)
-        self.context, self.limits = context, self._limits(context)
+        self.cost = self.deployment.cost_model(self.table, self.workload.graph, context)
+        self.context, self.limits = context, self.deployment.limits(context)
+        self.soft_budgets = self.deployment.budgets(context, hard=False)
         self.guard = BudgetGuard(self.space, self.cost, self.limits, self._adapt_cost, spec.adapt_every)
         full = self.guard.initial()
         self._uncompressed = full
@@ -162,29 +159,8 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         self.step_index = 0
         self.previous = (1.0, 1.0, 1.0)
 
-    def _limits(self, context: Context) -> Limits:
-        hard = {name: b.value for name, b in self.preset.budgets.items() if b.hard}
-        if "energy_mj" in hard:
-            hard["energy_mj"] *= context.battery
-        if context.latency_budget_ms is not None and "latency_ms" in hard:
-            hard["latency_ms"] = context.latency_budget_ms
-        return Limits(hard, self.device.ram_bytes * context.free_memory, self.device.flash_bytes)
-
-    def _soft_budgets(self) -> dict[str, float]:
-        soft = {name: b.value for name, b in self.preset.budgets.items() if not b.hard}
-        if "energy_mj" in soft:
-            soft["energy_mj"] *= self.context.battery
-        if self.context.latency_budget_ms is not None and "latency_ms" in soft:
-            soft["latency_ms"] = self.context.latency_budget_ms
-        return soft
-
     def _adapt_cost(self, method: str) -> AdaptationCost:
-        images = self.workload.evaluator.options.adapt_images
-        if method == "adabn":
-            return AdaptationCost(forward_images=images)
-        if method == "tent":
-            return AdaptationCost(forward_images=2 * images, backward_images=images)
-        return AdaptationCost()
+        return adaptation_method(method).estimate(self.workload.evaluator.options.adapt_images)
 
     # --- observation -----------------------------------------------------------------------------------------
 
@@ -219,8 +195,8 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _context_features(self) -> list[float]:
         c = self.context
-        latency = self.limits.hard.get("latency_ms", self._soft_budgets().get("latency_ms"))
-        energy = self.limits.hard.get("energy_mj", self._soft_budgets().get("energy_mj"))
+        latency = self.limits.hard.get("latency_ms", self.soft_budgets.get("latency_ms"))
+        energy = self.limits.hard.get("energy_mj", self.soft_budgets.get("energy_mj"))
         uplink = self.cost.link.uplink_mbps if self.cost.link else 1000.0
         return [
             c.battery,
@@ -292,7 +268,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         result = self.workload.evaluator.evaluate(policy, self.context.shift)
         report = self.cost.predict(self.state.kept, self.state.bits, self.state.split, result.adapt_cost)
         costs = resources(report, result.macs, self.table.macs, self.preset.context.adapt_every)
-        soft = self._soft_budgets()
+        soft = self.soft_budgets
         energy_scale = 2.0 - self.context.battery
         reward = compute_reward(self.preset.reward, result.accuracy, costs, self.reference, soft, energy_scale)
         hard_broken = [n for n, v in self.limits.hard.items() if costs[n] > v * (1 + 1e-9)]
@@ -303,31 +279,14 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         ]
         soft_broken = [n for n, v in soft.items() if costs[n] > v * (1 + 1e-9)]
         violated = hard_broken + memory_broken + soft_broken
-        info = {
-            "accuracy": result.accuracy,
-            "reward": reward,
-            **{k: costs[k] for k in ("latency_ms", "energy_mj", "macs_ratio")},
-            "macs": result.macs,
-            "storage_bytes": report.storage_bytes,
-            "peak_memory_bytes": report.peak_memory_bytes,
-            "fits": not memory_broken,
-            "split_bytes": result.split_bytes,
-            "constraint_violations": len(violated),
-            "hard_violations": len(hard_broken) + len(memory_broken),
-            "violated": violated,
-            "drift_score": result.drift_score,
-            "policy": policy.to_dict(),
-            "context": self.context.to_dict(),
-            "timings": {**result.timings, "episode": time.perf_counter() - self._episode_start},
-        }
+        episode = EpisodeResult(
+            accuracy=result.accuracy, reward=reward, latency_ms=costs["latency_ms"], energy_mj=costs["energy_mj"],
+            macs_ratio=costs["macs_ratio"], macs=result.macs, storage_bytes=report.storage_bytes,
+            peak_memory_bytes=report.peak_memory_bytes, fits=not memory_broken, split_bytes=result.split_bytes,
+            constraint_violations=len(violated), hard_violations=len(hard_broken) + len(memory_broken),
+            violated=violated, drift_score=result.drift_score, policy=policy.to_dict(),
+            context=self.context.to_dict(),
+            timings={**result.timings, "episode": time.perf_counter() - self._episode_start},
+        )  # fmt: skip
+        info = episode.to_info()
         return reward, info
-
-
-def _with_budgets(preset: EnvPreset, budgets: dict[str, Any] | None) -> EnvPreset:
-    """The preset with budgets overridden: a number is a hard budget; a mapping gives value and hard."""
-    if not budgets:
-        return preset
-    merged = dict(preset.budgets)
-    for name, value in budgets.items():
-        merged[name] = Budget(**value) if isinstance(value, dict) else Budget(float(value), True)
-    return dataclasses.replace(preset, budgets=merged)

@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from autocompress.compress.adaptation import ADAPTATIONS
 from autocompress.config import load_config, require
 from autocompress.data.shifts import Shift
-from autocompress.errors import ConfigError, unknown_name_error
+from autocompress.env.rewards import REWARDS
+from autocompress.errors import ConfigError, did_you_mean, unknown_name_error
 
 PACKAGE_PRESETS = Path(__file__).resolve().parent.parent / "presets"  # inside an installed wheel
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent  # an editable install or a checkout
 BUDGET_NAMES = ("macs_ratio", "latency_ms", "energy_mj", "storage_bytes", "peak_memory_bytes")
-REWARD_MODES = ("acc", "acc_log_cost", "weighted", "constrained")
 COST_NAMES = ("macs", "latency_ms", "energy_mj", "storage_bytes")
 
 
@@ -56,12 +58,17 @@ class Budget:
 class RewardSpec:
     """How the episode's reward is computed (see :mod:`autocompress.env.rewards`)."""
 
-    mode: Literal["acc", "acc_log_cost", "weighted", "constrained"] = "acc"
+    mode: str = "acc"
     cost: Literal["macs", "latency_ms", "energy_mj", "storage_bytes"] = "macs"
     weights: dict[str, float] = field(default_factory=dict)
     penalty: float = 1.0
 
     def __post_init__(self) -> None:
+        require(
+            self.mode in REWARDS,
+            f"reward.mode must be one of {', '.join(REWARDS)}, but got '{self.mode}'."
+            + did_you_mean(self.mode, REWARDS),
+        )
         for name, weight in self.weights.items():
             require(name in COST_NAMES, f"reward weights must name {', '.join(COST_NAMES)}, but got '{name}'.")
             require(weight >= 0, f"reward weight {name} >= 0 must hold, but got {weight}.")
@@ -126,6 +133,15 @@ class EnvPreset:
         if self.reward.mode == "constrained":
             require(any(not b.hard for b in self.budgets.values()), "reward mode 'constrained' needs a soft budget.")
 
+    def with_budgets(self, budgets: dict[str, Any] | None) -> EnvPreset:
+        """This preset with budgets overridden: a number is a hard budget; a mapping gives ``value`` and ``hard``."""
+        if not budgets:
+            return self
+        merged = dict(self.budgets)
+        for name, value in budgets.items():
+            merged[name] = Budget(**value) if isinstance(value, dict) else Budget(float(value), True)
+        return dataclasses.replace(self, budgets=merged)
+
 
 @dataclass(frozen=True)
 class KeepRange:
@@ -165,7 +181,9 @@ class SpaceSpec:
         if self.adapt is not None:
             for method in self.adapt:
                 require(
-                    method in ("none", "adabn", "tent"), f"adapt choices are none, adabn, tent, but got '{method}'."
+                    method in ADAPTATIONS,
+                    f"adapt choices are {', '.join(ADAPTATIONS)}, but got '{method}'."
+                    + did_you_mean(method, ADAPTATIONS),
                 )
         require(
             any([self.keep, self.wbits, self.abits, self.split, self.adapt]),

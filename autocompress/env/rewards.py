@@ -1,4 +1,4 @@
-"""Episode rewards, selected by the environment preset.
+"""Episode rewards, selected by the environment preset's ``reward.mode`` from the :data:`REWARDS` registry.
 
 - ``acc``: accuracy; the hard budgets already hold by construction (AMC's accuracy-guaranteed reward).
 - ``acc_log_cost``: −error × ln(cost), AMC's resource-aware reward (cost in its natural unit, e.g. MACs).
@@ -9,9 +9,61 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from autocompress.env.presets import RewardSpec
+if TYPE_CHECKING:
+    from autocompress.env.presets import RewardSpec
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """What a reward function sees of one finished episode.
+
+    Args:
+        accuracy: Validation accuracy (0–1) of the compressed model.
+        costs: The policy's costs by name (``macs``, ``latency_ms``, ``energy_mj``, ``storage_bytes``, and the
+            budget names such as ``macs_ratio``).
+        reference: The same costs of the uncompressed model (for ``weighted``).
+        soft_budgets: Soft budget values by budget name (for ``constrained``).
+        energy_weight_scale: Multiplies the energy weight (the context raises it as the battery drains).
+    """
+
+    accuracy: float
+    costs: Mapping[str, float]
+    reference: Mapping[str, float]
+    soft_budgets: Mapping[str, float]
+    energy_weight_scale: float = 1.0
+
+
+def _acc(spec: RewardSpec, x: RewardInputs) -> float:
+    return x.accuracy
+
+
+def _acc_log_cost(spec: RewardSpec, x: RewardInputs) -> float:
+    return -(1.0 - x.accuracy) * math.log(max(x.costs[spec.cost], 1.0 + 1e-9))
+
+
+def _weighted(spec: RewardSpec, x: RewardInputs) -> float:
+    penalty = 0.0
+    for name, weight in spec.weights.items():
+        scale = x.energy_weight_scale if name == "energy_mj" else 1.0
+        penalty += weight * scale * x.costs[name] / max(x.reference[name], 1e-12)
+    return x.accuracy - penalty
+
+
+def _constrained(spec: RewardSpec, x: RewardInputs) -> float:
+    excess = sum(max(0.0, x.costs[name] / budget - 1.0) for name, budget in x.soft_budgets.items())
+    return x.accuracy - spec.penalty * excess
+
+
+REWARDS: dict[str, Callable[[RewardSpec, RewardInputs], float]] = {
+    "acc": _acc,
+    "acc_log_cost": _acc_log_cost,
+    "weighted": _weighted,
+    "constrained": _constrained,
+}
 
 
 def compute_reward(
@@ -22,26 +74,5 @@ def compute_reward(
     soft_budgets: Mapping[str, float],
     energy_weight_scale: float = 1.0,
 ) -> float:
-    """The reward of one finished episode.
-
-    Args:
-        spec: Reward mode, cost and weights.
-        accuracy: Validation accuracy (0–1) of the compressed model.
-        costs: The policy's costs by name (``macs``, ``latency_ms``, ``energy_mj``, ``storage_bytes``, and the
-            budget names such as ``macs_ratio``).
-        reference: The same costs of the uncompressed model (for ``weighted``).
-        soft_budgets: Soft budget values by budget name (for ``constrained``).
-        energy_weight_scale: Multiplies the energy weight (the context raises it as the battery drains).
-    """
-    if spec.mode == "acc":
-        return accuracy
-    if spec.mode == "acc_log_cost":
-        return -(1.0 - accuracy) * math.log(max(costs[spec.cost], 1.0 + 1e-9))
-    if spec.mode == "weighted":
-        penalty = 0.0
-        for name, weight in spec.weights.items():
-            scale = energy_weight_scale if name == "energy_mj" else 1.0
-            penalty += weight * scale * costs[name] / max(reference[name], 1e-12)
-        return accuracy - penalty
-    excess = sum(max(0.0, costs[name] / budget - 1.0) for name, budget in soft_budgets.items())
-    return accuracy - spec.penalty * excess
+    """The reward of one finished episode under ``spec`` (see :class:`RewardInputs` for the arguments)."""
+    return REWARDS[spec.mode](spec, RewardInputs(accuracy, costs, reference, soft_budgets, energy_weight_scale))

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.compress.graph import CutPoint
 from autocompress.compress.layers import LayerTable
-from autocompress.compress.split import CutPoint
 from autocompress.env.presets import SpaceSpec
 from autocompress.hardware.profiles import DeviceProfile
 

@@ -138,13 +138,17 @@ class CostModel:
 
     def predict_policy(self, policy: Policy, adapt: AdaptationCost | None = None) -> CostReport:
         """Costs of a policy document."""
-        kept = self.table.kept_channels(policy.group_keep(self.table), policy.round_to)
+        kept = policy.kept_channels(self.table)
         bits = [LayerBits(policy.setting(n).wbits, policy.setting(n).abits) for n in self.table.names]
         return self.predict(kept, bits, policy.split, adapt)
 
     def _edge(self) -> DeviceProfile:
         if self.edge is None:
-            raise PolicyError("a split policy needs an edge server profile; pass --edge (e.g. edge-server).")
+            raise PolicyError(
+                "a split policy needs an edge server profile, but the cost model has none; give it an edge "
+                "(e.g. edge-server).",
+                params=("edge",),
+            )
         return self.edge
 
     def _cut_position(self, split: str | None) -> float:
@@ -168,7 +172,11 @@ class CostModel:
 
     def _link_costs(self, sent: int) -> tuple[float, float]:
         if self.link is None:
-            raise PolicyError("a split policy needs a link profile; pass --link (wifi, lte, ble or ethernet).")
+            raise PolicyError(
+                "a split policy needs a link profile, but the cost model has none; give it a link (wifi, lte, ble or "
+                "ethernet).",
+                params=("link",),
+            )
         link = self.link
         up_ms = sent * 8 / (link.uplink_mbps * 1e3)
         down_ms = RESULT_BYTES * 8 / (link.downlink_mbps * 1e3)

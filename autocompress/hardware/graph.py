@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from torch import fx, nn
 
+from autocompress.compress.graph import cut_points, node_shapes, trace
 from autocompress.compress.layers import LayerTable
-from autocompress.compress.split import _node_shapes, cut_points, trace
 
 ALIAS_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity, nn.Flatten)
 ALIAS_FUNCTIONS = {"flatten", "relu", "relu6", "dropout", "reshape", "view"}
@@ -54,7 +54,7 @@ class GraphInfo:
 def analyse(model: nn.Module, table: LayerTable) -> GraphInfo:
     """Trace ``model`` and build its :class:`GraphInfo`."""
     gm = trace(model)
-    shapes = _node_shapes(gm, table.input_shape)
+    shapes = node_shapes(gm, table.input_shape)
     modules = dict(gm.named_modules())
     nodes = [n for n in gm.graph.nodes if n.op != "output"]
     position = {n: i for i, n in enumerate(nodes)}

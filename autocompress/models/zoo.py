@@ -131,8 +131,9 @@ def pretrained_record(model: str, dataset: str) -> dict[str, object]:
     if key not in manifest:
         shipped = ", ".join(sorted(manifest)) or "none"
         raise AutoCompressError(
-            f"--pretrained needs shipped weights for model '{model}' on dataset '{dataset}', but only these ship: "
-            f"{shipped}; train your own with autocompress train and pass --weights PATH."
+            f"pretrained needs shipped weights for model '{model}' on dataset '{dataset}', but only these ship: "
+            f"{shipped}; train your own (autocompress train) and pass its file as weights.",
+            params=("pretrained", "weights"),
         )
     return manifest[key]
 
@@ -178,7 +179,7 @@ def load_model(
 ) -> nn.Module:
     """Build a model and load shipped (``pretrained``) or user (``weights``) weights into it, in eval mode."""
     if pretrained and weights:
-        raise AutoCompressError("pass either --pretrained or --weights PATH, not both.")
+        raise AutoCompressError("pass either pretrained or weights, not both.", params=("pretrained", "weights"))
     model = build_model(spec, num_classes, input_shape)
     if pretrained:
         load_pretrained(model, spec, dataset)

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from autocompress.config import load_config, require
-from autocompress.env.presets import resolve_preset
-
-SB3_ALGORITHMS = ("ddpg", "td3", "sac", "ppo")
-OPTUNA_ALGORITHMS = ("tpe", "nsga2")
-ALGORITHMS = (*SB3_ALGORITHMS, *OPTUNA_ALGORITHMS, "random", "uniform")
+from autocompress.env.presets import preset_names, resolve_preset
+from autocompress.errors import did_you_mean
+from autocompress.search.base import searcher_names
 
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """An agent preset. Exploration and warm-up fields apply to the off-policy RL agents (ddpg, td3, sac)."""
+    """An agent preset. Exploration and warm-up fields apply to the off-policy RL agents (ddpg, td3, sac).
+
+    Args:
+        name: The preset's name (in run folder names and reports).
+        algorithm: A registered searcher (``ddpg``, ``td3``, ``sac``, ``ppo``, ``tpe``, ``nsga2``, ``random``,
+            ``uniform``, or one added with :func:`~autocompress.search.base.register_searcher`).
+        hyperparameters: Passed to the algorithm (SB3 model or Optuna sampler keyword arguments).
+    """
 
     name: str
-    algorithm: Literal["ddpg", "td3", "sac", "ppo", "tpe", "nsga2", "random", "uniform"]
+    algorithm: str
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     warmup_episodes: int = 100
     noise_sigma: float = 0.5
@@ -28,6 +33,12 @@ class AgentSpec:
     episodes_per_update: int = 8
 
     def __post_init__(self) -> None:
+        names = searcher_names()
+        require(
+            self.algorithm in names,
+            f"algorithm must be one of {', '.join(names)}, but got '{self.algorithm}'."
+            + did_you_mean(self.algorithm, names),
+        )
         require(self.warmup_episodes >= 0, f"warmup_episodes >= 0 must hold, but got {self.warmup_episodes}.")
         require(0 < self.noise_decay <= 1, f"0 < noise_decay <= 1 must hold, but got {self.noise_decay}.")
         require(0 <= self.baseline_decay < 1, f"0 <= baseline_decay < 1 must hold, but got {self.baseline_decay}.")
@@ -39,5 +50,8 @@ class AgentSpec:
 
 
 def load_agent(name_or_path: str) -> AgentSpec:
-    """An agent preset by shipped name (``ddpg``) or YAML path."""
+    """An agent preset by shipped name (``ddpg``) or YAML path; the name of a registered searcher with no preset
+    file gives that searcher with default settings."""
+    if name_or_path not in preset_names("agents") and name_or_path in searcher_names():
+        return AgentSpec(name=name_or_path, algorithm=name_or_path)
     return load_config(AgentSpec, resolve_preset("agents", name_or_path))

@@ -15,6 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from autocompress.runs import atomic_torch_save, atomic_write_json
+from autocompress.search.base import SearchContext, Searcher
 from autocompress.search.sb3_extensions import DecayingNormalNoise, EpisodeCallback, EpisodeRewardReplayBuffer
 
 if TYPE_CHECKING:
@@ -24,12 +25,12 @@ log = logging.getLogger(__name__)
 OFF_POLICY = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
 
 
-def build_model(job: SearchJob) -> tuple[BaseAlgorithm, DecayingNormalNoise | None]:
-    """The SB3 model of the job's agent preset, wired to the environment."""
-    agent, steps, seed = job.agent, job.steps, job.config.seed
+def build_model(context: SearchContext) -> tuple[BaseAlgorithm, DecayingNormalNoise | None]:
+    """The SB3 model of the agent preset, wired to the environment."""
+    agent, steps, seed = context.agent, context.steps, context.seed
     params = dict(agent.hyperparameters)
     net_arch = list(params.pop("net_arch", [300, 300]))
-    env = DummyVecEnv([lambda: job.env])
+    env = DummyVecEnv([lambda: context.env])
     common: dict[str, Any] = {"env": env, "seed": seed, "verbose": 0, "device": "cpu"}
     if agent.algorithm == "ppo":
         n_steps = agent.episodes_per_update * steps
@@ -40,10 +41,10 @@ def build_model(job: SearchJob) -> tuple[BaseAlgorithm, DecayingNormalNoise | No
         return PPO(
             "MlpPolicy", n_steps=n_steps, batch_size=batch, policy_kwargs=policy_kwargs, **common, **params
         ), None
-    warmup = agent.warmup_for(job.config.episodes)
+    warmup = agent.warmup_for(context.episodes)
     noise = None
     if agent.algorithm in ("ddpg", "td3"):
-        noise = DecayingNormalNoise(job.env.space.action_dim, agent.noise_sigma, agent.noise_decay, warmup, seed)
+        noise = DecayingNormalNoise(context.space.action_dim, agent.noise_sigma, agent.noise_decay, warmup, seed)
         params["action_noise"] = noise
     model = OFF_POLICY[agent.algorithm](
         "MlpPolicy",
@@ -103,17 +104,36 @@ def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, fo
     return int(state["episodes"])
 
 
-def run_sb3(job: SearchJob, remaining: int) -> None:
-    """Train the job's SB3 agent for ``remaining`` episodes, resuming from its checkpoint when there is one."""
-    model, noise = build_model(job)
-    folder = job.run_dir / "checkpoints"
-    restored = load_agent_state(model, noise, folder)
-    if restored:
-        log.info("resumed agent after %d episodes (%d logged)", restored, job.recorder.episodes_done)
-    model.num_timesteps = max(model.num_timesteps, job.recorder.episodes_done * job.steps)
-    callbacks = CallbackList([
-        EpisodeCallback(job.on_episode, noise),
-        Checkpoint(folder, noise, lambda: job.recorder.episodes_done),
-    ])  # fmt: skip
-    model.learn(total_timesteps=remaining * job.steps, callback=callbacks, reset_num_timesteps=False)
-    save_agent(model, noise, folder, job.recorder.episodes_done)
+class SB3Searcher(Searcher):
+    """DDPG, TD3, SAC or PPO from stable-baselines3 on the environment, with AMC's recipe (warm-up, decaying
+    truncated noise, episode reward minus a moving baseline for every transition) added through SB3's extension
+    points. The agent is checkpointed into ``checkpoints/`` at the start of every rollout (after the previous
+    episodes were stored and trained on) and at the end; a resumed run restores it."""
+
+    model: BaseAlgorithm
+    noise: DecayingNormalNoise | None
+
+    def setup(self, context: SearchContext) -> None:
+        self.model, self.noise = build_model(context)
+        restored = load_agent_state(self.model, self.noise, context.checkpoint_dir)
+        if restored:
+            log.info("resumed agent after %d episodes (%d logged)", restored, context.episodes_done)
+        self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
+
+    def search(self, context: SearchContext, episodes: int) -> None:
+        callbacks = CallbackList([
+            EpisodeCallback(context.report, self.noise),
+            Checkpoint(context.checkpoint_dir, self.noise, lambda: context.episodes_done),
+        ])  # fmt: skip
+        self.model.learn(total_timesteps=episodes * context.steps, callback=callbacks, reset_num_timesteps=False)
+        # Only a search that ran to its end saves here: after an interruption the replay buffer may hold part of
+        # an episode, and the checkpoint from the last rollout start is the consistent one.
+        save_agent(self.model, self.noise, context.checkpoint_dir, context.episodes_done)
+
+
+def trained_model(job: SearchJob) -> BaseAlgorithm:
+    """The SB3 agent of a run as last checkpointed, e.g. to roll out its deterministic actor in chosen contexts."""
+    context = job.context()
+    model, noise = build_model(context)
+    load_agent_state(model, noise, context.checkpoint_dir)
+    return model

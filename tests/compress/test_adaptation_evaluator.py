@@ -9,7 +9,7 @@ from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
 from autocompress.data import Normalizer
 from autocompress.data.shifts import Shift
 from autocompress.models import load_model
-from autocompress.training import evaluate_accuracy
+from autocompress.models.training import evaluate_accuracy
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,14 @@ import torch
 
 from autocompress.compress import LayerSetting, Policy, build_layer_table
 from autocompress.compress.evaluator import PolicyEvaluator
+from autocompress.compress.graph import cut_points
 from autocompress.compress.quantization import (
     ActivationQuantizer,
     fake_quantize_activation,
     quantize_weight,
     storage_bytes,
 )
-from autocompress.compress.split import cut_points, split_model
+from autocompress.compress.split import split_model
 from autocompress.errors import PolicyError
 from autocompress.models import build_model, load_model
 

@@ -73,7 +73,7 @@ def test_missing_directory_names_it(tmp_path: Path) -> None:
 
 def test_no_data_dir_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUTOCOMPRESS_DATA_DIR", raising=False)
-    with pytest.raises(DataError, match="--data-dir"):
+    with pytest.raises(DataError, match="data_dir"):
         load_cifar10(None)
 
 

@@ -62,7 +62,7 @@ def test_unknown_model_suggests_the_nearest() -> None:
 
 
 def test_pretrained_digits_weights_load_and_classify(digits) -> None:
-    from autocompress.training import evaluate_accuracy
+    from autocompress.models.training import evaluate_accuracy
 
     model = load_model("digits-cnn", 10, (1, 8, 8), "digits", pretrained=True)
     assert evaluate_accuracy(model, digits.test_x, digits.test_y, digits.info) >= 0.95

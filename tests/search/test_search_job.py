@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autocompress.cli import main
-from autocompress.search.recorder import dominates
+from autocompress.search.record import dominates
 
 QUICK = ["--model", "digits-cnn", "--dataset", "digits", "--env", "host", "--threads", "1"]
 

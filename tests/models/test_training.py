@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autocompress.errors import ConfigError
-from autocompress.training import Trainer, config_for
+from autocompress.models.training import Trainer, config_for
 
 
 def test_digits_cnn_reaches_95_percent(digits, tmp_path: Path) -> None:

@@ -1,0 +1,50 @@
+"""What the command modules share: the one-line usage error, the parser that raises it, and common flags."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from autocompress.errors import AutoCompressError
+
+
+class UsageError(AutoCompressError):
+    """Bad command-line flags."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse parser whose errors become :class:`UsageError` (one line, exit 1) instead of exit 2 with usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}; see '{self.prog} --help'.")
+
+
+def add_common_data_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every verb that reads a dataset shares."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the dataset (CIFAR-10: cifar-10-batches-bin/ or cifar-10-batches-py/); "
+        "default: $AUTOCOMPRESS_DATA_DIR",
+    )
+    parser.add_argument("--download", action="store_true", help="allow downloading the dataset through torchvision")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads; validates the value."""
+    import torch
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads >= 1 must hold, but got {threads}.")
+    torch.set_num_threads(threads)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--model/--pretrained/--weights/--dataset, shared by the verbs that load a trained model."""
+    p.add_argument("--model", required=True, help="zoo name, torchvision:<name> or package.module:factory")
+    p.add_argument("--dataset", required=True, help="digits or cifar10")
+    p.add_argument("--pretrained", action="store_true", help="load the weights shipped with autocompress")
+    p.add_argument("--weights", default=None, help="load a state dict or training checkpoint (weights_only)")

@@ -1,0 +1,171 @@
+"""The searcher interface every search algorithm implements, the context a searcher works in, and the registry that
+names searchers (in the spirit of Optuna's ``BaseSampler``).
+
+A :class:`~autocompress.search.job.SearchJob` builds the environment, the run record and the callbacks, then drives
+one searcher through its lifecycle. Searchers only see a :class:`SearchContext`, never the job.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autocompress.env.episode import EpisodeResult
+from autocompress.errors import unknown_name_error
+
+if TYPE_CHECKING:
+    from autocompress.env import AutoCompressEnv, SearchSpace
+    from autocompress.search.agents import AgentSpec
+    from autocompress.search.record import SearchConfig
+
+
+@dataclass
+class SearchContext:
+    """What a searcher may use: the environment, its agent preset, the seed, the episode budget and where to keep
+    state, plus :meth:`report` to log a finished episode and :meth:`play` to play one from a list of actions.
+
+    Args:
+        env: The environment (every searcher plays the same one, so budgets, evaluation and reward are shared).
+        agent: The agent preset (algorithm and hyperparameters).
+        config: The search's configuration (seed, episodes, storage, names).
+        run_dir: The run folder (a searcher keeps what it needs to resume in :attr:`checkpoint_dir`).
+        optuna_storage: The Optuna storage URL (the shared one given by the user, or the run folder's SQLite).
+        report_episode: The job's hook that logs an episode and says whether the search may go on.
+        episodes_done_fn: How many episodes the run has logged (over all sessions of a resumed run).
+    """
+
+    env: AutoCompressEnv
+    agent: AgentSpec
+    config: SearchConfig
+    run_dir: Path
+    optuna_storage: str
+    report_episode: Callable[[EpisodeResult, float, dict[str, float]], bool]
+    episodes_done_fn: Callable[[], int]
+    stopped: bool = False
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where a searcher keeps what it needs to resume (created on demand)."""
+        return self.run_dir / "checkpoints"
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def episodes(self) -> int:
+        """The run's whole episode budget."""
+        return self.config.episodes
+
+    @property
+    def episodes_done(self) -> int:
+        return self.episodes_done_fn()
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.env.space
+
+    @property
+    def steps(self) -> int:
+        """Decision steps per episode."""
+        return len(self.env.space.steps)
+
+    def report(
+        self, info: dict[str, Any] | EpisodeResult, wall_s: float, stats: dict[str, float] | None = None
+    ) -> bool:
+        """Log a finished episode (its last ``info`` or result); returns whether the search may go on. Once it
+        returns ``False`` (budget spent, or a callback asked to stop), :attr:`stopped` stays ``True``."""
+        result = info if isinstance(info, EpisodeResult) else EpisodeResult.from_info(info)
+        if not self.report_episode(result, wall_s, stats or {}):
+            self.stopped = True
+        return not self.stopped
+
+    def play(self, actions: Sequence[np.ndarray], seed: int | None = None) -> EpisodeResult:
+        """Play one episode from a fixed action sequence (reset seeded by ``seed``, default the run's seed plus the
+        episodes done), report it, and return its result."""
+        start = time.perf_counter()
+        self.env.reset(seed=self.seed + self.episodes_done if seed is None else seed)
+        info: dict[str, Any] = {}
+        done = False
+        for action in actions:
+            _, _, done, _, info = self.env.step(action)
+        if not done:
+            raise ValueError(f"play needs one action per step ({self.steps}), but got {len(actions)}.")
+        result = EpisodeResult.from_info(info)
+        self.report(result, time.perf_counter() - start)
+        return result
+
+
+class Searcher(abc.ABC):
+    """Base class of search algorithms.
+
+    Lifecycle, as :meth:`SearchJob.run <autocompress.search.job.SearchJob.run>` calls it:
+
+    1. ``__init__(agent)`` — built from the agent preset by the registry (:func:`make_searcher`).
+    2. :meth:`setup` — once per session, before any episode; restore state from ``context.checkpoint_dir`` here
+       when a resumed run left some.
+    3. :meth:`search` — play up to ``episodes`` episodes (the run's remaining budget) through ``context.env``,
+       reporting each finished one with :meth:`SearchContext.report` (or use :meth:`SearchContext.play`, which
+       reports); stop as soon as ``context.stopped`` is set. Everything random must derive from ``context.seed`` and
+       the episode index, so the same seed gives the same search.
+    4. :meth:`teardown` — once, also after an exception or Ctrl-C; save what a resume needs.
+
+    Episodes reported are what counts: a searcher killed at any moment loses at most the episode in flight, and a
+    resumed one is asked for the remaining budget only.
+    """
+
+    def __init__(self, agent: AgentSpec) -> None:
+        self.agent = agent
+
+    def setup(self, context: SearchContext) -> None:  # noqa: B027 - optional hook
+        """Prepare for :meth:`search` (build models, open studies, restore checkpoints)."""
+
+    @abc.abstractmethod
+    def search(self, context: SearchContext, episodes: int) -> None:
+        """Play at most ``episodes`` episodes, reporting each."""
+
+    def teardown(self, context: SearchContext) -> None:  # noqa: B027 - optional hook
+        """Save state for a resume; called even when :meth:`search` raised."""
+
+
+SearcherFactory = Callable[["AgentSpec"], Searcher]
+# name -> a factory, or "module:attribute" so that a searcher's heavy imports happen only when it is used
+_REGISTRY: dict[str, SearcherFactory | str] = {
+    **{name: "autocompress.search.rl:SB3Searcher" for name in ("ddpg", "td3", "sac", "ppo")},
+    **{name: "autocompress.search.optuna_search:OptunaSearcher" for name in ("tpe", "nsga2")},
+    "random": "autocompress.search.baselines:RandomSearcher",
+    "uniform": "autocompress.search.baselines:UniformSearcher",
+}
+
+
+def register_searcher(name: str, factory: SearcherFactory | str) -> None:
+    """Make ``name`` usable as an agent's ``algorithm`` (and as ``agent=`` / ``--agent`` without a preset file).
+
+    Args:
+        name: The algorithm name.
+        factory: A :class:`Searcher` subclass (or any callable taking the :class:`AgentSpec`), or its import path
+            ``"package.module:Class"``.
+    """
+    _REGISTRY[name] = factory
+
+
+def searcher_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_searcher(agent: AgentSpec) -> Searcher:
+    """The searcher of ``agent.algorithm``, built from the registry."""
+    if agent.algorithm not in _REGISTRY:
+        raise unknown_name_error("algorithm", agent.algorithm, _REGISTRY)
+    factory = _REGISTRY[agent.algorithm]
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    return factory(agent)

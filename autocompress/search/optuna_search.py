@@ -1,0 +1,56 @@
+"""Optuna's samplers on the compression environment: TPE on the episode reward, NSGA-II on accuracy, latency,
+energy and storage jointly — over exactly the parameters the RL agents' actions decode to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autocompress.env.episode import OBJECTIVES
+from autocompress.search.base import SearchContext, Searcher
+
+
+class OptunaSearcher(Searcher):
+    """TPE (``tpe``) or NSGA-II (``nsga2``). The study lives in the run folder's ``optuna.db``, or in the storage
+    given by the user: workers launched with the same experiment, env, agent and seed then join one study (and the
+    sampler sees every worker's trials), while each worker logs only its own episodes in its run folder. A resumed
+    run continues its study; a trial a kill left running is marked failed."""
+
+    def setup(self, context: SearchContext) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.multi = self.agent.algorithm == "nsga2"
+        params, seed, config = dict(self.agent.hyperparameters), context.seed, context.config
+        sampler_class = optuna.samplers.NSGAIISampler if self.multi else optuna.samplers.TPESampler
+        shared = config.storage is not None
+        name = f"{config.exp}__{config.env}__{self.agent.name}__s{seed}" if shared else context.run_dir.name
+        self.study = optuna.create_study(
+            study_name=name,
+            storage=context.optuna_storage,
+            sampler=sampler_class(seed=seed, **params),
+            directions=[("maximize" if sign > 0 else "minimize") for _, sign in OBJECTIVES]
+            if self.multi
+            else ["maximize"],
+            load_if_exists=True,
+        )
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+    def search(self, context: SearchContext, episodes: int) -> None:
+        import optuna
+
+        space = context.space
+
+        def objective(trial: optuna.Trial) -> Any:
+            values = {}
+            for name, kind, domain in space.parameters():
+                values[name] = (
+                    trial.suggest_float(name, *domain) if kind == "float" else trial.suggest_categorical(name, domain)
+                )
+            result = context.play(space.actions_from_params(values))
+            trial.set_user_attr("policy", result.policy)
+            if context.stopped:
+                trial.study.stop()
+            return result.objectives() if self.multi else result.reward
+
+        self.study.optimize(objective, n_trials=episodes, gc_after_trial=False)

@@ -1,0 +1,318 @@
+"""The run record: the one owner of a search's run folder.
+
+A run folder holds ``config.json`` (the :class:`SearchConfig` and the presets as resolved — the deployment with
+its device, link and edge profiles, the search space, the agent — which resume, export and compare use instead of
+reading the preset files again), ``command.txt``, ``system.json``, ``progress.csv`` (one row per episode),
+``best_policy.json``, ``pareto.json``, ``summary.json``, ``checkpoints/`` and, for Optuna agents, ``optuna.db``.
+Every file is written atomically (``progress.csv`` is appended and fsynced row by row), so a kill at any moment
+loses no completed episode. Every reader and writer of a run folder goes through :class:`RunRecord`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocompress.config import from_mapping
+from autocompress.env.deployment import Deployment
+from autocompress.env.episode import OBJECTIVES, EpisodeResult
+from autocompress.env.presets import EnvPreset, SpaceSpec
+from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.runs import atomic_write_json, command_line, existing_run_dir, new_run_dir, system_report
+from autocompress.search.agents import AgentSpec
+
+CONFIG, PROGRESS, BEST, PARETO, SUMMARY = (
+    "config.json",
+    "progress.csv",
+    "best_policy.json",
+    "pareto.json",
+    "summary.json",
+)
+COLUMNS = [
+    "episode", "wall_s", "reward", "accuracy", "latency_ms", "energy_mj", "storage_bytes", "macs_ratio",
+    "peak_memory_bytes", "constraint_violations", "hard_violations", "split", "adapt", "shift", "best_reward",
+    "best_accuracy", "exploration_sigma", "actor_loss", "critic_loss", "policy_loss", "value_loss",
+]  # fmt: skip
+STAT_COLUMNS = COLUMNS[-5:]  # what an agent adds to a row: exploration noise and its latest losses
+ENTRY_KEYS = ("reward", "accuracy", "latency_ms", "energy_mj", "storage_bytes", "macs_ratio")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a search; saved in ``config.json`` and reused by resume.
+
+    Args:
+        model: Model spec (zoo name, ``torchvision:<name>`` or ``package.module:factory``).
+        dataset: ``digits`` or ``cifar10``.
+        env: Deployment preset name or YAML path.
+        agent: Agent preset name or YAML path, or the name of a registered searcher.
+        space: Search-space preset name or YAML path.
+        episodes: Episodes to search.
+        seed: Seed of everything random.
+        pretrained: Load the shipped weights (when ``weights`` is not given).
+        weights: A weights file of the trained model.
+        data_dir: Dataset folder (CIFAR-10).
+        budgets: Overrides of the preset's budgets (``{"macs_ratio": 0.5}``).
+        val_images: Validation images each policy is scored on (default: the whole val split).
+        storage: Optuna storage URL shared by workers (default: SQLite in the run folder).
+        exp: Experiment name, the first part of the run folder's name.
+    """
+
+    model: str
+    dataset: str
+    env: str = "host"
+    agent: str = "ddpg"
+    space: str = "prune-quant"
+    episodes: int = 300
+    seed: int = 0
+    pretrained: bool = True
+    weights: str | None = None
+    data_dir: str | None = None
+    budgets: dict[str, Any] = field(default_factory=dict)
+    val_images: int | None = None
+    storage: str | None = None
+    exp: str = "search"
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.")
+        if self.val_images is not None and self.val_images < 10:
+            raise ConfigError(f"val_images >= 10 must hold, but got {self.val_images}.")
+
+
+@dataclass(frozen=True)
+class ResolvedPresets:
+    """The presets of a search as they were when it started (what ``config.json`` keeps under ``resolved``)."""
+
+    deployment: Deployment
+    space: SpaceSpec
+    agent: AgentSpec
+    steps_per_episode: int
+    val_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": dataclasses.asdict(self.deployment.preset),
+            "deployment": self.deployment.to_dict(),
+            "space": dataclasses.asdict(self.space),
+            "agent": dataclasses.asdict(self.agent),
+            "steps_per_episode": self.steps_per_episode,
+            "val_images": self.val_images,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> ResolvedPresets:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a mapping of the resolved presets, but got {type(data).__name__}.")
+        if "deployment" in data:
+            deployment = Deployment.from_dict(data["deployment"], f"{where}.deployment")
+        else:  # a run folder from before the deployment was saved: its profiles are loaded again by name
+            deployment = Deployment.from_preset(from_mapping(EnvPreset, data.get("env"), f"{where}.env"))
+        return cls(
+            deployment,
+            from_mapping(SpaceSpec, data.get("space"), f"{where}.space"),
+            from_mapping(AgentSpec, data.get("agent"), f"{where}.agent"),
+            int(data.get("steps_per_episode", 0)),
+            int(data.get("val_images", 0)),
+        )
+
+
+def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` on every objective and better on one."""
+    better_or_equal = all(sign * a[k] >= sign * b[k] for k, sign in OBJECTIVES)
+    return better_or_equal and any(sign * a[k] > sign * b[k] for k, sign in OBJECTIVES)
+
+
+def pareto_front(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The non-dominated entries, sorted by accuracy (best first); duplicates of a policy kept once."""
+    seen, unique = set(), []
+    for e in entries:
+        key = json.dumps(e["policy"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(e)
+    front = [e for e in unique if not any(dominates(o, e) for o in unique if o is not e)]
+    return sorted(front, key=lambda e: -e["accuracy"])
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One finished episode as a search logs it: its index in the run, the environment's result, the wall time it
+    took, and what the agent adds (exploration σ, latest losses)."""
+
+    index: int
+    result: EpisodeResult
+    wall_s: float
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class RunRecord:
+    """A search's run folder, read and written through one object.
+
+    Args:
+        folder: The run folder (see :meth:`create` and :meth:`open`).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        raw = _read_json(folder / CONFIG)
+        if not isinstance(raw, dict):
+            raise AutoCompressError(f"'{folder / CONFIG}' must hold a search's config as JSON, but it does not.")
+        self._raw = raw
+        self.rows: list[dict[str, str]] = self._load_rows()
+        self.best: dict[str, Any] | None = _read_json(folder / BEST)
+        self.front: list[dict[str, Any]] = _read_json(folder / PARETO) or []
+
+    # --- creating and opening ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def make_folder(config: SearchConfig, env_name: str, agent_name: str, run_dir: str | Path | None) -> Path:
+        """A new run folder (``run_dir``, which must be new or empty, or a fresh one under the runs root)."""
+        return new_run_dir(config.exp, env_name, agent_name, config.seed, run_dir)
+
+    @classmethod
+    def create(cls, folder: Path, config: SearchConfig, resolved: ResolvedPresets) -> RunRecord:
+        """Write ``config.json`` (with the resolved presets), ``command.txt`` and ``system.json``."""
+        atomic_write_json(folder / CONFIG, dataclasses.asdict(config) | {"resolved": resolved.to_dict()})
+        (folder / "command.txt").write_text(command_line() + "\n")
+        atomic_write_json(folder / "system.json", system_report())
+        return cls(folder)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], purpose: str = "resume") -> RunRecord:
+        """An existing run folder; ``purpose`` (``resume``, ``export``, ``compare``) names the caller in errors."""
+        folder = existing_run_dir(path, CONFIG, purpose)
+        return cls(folder)
+
+    # --- what the folder holds -----------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> SearchConfig:
+        values = {k: v for k, v in self._raw.items() if k != "resolved"}
+        try:
+            return SearchConfig(**values)
+        except TypeError as exc:
+            raise AutoCompressError(f"'{self.folder / CONFIG}' must hold a search config, but: {exc}.") from None
+
+    @property
+    def resolved(self) -> ResolvedPresets:
+        return ResolvedPresets.from_dict(self._raw.get("resolved"), f"{self.folder / CONFIG}: resolved")
+
+    @property
+    def episodes_done(self) -> int:
+        return len(self.rows)
+
+    @property
+    def optuna_storage(self) -> str:
+        """The run's own Optuna storage (SQLite in the folder)."""
+        return f"sqlite:///{self.folder / 'optuna.db'}"
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        return _read_json(self.folder / SUMMARY)
+
+    def search_wall_s(self) -> float:
+        return sum(float(r["wall_s"]) for r in self.rows)
+
+    def overview(self) -> dict[str, Any]:
+        """The run's best result so far, from its record (so a running or killed run compares too)."""
+        config, best = self.config, self.best or {}
+        return {
+            "run": self.folder.name,
+            "agent": config.agent,
+            "env": config.env,
+            "space": config.space,
+            "episodes": f"{self.episodes_done}/{config.episodes}",
+            "best_reward": best.get("reward"),
+            "best_accuracy": best.get("accuracy"),
+            "macs_ratio": best.get("macs_ratio"),
+            "latency_ms": best.get("latency_ms"),
+            "energy_mj": best.get("energy_mj"),
+            "storage_bytes": best.get("storage_bytes"),
+            "best_episode": best.get("episode"),
+            "search_s": round(self.search_wall_s(), 1),
+        }
+
+    def select(self, choice: str) -> dict[str, Any]:
+        """The best entry (``best``) or the K-th of the Pareto front (``pareto:K``, 0 = most accurate)."""
+        if choice == "best":
+            if self.best is None:
+                raise AutoCompressError(
+                    f"the run must hold {BEST}, but '{self.folder}' has none; has it run an episode?"
+                )
+            return dict(self.best)
+        kind, _, index = choice.partition(":")
+        if kind != "pareto" or not index.isdigit():
+            raise AutoCompressError(
+                f"policy must be 'best' or 'pareto:K' with K a number, but got '{choice}'.", params=("policy",)
+            )
+        if int(index) >= len(self.front):
+            raise AutoCompressError(
+                f"policy pareto:K needs 0 <= K < {len(self.front)} (the front's size in '{self.folder}'), "
+                f"but got K={index}.",
+                params=("policy",),
+            )
+        return dict(self.front[int(index)])
+
+    # --- writing -------------------------------------------------------------------------------------------------
+
+    def add(self, episode: Episode) -> tuple[dict[str, Any], bool]:
+        """Log one finished episode: a progress row, and best and Pareto front where it improves them.
+        Returns the row and whether it is the new best."""
+        result = episode.result
+        entry = {k: getattr(result, k) for k in ENTRY_KEYS} | {"episode": episode.index, "policy": result.policy}
+        improved = self.best is None or entry["reward"] > self.best["reward"]
+        if improved:
+            self.best = entry
+            atomic_write_json(self.folder / BEST, entry)
+        front = pareto_front([*self.front, entry])
+        if front != self.front:
+            self.front = front
+            atomic_write_json(self.folder / PARETO, front)
+        assert self.best is not None
+        row: dict[str, Any] = {"episode": episode.index, "wall_s": round(episode.wall_s, 3)}
+        row |= {k: entry[k] for k in ENTRY_KEYS}
+        row |= {k: getattr(result, k) for k in ("peak_memory_bytes", "constraint_violations", "hard_violations")}
+        row |= {"split": result.policy["split"], "adapt": result.policy["adapt"], "shift": result.context["shift"]}
+        row |= {"best_reward": self.best["reward"], "best_accuracy": self.best["accuracy"]}
+        row |= {k: episode.stats.get(k, "") for k in STAT_COLUMNS}
+        self._append(row)
+        return row, improved
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.folder / SUMMARY, summary)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        path = self.folder / PROGRESS
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            out = csv.DictWriter(handle, COLUMNS)
+            if new:
+                out.writeheader()
+            out.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.rows.append({k: str(v) for k, v in row.items()})
+
+    def _load_rows(self) -> list[dict[str, str]]:
+        path = self.folder / PROGRESS
+        if not path.exists():
+            return []
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AutoCompressError(
+            f"'{path}' must hold valid JSON, but it does not ({exc.msg} at line {exc.lineno})."
+        ) from None
