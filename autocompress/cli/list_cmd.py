@@ -7,11 +7,11 @@ from typing import Any
 
 from autocompress.cli.output import human_count, print_table
 
-WHAT = ("models", "datasets", "devices", "links")
+WHAT = ("models", "datasets", "devices", "links", "envs", "agents", "spaces", "algorithms")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("list", help="list models, datasets, devices, links, envs, agents or spaces")
+    p = sub.add_parser("list", help="list models, datasets, devices, links, envs, agents, spaces or algorithms")
     p.add_argument("what", help="|".join(WHAT))
     p.set_defaults(run=run)
 
@@ -19,7 +19,16 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from autocompress.errors import unknown_name_error
 
-    listers = {"models": _models, "datasets": _datasets, "devices": _devices, "links": _links}
+    listers = {
+        "models": _models,
+        "datasets": _datasets,
+        "devices": _devices,
+        "links": _links,
+        "envs": _envs,
+        "agents": _agents,
+        "spaces": _spaces,
+        "algorithms": _algorithms,
+    }
     if args.what not in listers:
         raise unknown_name_error("list", args.what, listers)
     listers[args.what]()
@@ -114,3 +123,58 @@ def _links() -> None:
             ]
         )
     print_table("Links", ["name", "up Mbps", "down Mbps", "RTT ms", "TX power mW", "tail ms"], rows)
+
+
+def _envs() -> None:
+    from autocompress.env.presets import load_env_preset, preset_names
+
+    rows = []
+    for name in preset_names("envs"):
+        e = load_env_preset(name)
+        budgets = ", ".join(f"{k} {b.value:g}{'' if b.hard else ' (soft)'}" for k, b in e.budgets.items())
+        rows.append([e.name, e.device, e.link or "—", budgets or "—", e.reward.mode, e.description])
+    print_table(
+        "Deployment environments (--env)",
+        ["name", "device", "link", "budgets", "reward", "description"],
+        rows,
+        caption="Or pass the path of your own YAML; see envs/README.md for the fields.",
+    )
+
+
+def _agents() -> None:
+    from autocompress.env.presets import preset_names
+    from autocompress.search.agents import load_agent
+
+    rows = []
+    for name in preset_names("agents"):
+        a = load_agent(name)
+        params = ", ".join(f"{k}={v}" for k, v in a.hyperparameters.items())
+        rows.append([a.name, a.algorithm, params or "—"])
+    print_table(
+        "Agents (--agent)",
+        ["name", "algorithm", "hyperparameters"],
+        rows,
+        caption="Or pass the path of your own YAML, or the name of a searcher you registered (list algorithms).",
+    )
+
+
+def _spaces() -> None:
+    from autocompress.env.presets import load_space_preset, preset_names
+
+    rows = []
+    for name in preset_names("search_spaces"):
+        s = load_space_preset(name)
+        keep = f"{s.keep.min:g}–{s.keep.max:g}" if s.keep else "—"
+        rows.append([s.name, keep, s.wbits or "—", s.abits or "—", s.split, ", ".join(s.adapt or ["—"]), s.description])
+    print_table(
+        "Search spaces (--space)",
+        ["name", "keep", "weight bits", "activation bits", "split", "adapt", "description"],
+        rows,
+        caption="Or pass the path of your own YAML; see search_spaces/README.md for the fields.",
+    )
+
+
+def _algorithms() -> None:
+    from autocompress.search.base import searcher_names
+
+    print_table("Search algorithms", ["name"], [[n] for n in searcher_names()])

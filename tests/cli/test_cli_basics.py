@@ -45,6 +45,20 @@ def test_list_datasets(capsys) -> None:
     assert code == 0 and "digits" in out and "cifar10" in out
 
 
+@pytest.mark.parametrize(
+    ("what", "expected"),
+    [
+        ("envs", ["raspberry-pi-4-wifi", "phone-lte", "mcu"]),
+        ("agents", ["ddpg", "nsga2", "uniform"]),
+        ("spaces", ["prune-quant", "full"]),
+        ("algorithms", ["td3", "tpe", "random"]),
+    ],
+)
+def test_list_presets(capsys, what: str, expected: list[str]) -> None:
+    code, out, _ = run_cli(capsys, "list", what)
+    assert code == 0 and all(name in out for name in expected), out
+
+
 def test_doctor_json_reports_versions(capsys) -> None:
     code, out, _ = run_cli(capsys, "doctor", "--json")
     report = json.loads(out)
@@ -62,7 +76,11 @@ def test_doctor_json_reports_versions(capsys) -> None:
         (["train"], "train needs --model and --dataset"),
         (
             ["evaluate", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", "/nonexistent"],
-            "is not a directory",
+            "is not a directory; check --data-dir",
+        ),
+        (
+            ["evaluate", "--model", "resnet20", "--pretrained", "--weights", "w.pt", "--dataset", "cifar10"],
+            "pass either --pretrained or --weights, not both",
         ),
         (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--limit", "0"], "--limit >= 1"),
         (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--weights", "missing.pt"], "must exist"),

@@ -34,7 +34,9 @@ def test_profile_validate_json(capsys) -> None:
     code = main(["profile", "--device", "host", "--validate", "--variants", "6", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["variants"] == 6
-    assert result["median_abs_pct_error"] >= 0 and result["p90_abs_pct_error"] >= result["median_abs_pct_error"]
+    # host.yaml was fitted on this kind of machine (held-out median error 2.7 %, BENCHMARKS.md); a cost model that
+    # lost its calibration, or a measurement that broke, lands far outside this generous bound.
+    assert result["median_abs_pct_error"] < 25.0, result
 
 
 def test_profile_rejects_too_few_variants(capsys) -> None:

@@ -1,0 +1,92 @@
+"""The package's layering (STYLE.md): imports run downwards only, and no module-level import cycle exists."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import autocompress
+
+PACKAGE = Path(autocompress.__file__).parent
+# Lower layers never import upper ones. Within a layer, modules may import each other (models may use data).
+LAYERS = [
+    {"errors", "config", "registry", "runs"},
+    {"data", "models"},
+    {"compress"},
+    {"hardware"},
+    {"env"},
+    {"search"},
+    {"export", "evaluation", "testing"},
+    {"cli", "__main__"},
+]
+LEVEL = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+
+
+def _part(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "autocompress" else None
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, at module level) for every ``autocompress`` import of a file, type-checking-only ones excluded."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    top = {id(n) for n in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("autocompress"):
+            found.append((node.module, id(node) in top))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, id(node) in top) for a in node.names if a.name.startswith("autocompress")]
+    return found
+
+
+def _modules() -> dict[str, Path]:
+    result = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        result[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return result
+
+
+def test_imports_run_downwards_only() -> None:
+    upward = []
+    for module, path in _modules().items():
+        own = _part(module)
+        if own is None:
+            continue  # the top-level package re-exports the public API lazily
+        for imported, _ in _imports(path):
+            target = _part(imported)
+            if target is not None and LEVEL[target] > LEVEL[own]:
+                upward.append(f"{module} imports {imported}")
+    assert not upward, upward
+
+
+def test_no_module_level_import_cycle() -> None:
+    modules = _modules()
+    graph = {m: {i for i, top in _imports(p) if top and i in modules} for m, p in modules.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for module in modules:
+        if module not in state:
+            visit(module, [])
+    assert not cycles, cycles
