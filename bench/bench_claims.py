@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.compress.adaptation import ADAPTATIONS
 from autocompress.compress.policy import LayerSetting, Policy
 from autocompress.data.shifts import Shift
 from autocompress.env import build_workload
@@ -124,7 +125,7 @@ def claim_adaptation(args: argparse.Namespace) -> list[dict[str, Any]]:
         for severity in args.severities:
             shift = Shift.parse(f"{name}:{severity}")
             row: dict[str, Any] = {"shift": name, "severity": severity}
-            for method in ("none", "adabn", "tent"):
+            for method in ADAPTATIONS:
                 row[method] = evaluator.evaluate(Policy(model, adapt=method), shift).accuracy
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -158,7 +159,7 @@ def claim_trigger(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             energy.append(info["energy_mj"])
             accuracy.append(info["accuracy"])
             # the hindsight choice: the same keep ratios with each adaptation, scored by the same reward
-            rewards = {method: replay(env, actions, shift, method)["reward"] for method in ("none", "adabn", "tent")}
+            rewards = {method: replay(env, actions, shift, method)["reward"] for method in ADAPTATIONS}
             best_choices.append(max(rewards, key=lambda m: rewards[m]))
         rows.append({
             "severity": severity, "contexts": len(shifts),

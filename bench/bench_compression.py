@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from autocompress.compress import LayerSetting, Policy
+from autocompress.compress.adaptation import ADAPTATIONS
 from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
 from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, quantize_int8
 from autocompress.data import load_dataset
@@ -104,7 +105,7 @@ def adaptation_rows(
         for severity in severities:
             shift = Shift(shift_name, severity)
             row: dict[str, Any] = {"shift": shift_name, "severity": severity, "drift": evaluator.drift(shift)}
-            for method in ("none", "adabn", "tent"):
+            for method in ADAPTATIONS:
                 row[method] = evaluator.evaluate(Policy(name, adapt=method), shift).accuracy
             rows.append(row)
     return rows

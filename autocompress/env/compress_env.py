@@ -269,7 +269,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         report = self.cost.predict(self.state.kept, self.state.bits, self.state.split, result.adapt_cost)
         costs = resources(report, result.macs, self.table.macs, self.preset.context.adapt_every)
         soft = self.soft_budgets
-        energy_scale = 2.0 - self.context.battery
+        energy_scale = self.deployment.energy_weight_scale(self.context)
         reward = compute_reward(self.preset.reward, result.accuracy, costs, self.reference, soft, energy_scale)
         hard_broken = [n for n, v in self.limits.hard.items() if costs[n] > v * (1 + 1e-9)]
         memory_broken = [

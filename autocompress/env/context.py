@@ -1,9 +1,9 @@
 """The deployment context of an episode, drawn at reset from the environment preset's distribution.
 
-How the context acts (AdaSpring/CAQ style): the battery level scales the energy budget (an emptier battery allows
-less energy per inference) and raises the energy weight of the ``weighted`` reward; the free-memory fraction
-scales the RAM a policy may use; the bandwidth scale multiplies the link's rates; the latency budget, when drawn,
-replaces the preset's; the shift corrupts the validation images and sets the drift score.
+How the context acts (AdaSpring/CAQ style) is applied in one place, :class:`~autocompress.env.deployment.Deployment`:
+the battery level scales the energy budget and raises the energy weight of the ``weighted`` reward; the free-memory
+fraction scales the RAM a policy may use; the bandwidth scale multiplies the link's rates; the latency budget, when
+drawn, replaces the preset's. The shift corrupts the validation images and sets the drift score (the evaluator).
 """
 
 from __future__ import annotations

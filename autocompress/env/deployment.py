@@ -3,8 +3,9 @@ contexts it meets. It is the one owner of "device + link + edge + context → co
 used by the environment, export, ``evaluate`` and the benches.
 
 How a context acts (AdaSpring/CAQ style): the battery level scales the energy budget (an emptier battery allows
-less energy per inference); the free-memory fraction scales the RAM a policy may use; the bandwidth scale
-multiplies the link's rates; a drawn latency budget replaces the preset's.
+less energy per inference) and raises the energy weight of the ``weighted`` reward; the free-memory fraction scales
+the RAM a policy may use; the bandwidth scale multiplies the link's rates; a drawn latency budget replaces the
+preset's.
 """
 
 from __future__ import annotations
@@ -121,3 +122,8 @@ class Deployment:
         return Limits(
             self.budgets(context, hard=True), self.device.ram_bytes * context.free_memory, self.device.flash_bytes
         )
+
+    @staticmethod
+    def energy_weight_scale(context: Context) -> float:
+        """How much the ``weighted`` reward's energy weight grows as the battery drains (1 when full, 2 when empty)."""
+        return 2.0 - context.battery
