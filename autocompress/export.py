@@ -32,11 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.compress.finetune import FinetuneOptions, finetune
 from autocompress.compress.layers import build_layer_table
 from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, quantize_int8
 from autocompress.compress.policy import SPLIT_INPUT, Policy
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer
+from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.split import split_model
 from autocompress.data import Normalizer
 from autocompress.env import build_workload
@@ -45,7 +47,6 @@ from autocompress.errors import AutoCompressError
 from autocompress.hardware.graph import GraphInfo
 from autocompress.hardware.measure import ort_latency
 from autocompress.models import load_model
-from autocompress.models.training import finetune
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.record import RunRecord, SearchConfig
 
@@ -65,25 +66,39 @@ class ExportOptions:
 
     Args:
         policy: ``best`` (the run's best policy) or ``pareto:K`` (the K-th policy of the Pareto front, by accuracy).
-        finetune_epochs: Epochs of fine-tuning after pruning (0: none).
+        reconstruct: Least-squares refit of the pruned layers: ``sequential`` (default: inputs from the pruned
+            network, layer after layer), ``fast`` (what the search scored) or ``none``.
+        finetune_epochs: Epochs of fine-tuning after pruning (0: none); a killed fine-tune resumes from
+            ``OUT/finetune/`` when the same export runs again.
         finetune_lr: Starting learning rate of the fine-tune.
+        finetune_schedule: ``cosine``, ``step`` or ``constant``.
+        distill: Distil from the unpruned model during the fine-tune.
+        device: Where the fine-tune runs: ``auto``, ``cpu`` or ``cuda``.
         test_images: Test images the accuracy is measured on (default: the whole test split).
         data_dir: Dataset folder, when it moved since the search.
         latency_repeats: Repeats of the onnxruntime host latency measurement (median reported).
     """
 
     policy: str = "best"
+    reconstruct: str = "sequential"
     finetune_epochs: int = 0
     finetune_lr: float = 0.01
+    finetune_schedule: str = "cosine"
+    distill: bool = True
+    device: str = "auto"
     test_images: int | None = None
     data_dir: str | None = None
     latency_repeats: int = 50
 
+    def finetune_options(self) -> FinetuneOptions:
+        return FinetuneOptions(
+            epochs=self.finetune_epochs, lr=self.finetune_lr, schedule=self.finetune_schedule,  # type: ignore[arg-type]
+            distill=self.distill, device=self.device,
+        )  # fmt: skip
+
     def __post_init__(self) -> None:
-        if self.finetune_epochs < 0:
-            raise AutoCompressError(
-                f"finetune_epochs >= 0 must hold, but got {self.finetune_epochs}.", params=("finetune_epochs",)
-            )
+        self.finetune_options()  # validates the fine-tune's fields
+        check_mode(self.reconstruct)
         if self.test_images is not None and self.test_images < 1:
             raise AutoCompressError(f"test_images >= 1 must hold, but got {self.test_images}.", params=("test_images",))
         if not (self.policy == "best" or self.policy.startswith("pareto:")):
@@ -107,8 +122,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     evaluator, splits = workload.evaluator, workload.splits
     policy.save(out / "policy.json")
 
-    model = evaluator.pruned_copy(policy)
-    losses = finetune(model, splits, options.finetune_epochs, options.finetune_lr) if options.finetune_epochs else []
+    model = evaluator.pruned_copy(policy, options.reconstruct)
+    wbits = {layer.name: policy.setting(layer.name).wbits for layer in evaluator.table.layers}
+    tuned = finetune(model, splits, options.finetune_options(), evaluator.model, wbits, out / "finetune")
     model.eval()
     acts = evaluator.quantize(model, policy)
     kept = policy.kept_channels(evaluator.table)
@@ -126,8 +142,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         "dataset": config.dataset,
         "test_images": count,
         "search_val_accuracy": entry["accuracy"],
+        "reconstruct": options.reconstruct,
         "finetune_epochs": options.finetune_epochs,
-        "finetune_losses": losses,
+        "finetune_losses": tuned.losses,
+        "finetune": tuned.to_dict(),
         "macs": macs,
         "macs_ratio": macs / evaluator.table.macs,
         "params": sum(p.numel() for p in model.parameters()),

@@ -19,6 +19,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--policy", default="best", help="best (default) or pareto:K, the K-th most accurate on the front")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after pruning (default 0)")
     p.add_argument("--finetune-lr", type=float, default=0.01, help="starting learning rate of the fine-tune")
+    p.add_argument("--finetune-schedule", default="cosine", help="cosine (default), step or constant")
+    p.add_argument("--no-distill", dest="distill", action="store_false",
+                   help="fine-tune on labels only (default: distil from the unpruned model)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="where the fine-tune runs: auto (default), cpu or cuda")
+    p.add_argument("--reconstruct", default="sequential",
+                   help="least-squares refit of pruned layers: sequential (default), fast or none")  # fmt: skip
     p.add_argument("--test-images", type=int, default=None, help="test images to measure on (default: all)")
     p.add_argument("--data-dir", default=None, help="dataset folder, if it moved since the search")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -31,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args.threads)
     options = ExportOptions(
-        policy=args.policy, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-        test_images=args.test_images, data_dir=args.data_dir,
+        policy=args.policy, reconstruct=args.reconstruct, finetune_epochs=args.finetune_epochs,
+        finetune_lr=args.finetune_lr, finetune_schedule=args.finetune_schedule, distill=args.distill,
+        device=args.device, test_images=args.test_images, data_dir=args.data_dir,
     )  # fmt: skip
     report = export_run(args.run_dir, args.out, options)
     print(json.dumps(report, indent=2) if args.json else render_report(report))

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--label-smoothing", type=float, default=None, help="default 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu, or the run's on --resume)"
+        "--device", default=None, help="torch device: auto, cpu or cuda (default: cpu, or the run's on --resume)"
     )
     p.add_argument(
         "--run-dir", default=None, help="run folder (default: runs/train__<dataset>__<model>__s<seed>__<time>)"

@@ -22,6 +22,12 @@ from autocompress.compress.layers import LayerShape, LayerTable, build_layer_tab
 from autocompress.compress.policy import SPLIT_INPUT, Policy
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer, quantize_weights, storage_bytes
+from autocompress.compress.reconstruction import (
+    FastReconstructor,
+    ReconstructionOptions,
+    check_mode,
+    reconstruct_sequential,
+)
 from autocompress.compress.split import split_model
 from autocompress.data import DatasetInfo, Normalizer, random_crop_flip
 from autocompress.data.shifts import Shift
@@ -36,6 +42,11 @@ class EvaluatorOptions:
     Args:
         criterion: Channel ranking, ``l1`` or ``l2``.
         bn_repair: Re-estimate BatchNorm statistics after pruning on ``repair_images`` training images.
+        reconstruct: Least-squares refit of the layers whose inputs were pruned, before the BatchNorm repair:
+            ``fast`` (Gram matrices of the unpruned network, milliseconds per policy), ``sequential`` (inputs from
+            the pruned network, layer after layer: better, seconds per policy) or ``none``
+            (see :mod:`autocompress.compress.reconstruction`).
+        reconstruction: Images, sampled positions and regularisation of the refit.
         repair_images: Training images for the BatchNorm repair.
         calib_images: Training images for activation-range calibration.
         adapt_images: Unlabeled target images for AdaBN/TENT (training images with the context's shift applied).
@@ -45,11 +56,16 @@ class EvaluatorOptions:
 
     criterion: str = "l1"
     bn_repair: bool = True
+    reconstruct: str = "fast"
+    reconstruction: ReconstructionOptions = field(default_factory=ReconstructionOptions)
     repair_images: int = 512
     calib_images: int = 256
     adapt_images: int = 512
     batch_size: int = 500
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_mode(self.reconstruct)
 
 
 @dataclass
@@ -127,6 +143,7 @@ class PolicyEvaluator:
         self._drift_cache: dict[str, float] = {}
         self._adapt_cache: dict[str, list[torch.Tensor]] = {}
         self._results: dict[tuple[str, str], EvalResult] = {}
+        self._fast: FastReconstructor | None = None
         gen_seed = self.options.seed
         n = self.options
         self._repair = self._augmented_batches(train_images[: n.repair_images], gen_seed)
@@ -193,8 +210,10 @@ class PolicyEvaluator:
             kept = policy.kept_channels(table)
             shapes = table.shapes(kept)
             model = self.pruner.prune(kept)
-            if self.options.bn_repair and any(kept[g.id] < g.channels for g in table.groups):
-                recalibrate_batchnorm(model, self._repair)
+        with clock("reconstruct"):
+            self.reconstruct(model, kept, self.options.reconstruct)
+        with clock("bn_repair"):
+            self.repair_batchnorm(model, kept)
         with clock("adapt"):
             cost = self._adapt(model, policy.adapt, shift)
         with clock("quantize"):
@@ -270,13 +289,31 @@ class PolicyEvaluator:
         """Bits the crossing tensor is sent at: the activation bits of the first layer after the cut."""
         return policy.setting(point.next_layer).abits if point.next_layer else 32
 
-    def pruned_copy(self, policy: Policy) -> nn.Module:
-        """The pruned model of ``policy`` without quantization hooks (for latency measurement and export)."""
+    def pruned_copy(self, policy: Policy, reconstruct: str | None = None) -> nn.Module:
+        """The pruned model of ``policy`` without quantization hooks (for latency measurement and export), refitted
+        by ``reconstruct`` (default: the evaluator's mode) and BatchNorm-repaired as the evaluator does."""
         kept = policy.kept_channels(self.table)
         model = self.pruner.prune(kept)
+        self.reconstruct(model, kept, check_mode(reconstruct or self.options.reconstruct))
+        self.repair_batchnorm(model, kept)
+        return copy.deepcopy(model).eval()
+
+    def reconstruct(self, model: nn.Module, kept: dict[int, int], mode: str) -> int:
+        """Refit, in place, the layers of the pruned ``model`` whose inputs ``kept`` removed; returns how many."""
+        if mode == "none" or all(kept[g.id] >= g.channels for g in self.table.groups):
+            return 0
+        options = self.options.reconstruction
+        images = self.normalize(self.train_images[: options.images])
+        if mode == "sequential":
+            return reconstruct_sequential(self.model, model, self.table, kept, self.pruner.ranking, images, options)
+        if self._fast is None:
+            self._fast = FastReconstructor(self.model, self.table, images, options)
+        return self._fast.apply(model, kept, self.pruner.ranking)
+
+    def repair_batchnorm(self, model: nn.Module, kept: dict[int, int]) -> None:
+        """Re-estimate BatchNorm statistics of a pruned model (when the options ask for it and channels went)."""
         if self.options.bn_repair and any(kept[g.id] < g.channels for g in self.table.groups):
             recalibrate_batchnorm(model, self._repair)
-        return copy.deepcopy(model).eval()
 
 
 class _Clock:

@@ -124,6 +124,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
             data_dir,
             val_images,
             protect_first_last=self.space_spec.protect_first_last,
+            reconstruct=self.space_spec.reconstruct,
         )
         self.device = self.deployment.device
         if self.space_spec.split and self.deployment.link is None:

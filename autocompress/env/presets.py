@@ -157,7 +157,8 @@ class KeepRange:
 @dataclass(frozen=True)
 class SpaceSpec:
     """Which knobs a search turns and their ranges. ``wbits``/``abits`` list choices or say ``device`` (the
-    device's legal set); ``split`` and ``adapt`` are chosen at the episode's last step."""
+    device's legal set); ``split`` and ``adapt`` are chosen at the episode's last step. ``reconstruct`` is how each
+    pruned policy is refitted before it is scored (see :mod:`autocompress.compress.reconstruction`)."""
 
     name: str
     description: str
@@ -169,6 +170,7 @@ class SpaceSpec:
     round_to: int | str = "device"
     protect_first_last: bool = True
     fixed_first_last_bits: int | None = 8
+    reconstruct: Literal["fast", "sequential", "none"] = "fast"
 
     def __post_init__(self) -> None:
         for name in ("wbits", "abits"):

@@ -75,6 +75,19 @@ def config_for(model: str, dataset: str, **overrides: Any) -> TrainConfig:
 
 
 @torch.inference_mode()
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else the CPU; ``cpu``/``cuda``/``cuda:N`` as given (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"device must be auto, cpu or cuda, but got '{device}'.", params=("device",))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device} needs a CUDA GPU, but torch sees none; use auto or cpu.", params=("device",)
+        )
+    return torch.device(device)
+
+
 def evaluate_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, splits_or_info: Any, batch_size: int = 500
 ) -> float:
@@ -119,7 +132,7 @@ class Trainer:
         self, config: TrainConfig, run_dir: Path, splits: DatasetSplits | None = None, data_dir: str | None = None
     ) -> None:
         self.config, self.run_dir = config, run_dir
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         self.splits = splits or load_dataset(config.dataset, data_dir)
         torch.manual_seed(config.seed)
         info = self.splits.info
@@ -272,51 +285,3 @@ def _parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     for param in model.parameters():
         (decay if param.ndim > 1 else no_decay).append(param)
     return decay, no_decay
-
-
-def finetune(
-    model: nn.Module,
-    splits: DatasetSplits,
-    epochs: int,
-    lr: float = 0.01,
-    batch_size: int = 128,
-    weight_decay: float = 5e-4,
-    seed: int = 0,
-) -> list[float]:
-    """Fine-tune a compressed model in place for a few epochs (SGD with Nesterov momentum, cosine decay from
-    ``lr``, the training augmentation); returns the mean training loss of each epoch.
-
-    The learning rate starts well below the training recipe's 0.1: the pruned weights are a good start, and a
-    short schedule only has to re-balance what pruning removed.
-    """
-    if epochs < 1:
-        raise ConfigError(f"fine-tune epochs >= 1 must hold, but got {epochs}.")
-    torch.manual_seed(seed)
-    batches = BatchIterator(
-        splits.train_x, splits.train_y, splits.info, batch_size, shuffle=True, augment=True, seed=seed, drop_last=True
-    )
-    decay, no_decay = _parameter_groups(model)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        momentum=0.9,
-        nesterov=True,
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(batches))
-    loss_fn = nn.CrossEntropyLoss()
-    losses = []
-    with tqdm(total=epochs * len(batches), desc="fine-tune", unit="batch", disable=None) as bar:
-        for _ in range(epochs):
-            model.train()
-            total, count = 0.0, 0
-            for x, y in batches:
-                loss = loss_fn(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total, count = total + float(loss.detach()) * len(y), count + len(y)
-                bar.update(1)
-            losses.append(total / max(1, count))
-            log.info("fine-tune epoch %d/%d: loss %.4f", len(losses), epochs, losses[-1])
-    return losses

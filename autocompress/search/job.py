@@ -171,7 +171,7 @@ def _build_env(config: SearchConfig, deployment: Deployment, space: SpaceSpec) -
     _seed_everything(config.seed)
     workload = build_workload(
         config.model, config.dataset, config.pretrained, config.weights, config.data_dir, config.val_images,
-        protect_first_last=space.protect_first_last,
+        protect_first_last=space.protect_first_last, reconstruct=space.reconstruct,
     )  # fmt: skip
     return AutoCompressEnv(workload=workload, space=space, deployment=deployment)
 

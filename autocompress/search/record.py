@@ -115,11 +115,16 @@ class ResolvedPresets:
             deployment = Deployment.from_preset(from_mapping(EnvPreset, data.get("env"), f"{where}.env"))
         return cls(
             deployment,
-            from_mapping(SpaceSpec, data.get("space"), f"{where}.space"),
+            from_mapping(SpaceSpec, _before_reconstruction(data.get("space")), f"{where}.space"),
             from_mapping(AgentSpec, data.get("agent"), f"{where}.agent"),
             int(data.get("steps_per_episode", 0)),
             int(data.get("val_images", 0)),
         )
+
+
+def _before_reconstruction(space: Any) -> Any:
+    """Runs recorded before the refit existed were scored without it; say so when their record is read."""
+    return space | {"reconstruct": "none"} if isinstance(space, dict) and "reconstruct" not in space else space
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:

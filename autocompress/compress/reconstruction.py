@@ -1,0 +1,342 @@
+"""Least-squares reconstruction after channel removal (He et al. 2017, ThiNet, AMC): every layer whose input
+channels were removed is refitted so that, from the inputs it still has, it reproduces the unpruned network's
+output at that layer. Removed channels carried information the kept ones partly share; a least-squares refit moves
+it onto them, which recovers most of what pruning lost without any training.
+
+Two modes:
+
+- **fast** (:class:`FastReconstructor`, the search loop): the unpruned network's layer inputs are sampled once, as
+  one Gram matrix per layer over im2col patches (a column of ones included for layers with a bias). Since the
+  unpruned output is ``Y = W x``, the cross term is ``W G[:, S]`` and a policy's refit is "pick the kept rows and
+  columns, one regularised Cholesky solve per layer" — milliseconds per policy.
+- **sequential** (:func:`reconstruct_sequential`, export): layer after layer in execution order, the inputs come
+  from the already pruned and refitted network, so each refit also corrects the errors of the layers before it.
+
+Grouped and depthwise convolutions lose their input channels together with their own filters, so they have nothing
+to refit; only layers with ``groups == 1`` are refitted. Residual coupling needs nothing special: each layer's
+target is its own unpruned output, restricted to the output channels it keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autocompress.compress.layers import Layer, LayerTable
+from autocompress.errors import AutoCompressError
+
+log = logging.getLogger(__name__)
+MODES = ("fast", "sequential", "none")
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions:
+    """How layers are refitted.
+
+    Args:
+        images: Training images whose layer inputs are sampled.
+        positions: Output positions sampled per image and layer (a convolution's im2col columns).
+        ridge: Tikhonov regularisation, relative to the mean diagonal of each Gram matrix.
+        batch_size: Images per forward pass.
+        seed: Seed of the sampled positions.
+    """
+
+    images: int = 1000
+    positions: int = 16
+    ridge: float = 1e-3
+    batch_size: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.positions < 1 or self.ridge < 0:
+            raise AutoCompressError(
+                "reconstruction needs images >= 1, positions >= 1 and ridge >= 0, but got "
+                f"images={self.images}, positions={self.positions}, ridge={self.ridge}."
+            )
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise AutoCompressError(
+            f"reconstruct must be one of {', '.join(MODES)}, but got '{mode}'.", params=("reconstruct",)
+        )
+    return mode
+
+
+def refittable(layer: Layer, module: nn.Module) -> bool:
+    """Whether a layer can be refitted: a dense (``groups == 1``) Conv1d/Conv2d with zero padding, or a Linear."""
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1 and module.padding_mode == "zeros"
+
+
+def pruned_inputs(table: LayerTable, kept: Mapping[int, int]) -> list[Layer]:
+    """The layers whose input channels ``kept`` removes, in execution order."""
+    return [
+        layer
+        for layer in table.layers
+        if layer.in_group is not None and kept.get(layer.in_group, 10**9) < table.groups[layer.in_group].channels
+    ]
+
+
+def kept_indices(
+    ranking: Mapping[int, torch.Tensor], group: int | None, kept: Mapping[int, int], size: int
+) -> torch.Tensor:
+    """Indices of the channels a group keeps, in their original order (as the pruner leaves them)."""
+    if group is None or kept.get(group, size) >= size:
+        return torch.arange(size)
+    return torch.sort(ranking[group][: kept[group]]).values
+
+
+# --- sampling layer inputs and outputs ----------------------------------------------------------------------------
+
+
+def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A layer's input as (N, features, positions): im2col for convolutions, one position for a Linear."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(x.shape[0], -1, 1)
+    conv = cast(nn.Conv2d, module)
+    if isinstance(module, nn.Conv1d):
+        x = x.unsqueeze(2)
+        kernel, stride = (1, conv.kernel_size[0]), (1, conv.stride[0])
+        padding, dilation = (0, cast(tuple[int, ...], conv.padding)[0]), (1, conv.dilation[0])
+    else:
+        kernel, stride, padding, dilation = conv.kernel_size, conv.stride, conv.padding, conv.dilation  # type: ignore[assignment]
+    return F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+
+
+def _positions(count: int, wanted: int, gen: torch.Generator, n: int) -> torch.Tensor:
+    """(n, k) sampled position indices out of ``count`` per image (all of them when there are few)."""
+    if count <= wanted:
+        return torch.arange(count).expand(n, count)
+    return torch.stack([torch.randperm(count, generator=gen)[:wanted] for _ in range(n)])
+
+
+def _sample(columns: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather (N, features, positions) at (N, k) positions into (N·k, features)."""
+    picked = torch.gather(columns, 2, index.unsqueeze(1).expand(-1, columns.shape[1], -1))
+    return picked.transpose(1, 2).reshape(-1, columns.shape[1])
+
+
+def _with_ones(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
+
+
+def _batches(images: torch.Tensor, size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    for start in range(0, len(images), size):
+        yield start // size, images[start : start + size]
+
+
+def _generator(options: ReconstructionOptions, layer_index: int, batch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(options.seed * 1_000_003 + layer_index * 10_007 + batch)
+
+
+# --- the solve ------------------------------------------------------------------------------------------------------
+
+
+def _columns(layer: Layer, module: nn.Module, kept_in: torch.Tensor) -> torch.Tensor:
+    """Columns of the unpruned layer's (flattened) weight that the kept input channels feed."""
+    per = layer.in_per_channel if isinstance(module, nn.Linear) else int(torch.tensor(module.kernel_size).prod())
+    return (kept_in.unsqueeze(1) * per + torch.arange(per)).reshape(-1)
+
+
+def _solve(gram: torch.Tensor, cross: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Rows of W' minimising ||Y − W' X||² + λ||W'||²: W' = C (G + λI)⁻¹ with C = Y Xᵀ, by Cholesky."""
+    scale = float(gram.diagonal().mean().clamp_min(1e-12))
+    system = gram + ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype)
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) != 0:  # numerically indefinite: fall back to a least-squares solve
+        return torch.linalg.lstsq(system, cross.T).solution.T
+    return torch.cholesky_solve(cross.T, factor).T
+
+
+def _assign(module: nn.Module, solution: torch.Tensor, has_bias: bool) -> None:
+    weight = cast(torch.Tensor, module.weight)
+    with torch.no_grad():
+        if has_bias:
+            cast(torch.Tensor, module.bias).copy_(solution[:, -1].to(weight.dtype))
+            solution = solution[:, :-1]
+        weight.copy_(solution.reshape(weight.shape).to(weight.dtype))
+
+
+class FastReconstructor:
+    """Gram matrices of every refittable layer's input on the unpruned model, collected once (fast mode).
+
+    Args:
+        model: The unpruned model (not modified).
+        table: Its layer table.
+        images: Normalised training images to sample (``options.images`` of them are used).
+        options: See :class:`ReconstructionOptions`.
+    """
+
+    def __init__(
+        self, model: nn.Module, table: LayerTable, images: torch.Tensor, options: ReconstructionOptions | None = None
+    ) -> None:
+        self.options = options or ReconstructionOptions()
+        self.table = table
+        modules = dict(model.named_modules())
+        self.layers = [l for l in table.layers if l.in_group is not None and refittable(l, modules[l.name])]  # noqa: E741
+        self.weights = {l.name: _flat_weight(modules[l.name]) for l in self.layers}  # noqa: E741
+        self.modules = {l.name: modules[l.name] for l in self.layers}  # noqa: E741
+        self.grams = _collect_grams(model, self.layers, modules, images[: self.options.images], self.options)
+
+    def apply(self, pruned: nn.Module, kept: Mapping[int, int], ranking: Mapping[int, torch.Tensor]) -> int:
+        """Refit, in place, every layer of ``pruned`` whose inputs ``kept`` removed; returns how many."""
+        targets = {l.name for l in pruned_inputs(self.table, kept)}  # noqa: E741
+        modules = dict(pruned.named_modules())
+        done = 0
+        for layer in self.layers:
+            if layer.name not in targets:
+                continue
+            original = self.modules[layer.name]
+            has_bias = getattr(original, "bias", None) is not None
+            kept_in = kept_indices(ranking, layer.in_group, kept, layer.in_channels)
+            rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
+            cols = _columns(layer, original, kept_in)
+            gram = self.grams[layer.name]
+            ones = gram.shape[0] - 1
+            picked = torch.cat([cols, torch.tensor([ones])]) if has_bias else cols
+            weight = self.weights[layer.name][rows]  # W̃ of the kept output channels, bias last if any
+            everything = torch.cat([torch.arange(ones), torch.tensor([ones])]) if has_bias else torch.arange(ones)
+            cross = weight @ gram[everything][:, picked]
+            _assign(modules[layer.name], _solve(gram[picked][:, picked], cross, self.options.ridge), has_bias)
+            done += 1
+        return done
+
+
+def _flat_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as (out, in·kernel) in float64, with the bias as a last column where the layer has one."""
+    tensor = cast(torch.Tensor, module.weight)
+    weight = tensor.detach().reshape(tensor.shape[0], -1).double()
+    bias = getattr(module, "bias", None)
+    return torch.cat([weight, bias.detach().double().unsqueeze(1)], 1) if bias is not None else weight
+
+
+@torch.no_grad()
+def _collect_grams(
+    model: nn.Module,
+    layers: list[Layer],
+    modules: Mapping[str, nn.Module],
+    images: torch.Tensor,
+    options: ReconstructionOptions,
+) -> dict[str, torch.Tensor]:
+    grams: dict[str, torch.Tensor] = {}
+    batch_no = 0
+
+    def hook_for(layer: Layer) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            columns = _patches(module, inputs[0])
+            gen = _generator(options, layer.index, batch_no)
+            x = _with_ones(
+                _sample(columns, _positions(columns.shape[2], options.positions, gen, len(columns))).double()
+            )
+            grams[layer.name] = grams.get(layer.name, 0) + x.T @ x
+
+        return hook
+
+    handles = [modules[layer.name].register_forward_pre_hook(hook_for(layer)) for layer in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch_no, batch in _batches(images, options.batch_size):  # noqa: B007 - read by the hooks
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return grams
+
+
+class _Captured(Exception):
+    """Raised by a hook to end a forward pass once the wanted layer input is captured."""
+
+
+@torch.no_grad()
+def reconstruct_sequential(
+    original: nn.Module,
+    pruned: nn.Module,
+    table: LayerTable,
+    kept: Mapping[int, int],
+    ranking: Mapping[int, torch.Tensor],
+    images: torch.Tensor,
+    options: ReconstructionOptions | None = None,
+) -> int:
+    """Refit, in place and in execution order, every layer of ``pruned`` whose inputs ``kept`` removed, on inputs
+    from the pruned network as refitted so far and targets from the unpruned one; returns how many layers."""
+    options = options or ReconstructionOptions()
+    images = images[: options.images]
+    originals, prunes = dict(original.named_modules()), dict(pruned.named_modules())
+    todo = [l for l in pruned_inputs(table, kept) if refittable(l, originals[l.name])]  # noqa: E741
+    targets = _targets(original, originals, todo, images, options)
+    pruned.eval()
+    for layer in todo:
+        rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
+        has_bias = getattr(originals[layer.name], "bias", None) is not None
+        gram, cross = None, None
+        for batch_no, batch in _batches(images, options.batch_size):
+            columns = _patches(prunes[layer.name], _input_of(pruned, prunes[layer.name], batch))
+            gen = _generator(options, layer.index, batch_no)
+            x = _sample(columns, _positions(columns.shape[2], options.positions, gen, len(columns))).double()
+            x = _with_ones(x) if has_bias else x
+            y = targets[layer.name][batch_no][:, rows]
+            gram = x.T @ x if gram is None else gram + x.T @ x
+            cross = y.T @ x if cross is None else cross + y.T @ x
+        assert gram is not None and cross is not None
+        _assign(prunes[layer.name], _solve(gram, cross, options.ridge), has_bias)
+    return len(todo)
+
+
+def _targets(
+    model: nn.Module,
+    modules: Mapping[str, nn.Module],
+    layers: list[Layer],
+    images: torch.Tensor,
+    options: ReconstructionOptions,
+) -> dict[str, list[torch.Tensor]]:
+    """The unpruned outputs of ``layers`` at the sampled positions, per batch, from one pass over the images (the
+    positions are drawn as :func:`reconstruct_sequential` draws them for the inputs)."""
+    targets: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
+    batch_no = 0
+
+    def hook_for(layer: Layer) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            out = output.reshape(output.shape[0], output.shape[1], -1) if output.dim() > 2 else output.unsqueeze(2)
+            gen = _generator(options, layer.index, batch_no)
+            index = _positions(out.shape[2], options.positions, gen, len(out))
+            targets[layer.name].append(_sample(out, index).double())
+
+        return hook
+
+    handles = [modules[layer.name].register_forward_hook(hook_for(layer)) for layer in layers]
+    model.eval()
+    try:
+        for batch_no, batch in _batches(images, options.batch_size):  # noqa: B007 - read by the hooks
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return targets
+
+
+def _input_of(model: nn.Module, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The input ``module`` receives when ``model`` runs on ``batch`` (the forward stops right there)."""
+    captured: list[torch.Tensor] = []
+
+    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        captured.append(inputs[0])
+        raise _Captured
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        model(batch)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
