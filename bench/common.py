@@ -57,6 +57,9 @@ def publish(name: str, title: str, body: str, raw: Any, quick: bool) -> None:
         write_section(name, title, body)
 
 
+ONE_EPISODE = ("uniform", "tp-taylor", "tp-magnitude")  # agents whose search is a single episode
+
+
 def run_search(folder: Path, config: Any) -> dict[str, Any]:
     """Run a search in ``folder``, continue an interrupted one, or reuse a finished one; returns its summary."""
     from autocompress.search import SearchJob
@@ -64,7 +67,7 @@ def run_search(folder: Path, config: Any) -> dict[str, Any]:
     done = folder / "summary.json"
     if done.exists():
         summary = json.loads(done.read_text())
-        if summary["episodes"] >= config.episodes or config.agent == "uniform":
+        if summary["episodes"] >= config.episodes or config.agent in ONE_EPISODE:
             return dict(summary)
     job = SearchJob.resume(folder) if (folder / "config.json").exists() else SearchJob.create(config, str(folder))
     return job.run()

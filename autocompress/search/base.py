@@ -142,6 +142,8 @@ _REGISTRY: dict[str, SearcherFactory | str] = {
     **{name: "autocompress.search.optuna_search:OptunaSearcher" for name in ("tpe", "nsga2")},
     "random": "autocompress.search.baselines:RandomSearcher",
     "uniform": "autocompress.search.baselines:UniformSearcher",
+    "tp-taylor": "autocompress.search.baselines:OneShotSearcher",
+    "tp-magnitude": "autocompress.search.baselines:OneShotSearcher",
 }
 
 

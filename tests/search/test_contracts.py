@@ -15,7 +15,9 @@ from autocompress.search.base import searcher_names
 from autocompress.testing import check_cost_model, check_searcher
 
 
-@pytest.mark.parametrize("algorithm", ["ddpg", "td3", "sac", "ppo", "tpe", "nsga2", "random", "uniform"])
+@pytest.mark.parametrize(
+    "algorithm", ["ddpg", "td3", "sac", "ppo", "tpe", "nsga2", "random", "uniform", "tp-taylor", "tp-magnitude"]
+)
 def test_builtin_searchers_keep_the_contract(tmp_path: Path, algorithm: str) -> None:
     summary = check_searcher(algorithm, tmp_path, episodes=6)
     assert summary["agent"] == algorithm
