@@ -1,10 +1,12 @@
-"""Search quality against baselines: every agent searches the same space at the same MACs budget with the same
-episode budget and seeds; then each best policy is exported with the same short fine-tune and measured on the test
-split (from the exported ONNX file).
+"""Search quality against baselines: every agent — the searchers and Torch-Pruning's one-shot global pruning —
+works on the same space at the same MACs budget with the same evaluator (least-squares reconstruction included);
+then each best policy is exported (sequential reconstruction) with no fine-tune and with the same short fine-tune,
+and measured on the test split from the exported ONNX file. ``--long-finetune N`` adds an N-epoch distilled
+fine-tune of the best searched policy and of the best Torch-Pruning baseline.
 
-    python bench/bench_quality.py --quick        # digits, two agents, seconds (CI smoke test)
-    python bench/bench_quality.py --data-dir ../shared/data --episodes 100 --seeds 0 1 --val-images 1000 \\
-        --finetune-epochs 1                      # ResNet-20 / CIFAR-10, about 35 min on 2 cores
+    python bench/bench_quality.py --quick        # digits, three agents, seconds (CI smoke test)
+    python bench/bench_quality.py --data-dir ../shared/data --agents ddpg tp-taylor tp-magnitude uniform \\
+        --episodes 300 --seeds 0 --val-images 1000 --finetune-epochs 1 --long-finetune 20   # ResNet-20, hours
 
 Resumable: each search and each export lives in ``bench/results/quality/<model>-macs<budget>/``; a finished one is
 reused, an interrupted search continues from its checkpoint.
@@ -21,15 +23,19 @@ from typing import Any
 
 from autocompress.export import ExportOptions, export_run
 from autocompress.search import SearchConfig
-from bench.common import RESULTS, markdown_table, publish, rows_table, run_search
+from bench.common import ONE_EPISODE, RESULTS, markdown_table, publish, rows_table, run_search
 
-AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform"]
+RECIPE = "SGD Nesterov, lr 0.01 cosine, batch 128, distillation from the unpruned model at T 4 with weight 0.9"
+
+AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform", "tp-taylor", "tp-magnitude"]
+BASELINES = ("uniform", "tp-taylor", "tp-magnitude")
 
 
 def export(run: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
     out = run / f"export-ft{epochs}"
     if (out / "report.json").exists():
         return dict(json.loads((out / "report.json").read_text()))
+    # A killed fine-tune resumes from out/finetune/ (a checkpoint per epoch).
     return export_run(run, out, ExportOptions(finetune_epochs=epochs, data_dir=data_dir, latency_repeats=20))
 
 
@@ -66,11 +72,25 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
         f"{args.model} on {args.dataset}, env `{args.env}`, space `{args.space}`, budget {args.macs:.0%} of the MACs, "
         f"{args.episodes} episodes per search ({args.val_images} validation images per evaluation), seeds "
         f"{', '.join(map(str, args.seeds))}; `uniform` is one episode (the bisected single keep ratio). Test accuracy "
-        f"is measured on the {args.test_images or 'whole'} test split from the exported ONNX file after the same "
-        f"{args.finetune_epochs}-epoch fine-tune (SGD, lr 0.01 cosine). Unpruned test accuracy: {base:.4f}."
+        f"is measured on the {args.test_images or 'whole'} test split from the exported ONNX file, after sequential "
+        f"least-squares reconstruction, with no fine-tune and after the same {args.finetune_epochs}-epoch fine-tune "
+        f"({RECIPE}). Search val accuracy is what the search scored (fast reconstruction). Unpruned test accuracy: "
+        f"{base:.4f}."
     )
     detail = rows_table(rows)
-    return f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
+    body = f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
+    long = [r for r in rows if "test_accuracy_long_ft" in r]
+    if long:
+        table = markdown_table(
+            ["agent", "seed", f"test acc ({args.long_finetune}-ep ft)", "vs unpruned", "MACs ratio"],
+            [[r["agent"], r["seed"], f"{r['test_accuracy_long_ft']:.4f}", f"{r['test_accuracy_long_ft'] - base:+.4f}",
+              f"{r['macs_ratio']:.3f}"] for r in long],
+        )  # fmt: skip
+        body += (
+            f"\n\nLong fine-tune of the best searched policy and the best Torch-Pruning baseline (by test accuracy "
+            f"without fine-tune), {args.long_finetune} epochs, same recipe:\n\n{table}"
+        )
+    return body
 
 
 def main() -> None:
@@ -87,6 +107,7 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=1000)
     parser.add_argument("--test-images", type=int, default=None)
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--long-finetune", type=int, default=0, help="epochs of the long fine-tune (0: none)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     root = RESULTS / "quality" / f"{args.model}-macs{args.macs}"
@@ -94,7 +115,7 @@ def main() -> None:
         args.model, args.dataset, args.agents, args.episodes, args.seeds = (
             "digits-cnn",
             "digits",
-            ["ddpg", "uniform"],
+            ["ddpg", "uniform", "tp-taylor"],
             12,
             [0],
         )
@@ -102,7 +123,7 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     rows = []
     for agent in args.agents:
-        for seed in args.seeds if agent != "uniform" else args.seeds[:1]:
+        for seed in args.seeds if agent not in ONE_EPISODE else args.seeds[:1]:
             config = SearchConfig(
                 model=args.model, dataset=args.dataset, env=args.env, agent=agent, space=args.space,
                 episodes=args.episodes, seed=seed, data_dir=args.data_dir, budgets={"macs_ratio": args.macs},
@@ -119,6 +140,16 @@ def main() -> None:
                 "test_accuracy_no_ft": plain["test_accuracy"], "test_accuracy_ft": report["test_accuracy"],
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
+    if args.long_finetune:
+        for group in (
+            [r for r in rows if r["agent"] not in BASELINES],
+            [r for r in rows if r["agent"] in BASELINES[1:]],
+        ):
+            if group:
+                best = max(group, key=lambda r: r["test_accuracy_no_ft"])
+                folder = root / f"{best['agent']}-s{best['seed']}"
+                best["test_accuracy_long_ft"] = export(folder, args.long_finetune, args.data_dir)["test_accuracy"]
+                print(json.dumps(best), flush=True)
     base = unpruned_test_accuracy(args.model, args.dataset, args.data_dir)
     name = f"quality-{args.model}-macs{args.macs}"
     raw = {"unpruned_test_accuracy": base, "runs": rows}
