@@ -96,7 +96,9 @@ def test_finetune_runs_and_is_reported(capsys, pq_run: Path, tmp_path: Path) -> 
     assert code == 0, err
     report = json.loads(stdout)
     assert report["finetune_epochs"] == 2 and len(report["finetune_losses"]) == 2
-    assert report["verification"]["passed"]
+    assert report["verification"]["passed"] and report["reconstruct"] == "sequential"
+    assert report["finetune"]["distilled"] and len(report["finetune"]["val_accuracy"]) == 2
+    assert (tmp_path / "ft" / "finetune" / "finetune.pt").is_file()  # a rerun resumes (or reuses) the fine-tune
 
 
 @pytest.mark.parametrize(
@@ -105,6 +107,9 @@ def test_finetune_runs_and_is_reported(capsys, pq_run: Path, tmp_path: Path) -> 
         (["--policy", "worst"], "--policy must be 'best' or 'pareto:K'"),
         (["--policy", "pareto:999"], "--policy pareto:K needs 0 <= K <"),
         (["--finetune-epochs", "-1"], "--finetune-epochs >= 0 must hold"),
+        (["--finetune-schedule", "linear"], "--finetune-schedule must be cosine, step or constant"),
+        (["--reconstruct", "slow"], "--reconstruct must be one of fast, sequential, none"),
+        (["--device", "tpu"], "--device must be auto, cpu or cuda"),
     ],
 )
 def test_export_bad_arguments_give_one_line(capsys, pq_run: Path, tmp_path: Path, args: list[str], pattern: str):
