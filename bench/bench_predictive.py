@@ -69,8 +69,10 @@ def scores(job: SearchJob, policy: dict[str, Any]) -> tuple[float, float]:
 def shipped(folder: Path, run: Path, name: str, policy: dict[str, Any], epochs: int, data_dir: str | None) -> float:
     """Test accuracy from ONNX after sequential reconstruction and the fine-tune (export of one fixed policy)."""
     out = folder / f"{name}-ft{epochs}"
-    if (out / "report.json").exists():
-        return float(json.loads((out / "report.json").read_text())["test_accuracy"])
+    same = folder.parent.parent / "quality" / folder.name / name / f"export-ft{epochs}"  # bench_quality's export
+    for done in (out, same):
+        if (done / "report.json").exists():
+            return float(json.loads((done / "report.json").read_text())["test_accuracy"])
     single = folder / f"{name}-run"
     if not single.exists():  # a run folder whose best policy is this one, so the export picks it
         single.mkdir(parents=True)
