@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     root = RESULTS / "quality" / f"{args.model}-macs{args.macs}"
+    if args.space != "prune":
+        root = root.with_name(f"{root.name}-{Path(args.space).stem}")
     if args.quick:
         args.model, args.dataset, args.agents, args.episodes, args.seeds = (
             "digits-cnn",
@@ -151,7 +153,7 @@ def main() -> None:
                 best["test_accuracy_long_ft"] = export(folder, args.long_finetune, args.data_dir)["test_accuracy"]
                 print(json.dumps(best), flush=True)
     base = unpruned_test_accuracy(args.model, args.dataset, args.data_dir)
-    name = f"quality-{args.model}-macs{args.macs}"
+    name = f"quality-{root.name}"
     raw = {"unpruned_test_accuracy": base, "runs": rows}
     title = f"Search quality: {args.model} at {args.macs:.0%} MACs"
     publish(name, title, render(rows, base, args), raw, args.quick)

@@ -25,7 +25,9 @@ from autocompress.compress.quantization import ActivationQuantizer, quantize_wei
 from autocompress.compress.reconstruction import (
     FastReconstructor,
     ReconstructionOptions,
+    Targets,
     check_mode,
+    collect_targets,
     reconstruct_sequential,
 )
 from autocompress.compress.split import split_model
@@ -144,6 +146,7 @@ class PolicyEvaluator:
         self._adapt_cache: dict[str, list[torch.Tensor]] = {}
         self._results: dict[tuple[str, str], EvalResult] = {}
         self._fast: FastReconstructor | None = None
+        self._targets: Targets | None = None
         gen_seed = self.options.seed
         n = self.options
         self._repair = self._augmented_batches(train_images[: n.repair_images], gen_seed)
@@ -294,8 +297,9 @@ class PolicyEvaluator:
         by ``reconstruct`` (default: the evaluator's mode) and BatchNorm-repaired as the evaluator does."""
         kept = policy.kept_channels(self.table)
         model = self.pruner.prune(kept)
-        self.reconstruct(model, kept, check_mode(reconstruct or self.options.reconstruct))
-        self.repair_batchnorm(model, kept)
+        mode = check_mode(reconstruct or self.options.reconstruct)
+        self.reconstruct(model, kept, mode)
+        self.repair_batchnorm(model, kept, mode)
         return copy.deepcopy(model).eval()
 
     def reconstruct(self, model: nn.Module, kept: dict[int, int], mode: str) -> int:
@@ -305,13 +309,21 @@ class PolicyEvaluator:
         options = self.options.reconstruction
         images = self.normalize(self.train_images[: options.images])
         if mode == "sequential":
-            return reconstruct_sequential(self.model, model, self.table, kept, self.pruner.ranking, images, options)
+            if self._targets is None:
+                self._targets = collect_targets(self.model, self.table, images, options)
+            return reconstruct_sequential(model, self.table, kept, self.pruner.ranking, self._targets, options)
         if self._fast is None:
             self._fast = FastReconstructor(self.model, self.table, images, options)
         return self._fast.apply(model, kept, self.pruner.ranking)
 
-    def repair_batchnorm(self, model: nn.Module, kept: dict[int, int]) -> None:
-        """Re-estimate BatchNorm statistics of a pruned model (when the options ask for it and channels went)."""
+    def repair_batchnorm(self, model: nn.Module, kept: dict[int, int], mode: str | None = None) -> None:
+        """Re-estimate BatchNorm statistics of a pruned model (when the options ask for it and channels went).
+
+        Not after a sequential refit (``mode``): it reproduces the unpruned layer outputs, so the unpruned
+        statistics stay right, and re-estimating them on augmented images cost ResNet-20 2–3 points (measured at
+        half its MACs: 0.744 → 0.720 and 0.707 → 0.675 on 1,000 val images)."""
+        if (mode or self.options.reconstruct) == "sequential":
+            return
         if self.options.bn_repair and any(kept[g.id] < g.channels for g in self.table.groups):
             recalibrate_batchnorm(model, self._repair)
 

@@ -97,31 +97,57 @@ def kept_indices(
 # --- sampling layer inputs and outputs ----------------------------------------------------------------------------
 
 
-def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A layer's input as (N, features, positions): im2col for convolutions, one position for a Linear."""
-    if isinstance(module, nn.Linear):
-        return x.reshape(x.shape[0], -1, 1)
+def _conv2d_geometry(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """(kernel, stride, padding, dilation) of a Conv1d/Conv2d, as 2-D pairs (a Conv1d is a 1×k Conv2d)."""
     conv = cast(nn.Conv2d, module)
     if isinstance(module, nn.Conv1d):
-        x = x.unsqueeze(2)
-        kernel, stride = (1, conv.kernel_size[0]), (1, conv.stride[0])
-        padding, dilation = (0, cast(tuple[int, ...], conv.padding)[0]), (1, conv.dilation[0])
-    else:
-        kernel, stride, padding, dilation = conv.kernel_size, conv.stride, conv.padding, conv.dilation  # type: ignore[assignment]
-    return F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+        pad = cast(tuple[int, ...], conv.padding)[0]
+        return (1, conv.kernel_size[0]), (1, conv.stride[0]), (0, pad), (1, conv.dilation[0])
+    pad2 = cast(tuple[int, int], conv.padding)
+    return conv.kernel_size, conv.stride, pad2, conv.dilation  # type: ignore[return-value]
+
+
+def _grid(module: nn.Module, x: torch.Tensor) -> int:
+    """Output positions of a layer for input ``x`` (1 for a Linear)."""
+    if isinstance(module, nn.Linear):
+        return 1
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _conv2d_geometry(module)
+    h, w = (1, x.shape[-1]) if isinstance(module, nn.Conv1d) else (x.shape[-2], x.shape[-1])
+    return ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1) * ((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
+def _patches_at(module: nn.Module, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The im2col columns of a layer's input at (N, k) output positions, as (N·k, in·kernel) in the order of the
+    flattened weight — gathered directly, without unfolding every position."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(x.shape[0], -1)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _conv2d_geometry(module)
+    x = x.unsqueeze(2) if isinstance(module, nn.Conv1d) else x
+    padded = F.pad(x, (pw, pw, ph, ph))
+    wo = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    rows = (index // wo * sh)[:, :, None, None] + (torch.arange(kh) * dh)[None, None, :, None]
+    cols = (index % wo * sw)[:, :, None, None] + (torch.arange(kw) * dw)[None, None, None, :]
+    picked = padded[torch.arange(len(x))[:, None, None, None], :, rows, cols]  # (N, k, kh, kw, C)
+    return picked.permute(0, 1, 4, 2, 3).reshape(index.numel(), -1)
+
+
+def _outputs_at(output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """A layer's output at (N, k) positions as (N·k, channels)."""
+    if output.dim() == 2:
+        return output
+    flat = output.reshape(output.shape[0], output.shape[1], -1)
+    return (
+        torch.gather(flat, 2, index.unsqueeze(1).expand(-1, flat.shape[1], -1))
+        .transpose(1, 2)
+        .reshape(-1, flat.shape[1])
+    )
 
 
 def _positions(count: int, wanted: int, gen: torch.Generator, n: int) -> torch.Tensor:
-    """(n, k) sampled position indices out of ``count`` per image (all of them when there are few)."""
+    """(n, k) distinct position indices out of ``count`` per image (all of them when there are few)."""
     if count <= wanted:
         return torch.arange(count).expand(n, count)
-    return torch.stack([torch.randperm(count, generator=gen)[:wanted] for _ in range(n)])
-
-
-def _sample(columns: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Gather (N, features, positions) at (N, k) positions into (N·k, features)."""
-    picked = torch.gather(columns, 2, index.unsqueeze(1).expand(-1, columns.shape[1], -1))
-    return picked.transpose(1, 2).reshape(-1, columns.shape[1])
+    return torch.rand(n, count, generator=gen).argsort(1)[:, :wanted]
 
 
 def _with_ones(x: torch.Tensor) -> torch.Tensor:
@@ -231,12 +257,10 @@ def _collect_grams(
 
     def hook_for(layer: Layer) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            columns = _patches(module, inputs[0])
-            gen = _generator(options, layer.index, batch_no)
-            x = _with_ones(
-                _sample(columns, _positions(columns.shape[2], options.positions, gen, len(columns))).double()
-            )
-            grams[layer.name] = grams.get(layer.name, 0) + x.T @ x
+            x = inputs[0]
+            index = _positions(_grid(module, x), options.positions, _generator(options, layer.index, batch_no), len(x))
+            patches = _with_ones(_patches_at(module, x, index).double())
+            grams[layer.name] = grams.get(layer.name, 0) + patches.T @ patches
 
         return hook
 
@@ -253,90 +277,83 @@ def _collect_grams(
     return grams
 
 
-class _Captured(Exception):
-    """Raised by a hook to end a forward pass once the wanted layer input is captured."""
+@dataclass(frozen=True)
+class Targets:
+    """The unpruned network's outputs of each refittable layer at sampled positions, and those positions: what a
+    sequential refit aims at. They do not depend on the policy, so an evaluator collects them once."""
+
+    images: torch.Tensor
+    index: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def reconstruct_sequential(
-    original: nn.Module,
-    pruned: nn.Module,
-    table: LayerTable,
-    kept: Mapping[int, int],
-    ranking: Mapping[int, torch.Tensor],
-    images: torch.Tensor,
-    options: ReconstructionOptions | None = None,
-) -> int:
-    """Refit, in place and in execution order, every layer of ``pruned`` whose inputs ``kept`` removed, on inputs
-    from the pruned network as refitted so far and targets from the unpruned one; returns how many layers."""
+def collect_targets(
+    original: nn.Module, table: LayerTable, images: torch.Tensor, options: ReconstructionOptions | None = None
+) -> Targets:
+    """One pass of the unpruned network over ``options.images`` images, sampling every refittable layer."""
     options = options or ReconstructionOptions()
     images = images[: options.images]
-    originals, prunes = dict(original.named_modules()), dict(pruned.named_modules())
-    todo = [l for l in pruned_inputs(table, kept) if refittable(l, originals[l.name])]  # noqa: E741
-    targets = _targets(original, originals, todo, images, options)
-    pruned.eval()
-    for layer in todo:
-        rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
-        has_bias = getattr(originals[layer.name], "bias", None) is not None
-        gram, cross = None, None
-        for batch_no, batch in _batches(images, options.batch_size):
-            columns = _patches(prunes[layer.name], _input_of(pruned, prunes[layer.name], batch))
-            gen = _generator(options, layer.index, batch_no)
-            x = _sample(columns, _positions(columns.shape[2], options.positions, gen, len(columns))).double()
-            x = _with_ones(x) if has_bias else x
-            y = targets[layer.name][batch_no][:, rows]
-            gram = x.T @ x if gram is None else gram + x.T @ x
-            cross = y.T @ x if cross is None else cross + y.T @ x
-        assert gram is not None and cross is not None
-        _assign(prunes[layer.name], _solve(gram, cross, options.ridge), has_bias)
-    return len(todo)
-
-
-def _targets(
-    model: nn.Module,
-    modules: Mapping[str, nn.Module],
-    layers: list[Layer],
-    images: torch.Tensor,
-    options: ReconstructionOptions,
-) -> dict[str, list[torch.Tensor]]:
-    """The unpruned outputs of ``layers`` at the sampled positions, per batch, from one pass over the images (the
-    positions are drawn as :func:`reconstruct_sequential` draws them for the inputs)."""
-    targets: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
-    batch_no = 0
+    modules = dict(original.named_modules())
+    layers = [l for l in table.layers if l.in_group is not None and refittable(l, modules[l.name])]  # noqa: E741
+    index: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
 
     def hook_for(layer: Layer) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            out = output.reshape(output.shape[0], output.shape[1], -1) if output.dim() > 2 else output.unsqueeze(2)
-            gen = _generator(options, layer.index, batch_no)
-            index = _positions(out.shape[2], options.positions, gen, len(out))
-            targets[layer.name].append(_sample(out, index).double())
+            gen = _generator(options, layer.index, 0)
+            index[layer.name] = _positions(_grid(module, inputs[0]), options.positions, gen, len(output))
+            outputs[layer.name] = _outputs_at(output, index[layer.name])
 
         return hook
 
     handles = [modules[layer.name].register_forward_hook(hook_for(layer)) for layer in layers]
-    model.eval()
+    was_training = original.training
+    original.eval()
     try:
-        for batch_no, batch in _batches(images, options.batch_size):  # noqa: B007 - read by the hooks
-            model(batch)
+        original(images)
     finally:
         for handle in handles:
             handle.remove()
-    return targets
+        original.train(was_training)
+    return Targets(images, index, outputs)
 
 
-def _input_of(model: nn.Module, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """The input ``module`` receives when ``model`` runs on ``batch`` (the forward stops right there)."""
-    captured: list[torch.Tensor] = []
+@torch.no_grad()
+def reconstruct_sequential(
+    pruned: nn.Module,
+    table: LayerTable,
+    kept: Mapping[int, int],
+    ranking: Mapping[int, torch.Tensor],
+    targets: Targets,
+    options: ReconstructionOptions | None = None,
+) -> int:
+    """Refit, in place and in execution order, every layer of ``pruned`` whose inputs ``kept`` removed: on inputs
+    from the pruned network as refitted so far, towards the unpruned outputs in ``targets``. One forward pass does
+    it all: each layer is refitted in a hook just before it runs, on the inputs the refitted layers before it gave.
+    Returns how many layers were refitted."""
+    options = options or ReconstructionOptions()
+    modules = dict(pruned.named_modules())
+    todo = [l for l in pruned_inputs(table, kept) if l.name in targets.outputs]  # noqa: E741
 
-    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        captured.append(inputs[0])
-        raise _Captured
+    def hook_for(layer: Layer) -> Callable[..., None]:
+        rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
 
-    handle = module.register_forward_pre_hook(hook)
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            has_bias = getattr(module, "bias", None) is not None
+            x = _patches_at(module, inputs[0], targets.index[layer.name])
+            x = _with_ones(x) if has_bias else x
+            y = targets.outputs[layer.name][:, rows]
+            # float32 products (the bulk of the time), float64 solve
+            _assign(module, _solve((x.T @ x).double(), (y.T @ x).double(), options.ridge), has_bias)
+
+        return hook
+
+    handles = [modules[layer.name].register_forward_pre_hook(hook_for(layer)) for layer in todo]
+    pruned.eval()
     try:
-        model(batch)
-    except _Captured:
-        pass
+        pruned(targets.images)
     finally:
-        handle.remove()
-    return captured[0]
+        for handle in handles:
+            handle.remove()
+    return len(todo)

@@ -13,6 +13,7 @@ from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.reconstruction import (
     FastReconstructor,
     ReconstructionOptions,
+    collect_targets,
     reconstruct_sequential,
 )
 from autocompress.env import build_workload
@@ -50,7 +51,8 @@ def test_refit_is_exact_when_the_kept_channels_carry_everything() -> None:
         if mode == "fast":
             assert FastReconstructor(model, table, x, options).apply(pruned, kept, pruner.ranking) == 1
         else:
-            assert reconstruct_sequential(model, pruned, table, kept, pruner.ranking, x, options) == 1
+            targets = collect_targets(model, table, x, options)
+            assert reconstruct_sequential(pruned, table, kept, pruner.ranking, targets, options) == 1
         after = (pruned(x) - model(x)).abs().max()
         assert before > 0.1 and after < 1e-4, (mode, before, after)
 
