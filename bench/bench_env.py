@@ -15,7 +15,7 @@ from typing import Any
 from autocompress.env import AutoCompressEnv, build_workload
 from bench.common import markdown_table, publish
 
-PHASES = ("prune", "adapt", "quantize", "split", "evaluate")
+PHASES = ("prune", "reconstruct", "bn_repair", "adapt", "quantize", "split", "evaluate")
 
 
 def run(env: AutoCompressEnv, episodes: int, seed: int) -> list[dict[str, Any]]:
