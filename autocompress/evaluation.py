@@ -30,6 +30,9 @@ class EvaluateOptions:
         limit: Measure only the first ``limit`` images of the split.
         criterion: Channel ranking for pruning, ``l1`` or ``l2``.
         bn_repair: Re-estimate BatchNorm statistics after pruning.
+        reconstruct: Least-squares refit after pruning: ``sequential`` (default, what export ships), ``fast`` (what
+            a search scores) or ``none``.
+        device: Where the measured forward passes run: ``cpu``, ``cuda`` or ``auto``.
         repeats: Timed repeats of the batch-1 host latency.
         data_dir: Dataset folder (CIFAR-10).
         download: Let torchvision download the dataset.
@@ -39,6 +42,8 @@ class EvaluateOptions:
     limit: int | None = None
     criterion: str = "l1"
     bn_repair: bool = True
+    reconstruct: str = "sequential"
+    device: str = "cpu"
     repeats: int = 50
     data_dir: str | None = None
     download: bool = False
@@ -81,7 +86,10 @@ def evaluate_policy(
     images, labels = images[: options.limit], labels[: options.limit]
     evaluator = PolicyEvaluator(
         model, splits.info, images, labels, splits.train_x,
-        EvaluatorOptions(criterion=options.criterion, bn_repair=options.bn_repair),
+        EvaluatorOptions(
+            criterion=options.criterion, bn_repair=options.bn_repair, reconstruct=options.reconstruct,
+            device=options.device,
+        ),
     )  # fmt: skip
     policy.validate(evaluator.table, [p.name for p in evaluator.cut_points] if policy.split else None)
     scored = evaluator.evaluate(policy, shift)

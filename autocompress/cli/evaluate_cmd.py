@@ -22,6 +22,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
     p.add_argument("--no-bn-repair", action="store_true", help="skip re-estimating BatchNorm statistics after pruning")
     p.add_argument("--criterion", default="l1", help="channel ranking for pruning: l1 or l2")
+    p.add_argument(
+        "--reconstruct",
+        default="sequential",
+        help="least-squares refit of pruned layers: sequential (default), fast or none",
+    )
+    p.add_argument("--compute-device", dest="compute_device", default="cpu",
+                   help="where the measured forward passes run: cpu (default), cuda or auto "
+                   "(--device names the hardware profile whose costs are predicted)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=50, help="timed repeats of the batch-1 latency measurement")
     p.add_argument("--device", default=None, help="add predicted costs on this device profile (name or YAML)")
     p.add_argument("--link", default=None, help="link to the edge server for split policies (wifi, lte, ble, ethernet)")
@@ -41,15 +49,24 @@ def run(args: argparse.Namespace) -> int:
     from autocompress.data import dataset_info
     from autocompress.data.shifts import SHIFTS, Shift
     from autocompress.env.deployment import Deployment
+    from autocompress.errors import AutoCompressError
     from autocompress.evaluation import EvaluateOptions, evaluate_policy
     from autocompress.models import load_model
 
     apply_threads(args.threads)
     if args.list_shifts:
         return _print_list("Input shifts (severity 1..5)", [[n] for n in SHIFTS], ["shift"])
+    from autocompress.cli.common import UsageError
+    from autocompress.models.training import resolve_device
+
+    try:  # here --device names a hardware profile, so the torch device is --compute-device
+        resolve_device(args.compute_device)
+    except AutoCompressError as exc:
+        raise UsageError(str(exc).replace("device", "--compute-device", 1)) from None
     options = EvaluateOptions(
         split=args.split, limit=args.limit, criterion=args.criterion, bn_repair=not args.no_bn_repair,
-        repeats=args.repeats, data_dir=args.data_dir, download=args.download,
+        repeats=args.repeats, data_dir=args.data_dir, download=args.download, reconstruct=args.reconstruct,
+        device=args.compute_device,
     )  # fmt: skip
     shift = Shift.parse(args.shift) if args.shift else None
     policy = Policy.load(args.policy) if args.policy else None

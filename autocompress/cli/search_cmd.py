@@ -45,6 +45,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the search in this run folder")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $AUTOCOMPRESS_DATA_DIR)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--device", default=None,
+                   help="where policies are scored: cpu (default), cuda or auto; with --resume: change it")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args.threads)
     if args.resume:
-        job = SearchJob.resume(args.resume)
+        job = SearchJob.resume(args.resume, device=args.device)
     else:
         if not args.model or not args.dataset:
             raise UsageError(
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, dataset=args.dataset, env=args.env, agent=args.agent, space=args.space,
             episodes=args.episodes, seed=args.seed, pretrained=args.weights is None, weights=args.weights,
             data_dir=args.data_dir, budgets=parse_budgets(args.budget), val_images=args.val_images,
-            storage=args.storage, exp=args.exp,
+            storage=args.storage, exp=args.exp, device=args.device or "cpu",
         )  # fmt: skip
         job = SearchJob.create(config, args.run_dir)
     log.info("run folder: %s (watch it with: tensorboard --logdir %s)", job.run_dir, job.run_dir)

@@ -33,6 +33,7 @@ from autocompress.compress.reconstruction import (
 from autocompress.compress.split import split_model
 from autocompress.data import DatasetInfo, Normalizer, random_crop_flip
 from autocompress.data.shifts import Shift
+from autocompress.models.training import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class EvaluatorOptions:
         calib_images: Training images for activation-range calibration.
         adapt_images: Unlabeled target images for AdaBN/TENT (training images with the context's shift applied).
         batch_size: Images per forward pass when scoring.
+        device: Where the scoring forward passes run: ``cpu``, ``cuda`` or ``auto`` (CUDA when there is one).
+            Pruning, the refit, BatchNorm repair and adaptation stay on the CPU (they are cheap and traced there);
+            the compressed model moves to the device for the validation pass, which dominates an episode.
         seed: Seed of the shift noise and of the augmentation used for BatchNorm statistics.
     """
 
@@ -65,9 +69,11 @@ class EvaluatorOptions:
     adapt_images: int = 512
     batch_size: int = 500
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_mode(self.reconstruct)
+        resolve_device(self.device)
 
 
 @dataclass
@@ -270,12 +276,18 @@ class PolicyEvaluator:
 
     @torch.inference_mode()
     def accuracy(self, model: nn.Module, inputs: torch.Tensor) -> float:
-        """Top-1 accuracy of ``model`` on normalised ``inputs`` against the validation labels."""
-        model.eval()
+        """Top-1 accuracy of ``model`` on normalised ``inputs`` against the validation labels (on the options'
+        device; the model comes back to the CPU)."""
+        device = resolve_device(self.options.device)
+        model.eval().to(device)
         correct = 0
         size = self.options.batch_size
-        for i in range(0, len(inputs), size):
-            correct += int((model(inputs[i : i + size]).argmax(1) == self.val_labels[i : i + size]).sum())
+        try:
+            for i in range(0, len(inputs), size):
+                batch, labels = inputs[i : i + size].to(device), self.val_labels[i : i + size].to(device)
+                correct += int((model(batch).argmax(1) == labels).sum())
+        finally:
+            model.to("cpu")
         return correct / max(1, len(inputs))
 
     def split_bytes(self, policy: Policy, model: nn.Module) -> int | None:

@@ -44,6 +44,7 @@ def build_workload(
     bn_repair: bool = True,
     criterion: str = "l1",
     reconstruct: str = "fast",
+    device: str = "cpu",
 ) -> Workload:
     """Load data and model and prepare the evaluator (cached per argument set).
 
@@ -59,6 +60,7 @@ def build_workload(
         bn_repair: Re-estimate BatchNorm statistics after pruning.
         criterion: Channel ranking, ``l1`` or ``l2``.
         reconstruct: Least-squares refit after pruning: ``fast``, ``sequential`` or ``none``.
+        device: Where policies are scored: ``cpu``, ``cuda`` or ``auto``.
     """
     splits = load_dataset(dataset, data_dir)
     info = splits.info
@@ -69,7 +71,7 @@ def build_workload(
     count = len(splits.val_y) if val_images is None else min(val_images, len(splits.val_y))
     evaluator = PolicyEvaluator(
         net, info, splits.val_x[:count], splits.val_y[:count], splits.train_x[:train_images],
-        EvaluatorOptions(criterion=criterion, bn_repair=bn_repair, reconstruct=reconstruct), table=table,
+        EvaluatorOptions(criterion=criterion, bn_repair=bn_repair, reconstruct=reconstruct, device=device), table=table,
     )  # fmt: skip
     log.debug("workload %s on %s: %d layers, %d val images", model, dataset, len(table.layers), count)
     return Workload(model, info, splits, net, table, analyse(net, table), evaluator)

@@ -4,6 +4,7 @@ budget; the run record owns the folder, callbacks do the logging."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -69,13 +70,13 @@ class SearchJob:
         return cls(config, RunRecord.create(folder, config, resolved), env, agent)
 
     @classmethod
-    def resume(cls, run_dir: str | Path) -> SearchJob:
-        """Continue the search in ``run_dir`` with the configuration and presets it saved."""
+    def resume(cls, run_dir: str | Path, device: str | None = None) -> SearchJob:
+        """Continue the search in ``run_dir`` with the configuration and presets it saved (``device``, where
+        policies are scored, may change: it does not change what a policy scores)."""
         record = RunRecord.open(run_dir, "resume")
         resolved = record.resolved
-        return cls(
-            record.config, record, _build_env(record.config, resolved.deployment, resolved.space), resolved.agent
-        )
+        config = record.config if device is None else dataclasses.replace(record.config, device=device)
+        return cls(config, record, _build_env(config, resolved.deployment, resolved.space), resolved.agent)
 
     def hparams(self) -> dict[str, Any]:
         """What TensorBoard's HParams tab shows."""
@@ -171,7 +172,7 @@ def _build_env(config: SearchConfig, deployment: Deployment, space: SpaceSpec) -
     _seed_everything(config.seed)
     workload = build_workload(
         config.model, config.dataset, config.pretrained, config.weights, config.data_dir, config.val_images,
-        protect_first_last=space.protect_first_last, reconstruct=space.reconstruct,
+        protect_first_last=space.protect_first_last, reconstruct=space.reconstruct, device=config.device,
     )  # fmt: skip
     return AutoCompressEnv(workload=workload, space=space, deployment=deployment)
 

@@ -61,6 +61,7 @@ class SearchConfig:
         val_images: Validation images each policy is scored on (default: the whole val split).
         storage: Optuna storage URL shared by workers (default: SQLite in the run folder).
         exp: Experiment name, the first part of the run folder's name.
+        device: Where policies are scored: ``cpu``, ``cuda`` or ``auto`` (a resumed run may change it).
     """
 
     model: str
@@ -77,6 +78,7 @@ class SearchConfig:
     val_images: int | None = None
     storage: str | None = None
     exp: str = "search"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

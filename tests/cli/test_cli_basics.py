@@ -83,6 +83,14 @@ def test_doctor_json_reports_versions(capsys) -> None:
             "pass either --pretrained or --weights, not both",
         ),
         (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--limit", "0"], "--limit >= 1"),
+        (
+            ["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--compute-device", "tpu"],
+            "--compute-device must be auto, cpu or cuda",
+        ),
+        (
+            ["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--reconstruct", "x"],
+            "--reconstruct must be one of fast, sequential, none",
+        ),
         (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--weights", "missing.pt"], "must exist"),
         (["train", "--resume", "nowhere"], "--resume needs a run folder"),
         (["train", "--model", "digits-cnn", "--dataset", "digits", "--threads", "0"], "--threads >= 1"),

@@ -95,3 +95,19 @@ def test_conv1d_models_are_refitted() -> None:
 def test_bad_mode_is_one_line() -> None:
     with pytest.raises(AutoCompressError, match="reconstruct must be one of fast, sequential, none, but got 'slow'"):
         EvaluatorOptions(reconstruct="slow")
+
+
+def test_scoring_on_a_chosen_device_gives_the_same_accuracy(digits_workload) -> None:  # type: ignore[no-untyped-def]
+    """``device`` moves only the validation pass; on a CPU-only machine ``auto`` and ``cpu`` agree exactly."""
+    w = digits_workload
+    policy = Policy("digits-cnn", layers={g.leader: LayerSetting(keep=0.5) for g in w.table.groups if not g.protected})
+    scores = []
+    for device in ("cpu", "auto"):
+        evaluator = PolicyEvaluator(
+            w.model, w.info, w.evaluator.val_images, w.evaluator.val_labels, w.evaluator.train_images,
+            EvaluatorOptions(device=device), table=w.table,
+        )  # fmt: skip
+        scores.append(evaluator.evaluate(policy).accuracy)
+    assert scores[0] == scores[1]
+    with pytest.raises(AutoCompressError, match="device must be auto, cpu or cuda"):
+        EvaluatorOptions(device="tpu")

@@ -163,6 +163,7 @@ def test_resume_after_kill_loses_no_episode(tmp_path: Path) -> None:
         (["--space", "prunee"], "Did you mean 'prune'"),
         (["--episodes", "0"], "episodes >= 1 must hold"),
         (["--budget", "macs=0.001"], "infeasible"),
+        (["--device", "tpu"], "--device must be auto, cpu or cuda, but got 'tpu'"),
     ],
 )
 def test_bad_arguments_give_one_line(capsys, tmp_path: Path, args: list[str], pattern: str) -> None:
