@@ -37,6 +37,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--interval-ms", type=float, default=1000.0, help="time between inferences (bounds radio tail energy)"
     )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="measure the randomly initialised network (without it, --pretrained or --weights is needed)",
+    )
     p.add_argument("--list-splits", action="store_true", help="list the model's valid split points and exit")
     p.add_argument("--list-shifts", action="store_true", help="list the input shifts and exit")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -72,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     policy = Policy.load(args.policy) if args.policy else None
     info = dataset_info(args.dataset)
     model = load_model(args.model, info.num_classes, info.input_shape, args.dataset, args.pretrained, args.weights)
+    if not (args.pretrained or args.weights or args.random_init or args.list_splits):
+        raise UsageError(
+            "evaluate needs trained weights, but neither --pretrained nor --weights was given; pass one of them "
+            "(or --random-init to measure an untrained network on purpose)."
+        )
     if args.list_splits:
         from autocompress.compress.graph import cut_points
 

@@ -36,6 +36,7 @@ from autocompress.data.shifts import Shift
 from autocompress.models.training import resolve_device
 
 log = logging.getLogger(__name__)
+CLEAN_DRIFT_LIMIT = 1.0  # clean held-out data scores 0.1–0.3 under settled BatchNorm statistics
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,13 @@ class PolicyEvaluator:
         key = str(shift)
         if key not in self._drift_cache:
             self._drift_cache[key] = drift_score(self.model, self.val_inputs(shift)[:256])
+            if shift is None and self._drift_cache[key] > CLEAN_DRIFT_LIMIT:
+                log.warning(
+                    "the drift score of clean validation data is %.2f (0.1–0.3 is normal): the model's BatchNorm "
+                    "statistics do not match its data (a model trained too briefly?), so drift scores and the "
+                    "adaptation they trigger cannot be trusted; train longer or re-estimate them first.",
+                    self._drift_cache[key],
+                )
         return self._drift_cache[key]
 
     def _adapt_batches(self, shift: Shift | None) -> list[torch.Tensor]:

@@ -194,7 +194,24 @@ class SpaceSpec:
 
 
 def load_env_preset(name_or_path: str) -> EnvPreset:
-    return load_config(EnvPreset, resolve_preset("envs", name_or_path))
+    """An env preset by name or path; profile paths inside it (``device: my-board.yaml``) are relative to its
+    folder, as a user who keeps them side by side expects."""
+    path = resolve_preset("envs", name_or_path)
+    preset = load_config(EnvPreset, path)
+    return dataclasses.replace(
+        preset,
+        device=_beside(path, preset.device),
+        link=_beside(path, preset.link) if preset.link else None,
+        edge=_beside(path, preset.edge),
+    )
+
+
+def _beside(preset: Path, name_or_path: str) -> str:
+    """A profile named in a preset: a relative YAML path is taken from the preset's folder, a name stays a name."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and not candidate.is_absolute():
+        return str(preset.parent / candidate)
+    return name_or_path
 
 
 def load_space_preset(name_or_path: str) -> SpaceSpec:

@@ -24,7 +24,7 @@ from autocompress.errors import PolicyError
 from autocompress.hardware.graph import GraphInfo, analyse
 from autocompress.hardware.profiles import DeviceProfile, LinkProfile
 
-RESULT_BYTES = 4 * 10  # the logits coming back from the edge (float32 per class; 10 classes)
+LOGIT_BYTES = 4  # the logits come back from the edge as float32, one per class
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,8 @@ class CostModel:
             )
         link = self.link
         up_ms = sent * 8 / (link.uplink_mbps * 1e3)
-        down_ms = RESULT_BYTES * 8 / (link.downlink_mbps * 1e3)
+        result_bytes = LOGIT_BYTES * self.table.layers[-1].out_channels
+        down_ms = result_bytes * 8 / (link.downlink_mbps * 1e3)
         tx_mw = link.tx_alpha_mw_per_mbps * link.uplink_mbps + link.tx_beta_mw
         rx_mw = link.rx_alpha_mw_per_mbps * link.downlink_mbps + link.rx_beta_mw
         tail_mj = link.tail_power_mw * min(link.tail_ms, self.interval_ms) / 1e3

@@ -4,14 +4,17 @@ source is a comment in its file."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from autocompress.compress.policy import ACTIVATION_BITS, WEIGHT_BITS
 from autocompress.config import load_config, require
 from autocompress.errors import ConfigError, unknown_name_error
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 OP_CLASSES = ("conv_kxk", "conv_1x1", "depthwise", "linear")
 DEVICES_DIR = Path(__file__).parent / "devices"
@@ -68,6 +71,20 @@ class DeviceProfile:
             require(getattr(self, name) >= 0, f"{name} >= 0 must hold, but got {getattr(self, name)}.")
         require(self.ram_bytes > 0 and self.flash_bytes > 0, "ram_bytes and flash_bytes must be positive.")
         require(self.channel_rounding >= 1, f"channel_rounding >= 1 must hold, but got {self.channel_rounding}.")
+        for name, allowed in (("legal_wbits", WEIGHT_BITS), ("legal_abits", ACTIVATION_BITS)):
+            values = getattr(self, name)
+            require(
+                bool(values) and all(b in allowed for b in values),
+                f"{name} must be a non-empty list of {', '.join(map(str, allowed))}, but got {values}; list the "
+                "bit-widths the device runs (32 for float).",
+            )
+        for precision in ("fp16", "int8"):
+            if precision in self.peak_gmacs and self.peak_gmacs[precision] < self.peak_gmacs["fp32"]:
+                log.warning(
+                    "device profile %s: peak_gmacs.%s (%g) is below fp32 (%g), so %s layers will be predicted slower "
+                    "than float ones; check the profile if that is not what the device does.",
+                    self.name, precision, self.peak_gmacs[precision], self.peak_gmacs["fp32"], precision,
+                )  # fmt: skip
 
     def precision_for(self, wbits: int, abits: int) -> str:
         """The compute precision a layer runs at: int8 when both widths fit 8 bits, fp16 at 16, else fp32;

@@ -75,7 +75,7 @@ def test_doctor_json_reports_versions(capsys) -> None:
         (["train", "--bogus"], "unrecognized arguments: --bogus"),
         (["train"], "train needs --model and --dataset"),
         (
-            ["evaluate", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", "/nonexistent"],
+            ["evaluate", "--pretrained", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", "/nonexistent"],
             "is not a directory; check --data-dir",
         ),
         (
@@ -84,11 +84,11 @@ def test_doctor_json_reports_versions(capsys) -> None:
         ),
         (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--limit", "0"], "--limit >= 1"),
         (
-            ["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--compute-device", "tpu"],
+            ["evaluate", "--pretrained", "--model", "digits-cnn", "--dataset", "digits", "--compute-device", "tpu"],
             "--compute-device must be auto, cpu or cuda",
         ),
         (
-            ["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--reconstruct", "x"],
+            ["evaluate", "--pretrained", "--model", "digits-cnn", "--dataset", "digits", "--reconstruct", "x"],
             "--reconstruct must be one of fast, sequential, none",
         ),
         (["evaluate", "--model", "digits-cnn", "--dataset", "digits", "--weights", "missing.pt"], "must exist"),
@@ -165,7 +165,9 @@ def test_evaluate_with_policy_and_shift_reports_compression(capsys, tmp_path: Pa
 def test_bad_policy_gives_one_line(capsys, tmp_path: Path, policy: dict, pattern: str) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps(policy))
-    code, _, err = run_cli(capsys, "evaluate", "--model", "digits-cnn", "--dataset", "digits", "--policy", str(path))
+    code, _, err = run_cli(
+        capsys, "evaluate", "--pretrained", "--model", "digits-cnn", "--dataset", "digits", "--policy", str(path)
+    )
     assert_one_line_error(code, err, pattern)
 
 

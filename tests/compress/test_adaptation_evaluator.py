@@ -72,3 +72,18 @@ def test_adabn_recovers_noise_on_real_cifar(cifar) -> None:
     none = evaluator.evaluate(Policy("resnet20"), shift).accuracy
     adabn = evaluator.evaluate(Policy("resnet20", adapt="adabn"), shift).accuracy
     assert adabn >= none + 0.05
+
+
+def test_unsettled_batchnorm_statistics_are_a_visible_warning(digits, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Before: a model whose BatchNorm statistics do not fit its data gave drift 5.8 on clean data, silently."""
+    from autocompress.compress.evaluator import PolicyEvaluator
+    from autocompress.models import load_model
+
+    model = load_model("digits-cnn", 10, digits.info.input_shape, "digits", pretrained=True)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean += 3.0  # statistics of some other data
+    evaluator = PolicyEvaluator(model, digits.info, digits.val_x, digits.val_y, digits.train_x)
+    with caplog.at_level("WARNING"):
+        score = evaluator.drift(None)
+    assert score > 1.0 and "drift score of clean validation data" in caplog.text

@@ -94,3 +94,12 @@ def _run_epochs(model, workload, options, teacher, folder, stop_after):  # type:
 def test_bad_options_are_one_line(fields: dict, message: str) -> None:
     with pytest.raises(AutoCompressError, match=message):
         FinetuneOptions(**fields)
+
+
+def test_fewer_examples_than_a_batch_still_train(workload) -> None:  # type: ignore[no-untyped-def]
+    """Before: drop_last skipped the only, incomplete batch and reported a loss of 0.0."""
+    from dataclasses import replace
+
+    small = replace(workload.splits, train_x=workload.splits.train_x[:40], train_y=workload.splits.train_y[:40])
+    result = finetune(pruned(workload), small, FinetuneOptions(epochs=1, batch_size=128, device="cpu"))
+    assert result.losses[0] > 0

@@ -41,3 +41,16 @@ def test_from_profiles_for_one_measurement() -> None:
     deployment = Deployment.from_profiles("raspberry-pi-4", "wifi", interval_ms=250.0)
     assert deployment.link is not None and deployment.link.name == "wifi"
     assert deployment.preset.context.interval_ms == 250.0 and deployment.budgets(None, hard=True) == {}
+
+
+def test_profile_paths_in_an_env_preset_are_relative_to_its_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Before: ``device: board.yaml`` was looked up in the working directory, not beside the preset."""
+    from autocompress.hardware.profiles import DEVICES_DIR
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "board.yaml").write_text((DEVICES_DIR / "raspberry-pi-4.yaml").read_text().replace(
+        "name: raspberry-pi-4", "name: my-board"))  # fmt: skip
+    (folder / "env.yaml").write_text("name: mine\ndescription: x\ndevice: board.yaml\n")
+    monkeypatch.chdir(tmp_path)  # the preset's folder is not the working directory
+    assert Deployment.from_preset(str(folder / "env.yaml")).device.name == "my-board"

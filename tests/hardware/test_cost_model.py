@@ -161,3 +161,46 @@ def test_broken_profile_names_file_and_field(tmp_path: Path, find: str, replace_
 def test_unknown_profile_suggests() -> None:
     with pytest.raises(AutoCompressError, match="Did you mean 'raspberry-pi-4'"):
         load_device("raspbery-pi-4")
+
+
+def _profile_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = (DEVICES_DIR / "raspberry-pi-4.yaml").read_text()
+    assert old in text
+    path = tmp_path / "board.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("legal_wbits: [2, 4, 8, 16, 32]", "legal_wbits: [8, 12, 32]", "legal_wbits must be a non-empty list of 2,"),
+        ("legal_wbits: [2, 4, 8, 16, 32]", "legal_wbits: []", "legal_wbits must be a non-empty list"),
+    ],
+)
+def test_device_bit_widths_are_checked_when_the_profile_loads(tmp_path: Path, old: str, new: str, message: str) -> None:
+    """Before: [8, 12, 32] loaded and failed at episode 0 of a search; [] silently turned the bit search off."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_device(str(_profile_with(tmp_path, old, new)))
+    assert "board.yaml" in str(caught.value)
+
+
+def test_fp16_slower_than_fp32_is_a_visible_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    old = "  # no fp16 arithmetic on ARMv8.0: fp16 layers run at fp32 speed (fallback)"
+    with caplog.at_level("WARNING"):
+        load_device(str(_profile_with(tmp_path, old, "  fp16: 12.0")))
+    assert "peak_gmacs.fp16 (12) is below fp32 (48)" in caplog.text
+
+
+def test_the_edge_returns_one_logit_per_class() -> None:
+    """Before: the downlink always carried 10 logits, whatever the classifier."""
+    link = load_link("ble")
+    costs = []
+    for classes in (10, 1000):
+        net = build_model("resnet20", classes, (3, 32, 32))
+        table = build_layer_table(net, (3, 32, 32))
+        cost = CostModel.for_model(
+            net, table, load_device("raspberry-pi-4"), link=link, edge=load_device("edge-server")
+        )
+        costs.append(cost.predict_policy(Policy("resnet20", split="input")).link_ms)
+    assert costs[1] - costs[0] == pytest.approx(990 * 4 * 8 / (link.downlink_mbps * 1e3))
