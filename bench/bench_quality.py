@@ -25,7 +25,10 @@ from autocompress.export import ExportOptions, export_run
 from autocompress.search import SearchConfig
 from bench.common import ONE_EPISODE, RESULTS, markdown_table, publish, rows_table, run_search
 
-RECIPE = "SGD Nesterov, lr 0.01 cosine, batch 128, distillation from the unpruned model at T 4 with weight 0.9"
+RECIPE = (
+    "SGD Nesterov, lr 0.01 with a 5 % linear warm-up then cosine, batch 128, gradients clipped at norm 2, "
+    "distillation from the unpruned model at T 4 with weight 0.9"
+)
 
 AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform", "tp-taylor", "tp-magnitude"]
 BASELINES = ("uniform", "tp-taylor", "tp-magnitude")
