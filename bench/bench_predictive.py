@@ -28,28 +28,32 @@ from autocompress.search import SearchConfig, SearchJob
 from bench.common import RESULTS, markdown_table, publish, rows_table
 
 
-def searched_policies(root: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(name, policy) of the best policy of every finished run under ``root``."""
-    found = []
-    for best in sorted(root.glob("*/best_policy.json")):
-        found.append((best.parent.name, json.loads(best.read_text())["policy"]))
+def searched_policies(roots: list[Path]) -> list[tuple[str, dict[str, Any], Path | None]]:
+    """(name, policy, run folder) of the best policy of every finished run under ``roots`` (bench_quality's folders
+    for one model and budget, whatever space scored them)."""
+    found: list[tuple[str, dict[str, Any], Path | None]] = []
+    for root in roots:
+        suffix = root.name.partition("-macs")[2].partition("-")[2]
+        for best in sorted(root.glob("*/best_policy.json")):
+            name = best.parent.name + (f"-{suffix}" if suffix else "")
+            found.append((name, json.loads(best.read_text())["policy"], best.parent))
     return found
 
 
-def random_policies(folder: Path, config: SearchConfig, count: int) -> list[tuple[str, dict[str, Any]]]:
+def random_policies(folder: Path, config: SearchConfig, count: int) -> list[tuple[str, dict[str, Any], Path | None]]:
     """``count`` random-action episodes of the environment (seeded as the ``random`` agent seeds them), replayed to
     recover each episode's policy (``progress.csv`` keeps none)."""
     run = folder / "random-draws"
     job = SearchJob.resume(run) if (run / "config.json").exists() else SearchJob.create(config, run)
     env, space = job.env, job.env.space
-    found = []
+    found: list[tuple[str, dict[str, Any], Path | None]] = []
     for episode in range(count):
         rng = np.random.default_rng([config.seed, episode])
         env.reset(seed=config.seed + episode)
         info: dict[str, Any] = {}
         for _ in space.steps:
             *_, info = env.step(rng.uniform(-1, 1, space.action_dim).astype(np.float32))
-        found.append((f"random-{episode}", info["policy"]))
+        found.append((f"random-{episode}", info["policy"], None))
     return found
 
 
@@ -69,11 +73,13 @@ def scores(job: SearchJob, policy: dict[str, Any]) -> list[float]:
     return result
 
 
-def shipped(folder: Path, run: Path, name: str, policy: dict[str, Any], epochs: int, data_dir: str | None) -> float:
-    """Test accuracy from ONNX after sequential reconstruction and the fine-tune (export of one fixed policy)."""
+def shipped(
+    folder: Path, run: Path, name: str, policy: dict[str, Any], source: Path | None, epochs: int, data_dir: str | None
+) -> float:
+    """Test accuracy from ONNX after sequential reconstruction and the fine-tune (export of one fixed policy; a
+    run's own export by bench_quality is reused)."""
     out = folder / f"{name}-ft{epochs}"
-    same = folder.parent.parent / "quality" / folder.name / name / f"export-ft{epochs}"  # bench_quality's export
-    for done in (out, same):
+    for done in (out, *([source / f"export-ft{epochs}"] if source else [])):
         if (done / "report.json").exists():
             return float(json.loads((done / "report.json").read_text())["test_accuracy"])
     single = folder / f"{name}-run"
@@ -98,7 +104,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-    quality = RESULTS / "quality" / f"{args.model}-macs{args.macs}"
+    quality = sorted((RESULTS / "quality").glob(f"{args.model}-macs{args.macs}*"))
     folder = RESULTS / "predictive" / f"{args.model}-macs{args.macs}"
     if args.quick:
         args.model, args.dataset, args.random, args.val_images, args.finetune_epochs = (
@@ -109,7 +115,7 @@ def main() -> None:
             1,
         )
         folder = Path(tempfile.mkdtemp(prefix="bench-predictive-"))
-        quality = folder / "none"
+        quality = []
     config = SearchConfig(
         model=args.model, dataset=args.dataset, env=args.env, agent="random", space=args.space, episodes=1,
         seed=0, data_dir=args.data_dir, budgets={"macs_ratio": args.macs}, val_images=args.val_images,
@@ -118,17 +124,17 @@ def main() -> None:
     policies = searched_policies(quality) + random_policies(folder, config, args.random)
     job = SearchJob.resume(folder / "random-draws")
     rows = []
-    for name, policy in policies:
+    for name, policy, source in policies:
         scored = scores(job, policy)
-        test = shipped(folder, job.run_dir, name, policy, args.finetune_epochs, args.data_dir)
+        test = shipped(folder, job.run_dir, name, policy, source, args.finetune_epochs, args.data_dir)
         rows.append(
             {"policy": name, **{f"val_acc_{m}": v for m, v in zip(MODES, scored, strict=True)}, "test_acc_ft": test}
         )
         print(json.dumps(rows[-1]), flush=True)
     tests = [r["test_acc_ft"] for r in rows]
     rho = {m: float(spearmanr([r[f"val_acc_{m}"] for r in rows], tests).statistic) for m in MODES}
-    labels = {"none": "no reconstruction", "fast": "fast reconstruction (the search default)",
-              "sequential": "sequential reconstruction (the export default)"}  # fmt: skip
+    labels = {"none": "no reconstruction", "fast": "fast reconstruction",
+              "sequential": "sequential reconstruction (the default of search and export)"}  # fmt: skip
     summary = markdown_table(
         ["search-time score: val accuracy after", "Spearman ρ with shipped test accuracy", "policies"],
         [[labels[m], f"{rho[m]:.3f}", len(rows)] for m in MODES],

@@ -77,8 +77,8 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
         f"{', '.join(map(str, args.seeds))}; `uniform` is one episode (the bisected single keep ratio). Test accuracy "
         f"is measured on the {args.test_images or 'whole'} test split from the exported ONNX file, after sequential "
         f"least-squares reconstruction, with no fine-tune and after the same {args.finetune_epochs}-epoch fine-tune "
-        f"({RECIPE}). Search val accuracy is what the search scored (fast reconstruction). Unpruned test accuracy: "
-        f"{base:.4f}."
+        f"({RECIPE}). Search val accuracy is what the search scored (`{args.reconstruct}` reconstruction). Unpruned "
+        f"test accuracy: {base:.4f}."
     )
     detail = rows_table(rows)
     body = f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
@@ -155,6 +155,9 @@ def main() -> None:
                 folder = root / f"{best['agent']}-s{best['seed']}"
                 best["test_accuracy_long_ft"] = export(folder, args.long_finetune, args.data_dir)["test_accuracy"]
                 print(json.dumps(best), flush=True)
+    from autocompress.env.presets import load_space_preset
+
+    args.reconstruct = load_space_preset(args.space).reconstruct
     base = unpruned_test_accuracy(args.model, args.dataset, args.data_dir)
     name = f"quality-{root.name}"
     raw = {"unpruned_test_accuracy": base, "runs": rows}

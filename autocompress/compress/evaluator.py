@@ -46,10 +46,12 @@ class EvaluatorOptions:
     Args:
         criterion: Channel ranking, ``l1`` or ``l2``.
         bn_repair: Re-estimate BatchNorm statistics after pruning on ``repair_images`` training images.
-        reconstruct: Least-squares refit of the layers whose inputs were pruned, before the BatchNorm repair:
-            ``fast`` (Gram matrices of the unpruned network, milliseconds per policy), ``sequential`` (inputs from
-            the pruned network, layer after layer: better, seconds per policy) or ``none``
-            (see :mod:`autocompress.compress.reconstruction`).
+        reconstruct: Least-squares refit of the layers whose inputs were pruned: ``sequential`` (the default:
+            inputs from the pruned network, layer after layer, one extra forward pass over the refit images),
+            ``fast`` (Gram matrices of the unpruned network, milliseconds per policy, then the BatchNorm repair) or
+            ``none`` (see :mod:`autocompress.compress.reconstruction`). Measured on ResNet-20 at half its MACs, a
+            300-episode DDPG search scored with ``sequential`` found a policy that ships 3.9 pt better (no fine-tune)
+            than the same search scored with ``fast``, for 1.35× the search time.
         reconstruction: Images, sampled positions and regularisation of the refit.
         repair_images: Training images for the BatchNorm repair.
         calib_images: Training images for activation-range calibration.
@@ -63,7 +65,7 @@ class EvaluatorOptions:
 
     criterion: str = "l1"
     bn_repair: bool = True
-    reconstruct: str = "fast"
+    reconstruct: str = "sequential"
     reconstruction: ReconstructionOptions = field(default_factory=ReconstructionOptions)
     repair_images: int = 512
     calib_images: int = 256

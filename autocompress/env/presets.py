@@ -158,7 +158,8 @@ class KeepRange:
 class SpaceSpec:
     """Which knobs a search turns and their ranges. ``wbits``/``abits`` list choices or say ``device`` (the
     device's legal set); ``split`` and ``adapt`` are chosen at the episode's last step. ``reconstruct`` is how each
-    pruned policy is refitted before it is scored (see :mod:`autocompress.compress.reconstruction`)."""
+    pruned policy is refitted before it is scored: ``sequential`` (default), ``fast`` or ``none`` (see
+    :mod:`autocompress.compress.reconstruction`)."""
 
     name: str
     description: str
@@ -170,7 +171,7 @@ class SpaceSpec:
     round_to: int | str = "device"
     protect_first_last: bool = True
     fixed_first_last_bits: int | None = 8
-    reconstruct: Literal["fast", "sequential", "none"] = "fast"
+    reconstruct: Literal["fast", "sequential", "none"] = "sequential"
 
     def __post_init__(self) -> None:
         for name in ("wbits", "abits"):

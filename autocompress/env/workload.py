@@ -43,7 +43,7 @@ def build_workload(
     protect_first_last: bool = True,
     bn_repair: bool = True,
     criterion: str = "l1",
-    reconstruct: str = "fast",
+    reconstruct: str = "sequential",
     device: str = "cpu",
 ) -> Workload:
     """Load data and model and prepare the evaluator (cached per argument set).
