@@ -12,6 +12,7 @@ from torch import nn
 from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
 from autocompress.compress.policy import Policy
 from autocompress.data import load_dataset
+from autocompress.data.drift import DriftData
 from autocompress.data.shifts import Shift
 from autocompress.env.deployment import Deployment
 from autocompress.errors import AutoCompressError
@@ -64,7 +65,7 @@ def evaluate_policy(
     model_name: str,
     dataset: str,
     policy: Policy | None = None,
-    shift: Shift | None = None,
+    shift: Shift | DriftData | None = None,
     deployment: Deployment | None = None,
     options: EvaluateOptions | None = None,
 ) -> dict[str, Any]:

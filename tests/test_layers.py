@@ -10,7 +10,7 @@ import autocompress
 PACKAGE = Path(autocompress.__file__).parent
 # Lower layers never import upper ones. Within a layer, modules may import each other (models may use data).
 LAYERS = [
-    {"errors", "config", "registry", "runs"},
+    {"errors", "config", "registry", "runs", "plugins"},
     {"data", "models"},
     {"compress"},
     {"hardware"},

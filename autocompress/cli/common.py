@@ -19,6 +19,12 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}; see '{self.prog} --help'.")
 
 
+DATASET_HELP = (
+    "digits, cifar10, basic-motions, a .npz file, an image folder (train/ and test/ of class folders) or "
+    "package.module:factory returning a DatasetSpec (see: autocompress list datasets)"
+)
+
+
 def add_common_data_args(parser: argparse.ArgumentParser) -> None:
     """The flags every verb that reads a dataset shares."""
     parser.add_argument(
@@ -45,6 +51,6 @@ def apply_threads(threads: int | None) -> None:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--model/--pretrained/--weights/--dataset, shared by the verbs that load a trained model."""
     p.add_argument("--model", required=True, help="zoo name, torchvision:<name> or package.module:factory")
-    p.add_argument("--dataset", required=True, help="digits or cifar10")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--pretrained", action="store_true", help="load the weights shipped with autocompress")
     p.add_argument("--weights", default=None, help="load a state dict or training checkpoint (weights_only)")

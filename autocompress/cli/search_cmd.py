@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.common import apply_threads
+from autocompress.cli.common import DATASET_HELP, apply_threads
 
 log = logging.getLogger(__name__)
 BUDGET_ALIASES = {
@@ -22,7 +22,7 @@ BUDGET_ALIASES = {
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="search a compression policy (DDPG, PPO, TPE, NSGA-II, random, uniform)")
     p.add_argument("--model", help="zoo name, torchvision:<name> or package.module:factory")
-    p.add_argument("--dataset", help="digits or cifar10")
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument(
         "--pretrained", action="store_true", help="load the shipped weights (default when --weights is absent)"
     )

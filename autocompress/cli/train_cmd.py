@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.common import add_common_data_args, apply_threads
+from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model on a dataset (checkpoint every epoch, --resume)")
     p.add_argument("--model", help="zoo name, torchvision:<name> or package.module:factory")
-    p.add_argument("--dataset", help="digits or cifar10")
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--epochs", type=int, default=None, help="default: the dataset's recipe (digits 30, cifar10 200)")
     p.add_argument("--batch-size", type=int, default=None, help="default: digits 64, cifar10 256")
     p.add_argument(
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "train needs --model and --dataset (or --resume RUN); e.g. --model digits-cnn --dataset digits."
             )
-        dataset_info(args.dataset)
+        info = dataset_info(args.dataset, args.data_dir)
         if ":" not in args.model and args.model not in ZOO:
             from autocompress.errors import unknown_name_error
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
         )
         splits = load_dataset(args.dataset, args.data_dir, args.download)
-        run_dir = new_run_dir("train", args.dataset, args.model.replace(":", "-"), args.seed, args.run_dir)
+        run_dir = new_run_dir("train", info.name, args.model.replace(":", "-"), args.seed, args.run_dir)
         log.info("run folder: %s", run_dir)
         trainer = Trainer.create(config, run_dir, splits)
     result = trainer.run()

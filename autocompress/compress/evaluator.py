@@ -31,7 +31,8 @@ from autocompress.compress.reconstruction import (
     reconstruct_sequential,
 )
 from autocompress.compress.split import split_model
-from autocompress.data import DatasetInfo, Normalizer, random_crop_flip
+from autocompress.data import DatasetInfo, Normalizer, augment_batch
+from autocompress.data.drift import DriftData
 from autocompress.data.shifts import Shift
 from autocompress.models.training import resolve_device
 
@@ -185,22 +186,35 @@ class PolicyEvaluator:
         themselves. Augmented images reproduce the training statistics (0.882).
         """
         gen = torch.Generator().manual_seed(seed)
-        aug = random_crop_flip(images, self.info.augment_padding, gen, self.info.augment_flip)
+        aug = augment_batch(images, self.info, gen)
         return self._batches(self.normalize(aug))
 
-    def val_inputs(self, shift: Shift | None) -> torch.Tensor:
+    def val_inputs(self, shift: Shift | DriftData | None) -> torch.Tensor:
         """Normalised (and shifted) validation tensors, cached per shift."""
         key = str(shift)
         if key not in self._val_cache:
-            images = shift.apply(self.val_images, self.options.seed + 1) if shift else self.val_images
+            if isinstance(shift, DriftData):
+                shift.check(self.info)
+                images = shift.images
+            else:
+                images = shift.apply(self.val_images, self.options.seed + 1, self.info) if shift else self.val_images
             self._val_cache[key] = self.normalize(images)
         return self._val_cache[key]
 
-    def drift(self, shift: Shift | None) -> float:
+    def val_labels_for(self, shift: Shift | DriftData | None) -> torch.Tensor:
+        """The labels accuracy is measured against: the drift data's own, else the validation slice's."""
+        return shift.labels if isinstance(shift, DriftData) else self.val_labels
+
+    def drift(self, shift: Shift | DriftData | None) -> float:
         """Drift score of the (shifted) validation inputs under the unpruned model, cached per shift."""
         key = str(shift)
         if key not in self._drift_cache:
-            self._drift_cache[key] = drift_score(self.model, self.val_inputs(shift)[:256])
+            if isinstance(shift, DriftData):  # the unlabelled target data is what a deployed monitor sees
+                self.val_inputs(shift)
+                inputs = self.normalize(shift.target[:256])
+            else:
+                inputs = self.val_inputs(shift)[:256]
+            self._drift_cache[key] = drift_score(self.model, inputs)
             if shift is None and self._drift_cache[key] > CLEAN_DRIFT_LIMIT:
                 log.warning(
                     "the drift score of clean validation data is %.2f (0.1–0.3 is normal): the model's BatchNorm "
@@ -210,16 +224,20 @@ class PolicyEvaluator:
                 )
         return self._drift_cache[key]
 
-    def _adapt_batches(self, shift: Shift | None) -> list[torch.Tensor]:
+    def _adapt_batches(self, shift: Shift | DriftData | None) -> list[torch.Tensor]:
         key = str(shift)
         if key not in self._adapt_cache:
             source = self.train_images[: self.options.adapt_images]
-            target = shift.apply(source, self.options.seed + 2) if shift else source
+            if isinstance(shift, DriftData):
+                shift.check(self.info)
+                target = shift.target[: self.options.adapt_images]
+            else:
+                target = shift.apply(source, self.options.seed + 2, self.info) if shift else source
             self._adapt_cache[key] = self._augmented_batches(target, self.options.seed + 3)
         return self._adapt_cache[key]
 
     def apply(
-        self, policy: Policy, shift: Shift | None = None, timings: dict[str, float] | None = None
+        self, policy: Policy, shift: Shift | DriftData | None = None, timings: dict[str, float] | None = None
     ) -> CompressedModel:
         """Apply ``policy``: prune (+ BatchNorm repair), quantize, split, adapt to ``shift``."""
         timings = {} if timings is None else timings
@@ -251,7 +269,7 @@ class PolicyEvaluator:
             return None
         return ActivationQuantizer(model, abits).calibrate(model, self._calib)
 
-    def _adapt(self, model: nn.Module, method: str, shift: Shift | None) -> AdaptationCost:
+    def _adapt(self, model: nn.Module, method: str, shift: Shift | DriftData | None) -> AdaptationCost:
         # Adaptation runs on the float model before weight rounding and activation calibration: it changes only
         # BatchNorm statistics and affine parameters, which a device keeps in float, so adapting first and then
         # rounding the (unchanged) conv weights simulates the same deployed arithmetic.
@@ -259,7 +277,7 @@ class PolicyEvaluator:
             return AdaptationCost()
         return adaptation_method(method).run(model, self._adapt_batches(shift))
 
-    def evaluate(self, policy: Policy, shift: Shift | None = None) -> EvalResult:
+    def evaluate(self, policy: Policy, shift: Shift | DriftData | None = None) -> EvalResult:
         """Score ``policy`` on the validation slice under ``shift`` (cached)."""
         key = (policy.key(), str(shift))
         if key in self._results:
@@ -267,7 +285,7 @@ class PolicyEvaluator:
         timings: dict[str, float] = {}
         compressed = self.apply(policy, shift, timings)
         with _Clock(timings)("evaluate"):
-            accuracy = self.accuracy(compressed.model, self.val_inputs(shift))
+            accuracy = self.accuracy(compressed.model, self.val_inputs(shift), self.val_labels_for(shift))
         wbits = {layer.name: policy.setting(layer.name).wbits for layer in self.table.layers}
         result = EvalResult(
             accuracy=accuracy,
@@ -285,17 +303,18 @@ class PolicyEvaluator:
         return result
 
     @torch.inference_mode()
-    def accuracy(self, model: nn.Module, inputs: torch.Tensor) -> float:
-        """Top-1 accuracy of ``model`` on normalised ``inputs`` against the validation labels (on the options'
-        device; the model comes back to the CPU)."""
+    def accuracy(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+        """Top-1 accuracy of ``model`` on normalised ``inputs`` against ``labels`` (default: the validation labels),
+        on the options' device; the model comes back to the CPU."""
+        labels = self.val_labels if labels is None else labels
         device = resolve_device(self.options.device)
         model.eval().to(device)
         correct = 0
         size = self.options.batch_size
         try:
             for i in range(0, len(inputs), size):
-                batch, labels = inputs[i : i + size].to(device), self.val_labels[i : i + size].to(device)
-                correct += int((model(batch).argmax(1) == labels).sum())
+                batch, truth = inputs[i : i + size].to(device), labels[i : i + size].to(device)
+                correct += int((model(batch).argmax(1) == truth).sum())
         finally:
             model.to("cpu")
         return correct / max(1, len(inputs))
@@ -305,7 +324,7 @@ class PolicyEvaluator:
         if policy.split is None:
             return None
         if policy.split == SPLIT_INPUT:
-            return int(torch.Size(self.info.input_shape).numel())
+            return int(torch.Size(self.info.input_shape).numel()) * (1 if self.info.dtype == "uint8" else 4)
         point = next(p for p in cut_points(model, self.info.input_shape) if p.name == policy.split)
         return point.bytes_at(self.split_abits(policy, point))
 

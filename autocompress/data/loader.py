@@ -1,7 +1,8 @@
-"""Batched input pipeline on in-memory uint8 tensors.
+"""Batched input pipeline on in-memory tensors: uint8 or float images N×C×H×W and sequences N×C×L.
 
 torchvision's per-image PIL transforms cost more than a ResNet-20 forward pass on 2 cores, so normalisation and
-augmentation (random crop with padding, horizontal flip) run here as tensor ops on whole batches.
+augmentation (random crop with padding and horizontal flip for images, random time shift for sequences) run here as
+tensor ops on whole batches.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from autocompress.data.datasets import DatasetInfo
 
 
 class Normalizer:
-    """Turn uint8 images into normalised float32 tensors with the dataset's mean and std."""
+    """Turn stored inputs (uint8 pixels or floats, any rank) into normalised float32 tensors.
+
+    ``(x * info.scale - mean) / std`` per channel; a dataset marked already normalised only gets the scale.
+    """
 
     def __init__(self, info: DatasetInfo, device: torch.device | str = "cpu") -> None:
-        shape = (1, len(info.mean), 1, 1)
-        self.scale = (1.0 / (255.0 * torch.tensor(info.std))).view(shape).to(device)
-        self.shift = (torch.tensor(info.mean) / torch.tensor(info.std)).view(shape).to(device)
+        channels = info.input_shape[0]
+        shape = (1, channels, *([1] * (len(info.input_shape) - 1)))
+        mean = torch.tensor(info.mean if info.mean is not None else [0.0] * channels, dtype=torch.float64)
+        std = torch.tensor(info.std if info.std is not None else [1.0] * channels, dtype=torch.float64)
+        self.scale = (info.scale / std).float().view(shape).to(device)
+        self.shift = (mean / std).float().view(shape).to(device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return images.float() * self.scale - self.shift
@@ -51,16 +58,35 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return torch.where(mask, images.flip(3), images)
 
 
+def random_time_shift(series: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each sequence of a batch (N×C×L) by a random number of steps in [-steps, steps], repeating its edge
+    values into the gap (a sensor window that starts a little earlier or later)."""
+    n, c, length = series.shape
+    if steps <= 0:
+        return series
+    padded = torch.nn.functional.pad(series.float(), (steps, steps), mode="replicate").to(series.dtype)
+    offset = torch.randint(0, 2 * steps + 1, (n,), generator=generator).to(series.device)
+    index = (offset[:, None] + torch.arange(length, device=series.device))[:, None, :].expand(n, c, length)
+    return padded.gather(2, index)
+
+
+def augment_batch(batch: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
+    """The training augmentation of a dataset's kind: crop and flip for images, a time shift for sequences."""
+    if info.kind == "series":
+        return random_time_shift(batch, info.augment_padding, generator)
+    return random_crop_flip(batch, info.augment_padding, generator, info.augment_flip)
+
+
 class BatchIterator:
-    """Iterate over (normalised images, labels) batches of in-memory uint8 data.
+    """Iterate over (normalised inputs, labels) batches of in-memory data.
 
     Args:
-        images: uint8 tensor N×C×H×W (on the device the batches should live on).
+        images: Inputs as stored (uint8 or float, N×C×H×W or N×C×L), on the device the batches should live on.
         labels: int64 tensor N.
         info: Dataset facts (normalisation, augmentation padding).
         batch_size: Images per batch.
         shuffle: Draw a new permutation each epoch.
-        augment: Apply random crop and flip.
+        augment: Apply the dataset's augmentation (:func:`augment_batch`).
         seed: Seed of the generator behind shuffling and augmentation.
         drop_last: Skip the last incomplete batch (keeps BatchNorm statistics stable in training).
     """
@@ -93,5 +119,5 @@ class BatchIterator:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             batch = self.images[idx]
             if self.augment:
-                batch = random_crop_flip(batch, self.info.augment_padding, self.generator, self.info.augment_flip)
+                batch = augment_batch(batch, self.info, self.generator)
             yield self.normalize(batch), self.labels[idx]

@@ -12,6 +12,7 @@ import numpy as np
 
 from autocompress.compress.adaptation import AdaptationCost, adaptation_method
 from autocompress.compress.policy import LayerSetting, Policy
+from autocompress.data.shifts import Shift
 from autocompress.env.budgets import Assignment, BudgetGuard, resources
 from autocompress.env.context import Context, override_context, sample_context, worst_context
 from autocompress.env.deployment import Deployment
@@ -126,6 +127,9 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
             protect_first_last=self.space_spec.protect_first_last,
             reconstruct=self.space_spec.reconstruct,
         )
+        for shift in self.preset.context.shifts:
+            if shift != "none":
+                Shift.parse(shift).check(self.workload.info)
         self.device = self.deployment.device
         if self.space_spec.split and self.deployment.link is None:
             raise ConfigError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.data.drift import DriftData
 from autocompress.data.shifts import Shift
 from autocompress.env.presets import ContextSpec
 from autocompress.errors import ConfigError
@@ -24,7 +25,7 @@ class Context:
     free_memory: float
     bandwidth_scale: float
     latency_budget_ms: float | None
-    shift: Shift | None
+    shift: Shift | DriftData | None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -78,7 +78,8 @@ class RewardSpec:
 @dataclass(frozen=True)
 class ContextSpec:
     """The distribution a context is drawn from at each reset. A pair ``[low, high]`` is a uniform range; one
-    number is fixed. ``shifts`` lists ``none`` or ``name:severity`` entries, drawn uniformly."""
+    number is fixed. ``shifts`` lists ``none``, ``name:severity``, ``package.module:function:severity`` or
+    ``data:FILE`` entries (a relative FILE is taken from the preset's folder), drawn uniformly."""
 
     battery: list[float] = field(default_factory=lambda: [1.0, 1.0])
     free_memory: list[float] = field(default_factory=lambda: [1.0, 1.0])
@@ -106,7 +107,7 @@ class ContextSpec:
             )
         require(len(self.shifts) >= 1, "context.shifts must list at least one entry (none for clean data).")
         for spec in self.shifts:
-            if spec != "none":
+            if spec != "none" and not spec.startswith("data:"):  # drift data is read when an env is built
                 Shift.parse(spec)
 
 
@@ -199,8 +200,10 @@ def load_env_preset(name_or_path: str) -> EnvPreset:
     folder, as a user who keeps them side by side expects."""
     path = resolve_preset("envs", name_or_path)
     preset = load_config(EnvPreset, path)
+    shifts = [_data_beside(path, spec) for spec in preset.context.shifts]
     return dataclasses.replace(
         preset,
+        context=dataclasses.replace(preset.context, shifts=shifts),
         device=_beside(path, preset.device),
         link=_beside(path, preset.link) if preset.link else None,
         edge=_beside(path, preset.edge),
@@ -213,6 +216,13 @@ def _beside(preset: Path, name_or_path: str) -> str:
     if candidate.suffix in (".yaml", ".yml") and not candidate.is_absolute():
         return str(preset.parent / candidate)
     return name_or_path
+
+
+def _data_beside(preset: Path, spec: str) -> str:
+    """``data:drift.npz`` in a preset's context.shifts is taken from the preset's folder too."""
+    if spec.startswith("data:") and spec.endswith(".npz") and not Path(spec[5:]).is_absolute():
+        return f"data:{preset.parent / spec[5:]}"
+    return spec
 
 
 def load_space_preset(name_or_path: str) -> SpaceSpec:

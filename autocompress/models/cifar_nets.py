@@ -167,9 +167,41 @@ class DigitsCNN(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class SensorCNN(nn.Module):
+    """A small 1-D CNN for multichannel sensor windows (N×C×L: accelerometer, gyroscope, ECG …).
+
+    Four Conv1d-BatchNorm-ReLU blocks (kernel 5, then 3) with two max-pools, global average pooling and a linear
+    classifier — the shape of the FCN/ResNet baselines of time-series classification (Wang et al. 2017), sized
+    for a wearable (31 k parameters for 6 channels).
+    """
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 6) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_channels, 32, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm1d(32)
+        self.conv2 = nn.Conv1d(32, 48, 5, padding=2, bias=False)
+        self.bn2 = nn.BatchNorm1d(48)
+        self.conv3 = nn.Conv1d(48, 64, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm1d(64)
+        self.conv4 = nn.Conv1d(64, 64, 3, padding=1, bias=False)
+        self.bn4 = nn.BatchNorm1d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool1d(2)
+        self.avgpool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(64, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.pool(self.relu(self.bn2(self.conv2(x))))
+        x = self.pool(self.relu(self.bn3(self.conv3(x))))
+        x = self.relu(self.bn4(self.conv4(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def _init_weights(model: nn.Module) -> None:
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d | nn.Conv1d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)

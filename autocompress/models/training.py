@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from autocompress.data import BatchIterator, DatasetSplits, load_dataset
+from autocompress.data import BatchIterator, DatasetSplits, canonical_ref, load_dataset
 from autocompress.errors import ConfigError
 from autocompress.models import build_model
 from autocompress.runs import atomic_torch_save, atomic_write_json, command_line, system_report
@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset", canonical_ref(self.dataset))  # a file is saved by its absolute path
         checks = [
             (self.epochs >= 1, f"epochs >= 1 must hold, but got epochs={self.epochs}"),
             (self.batch_size >= 1, f"batch_size >= 1 must hold, but got batch_size={self.batch_size}"),
@@ -65,6 +66,7 @@ class TrainConfig:
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 30, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4},
     "cifar10": {"epochs": 200, "batch_size": 256, "lr": 0.1, "weight_decay": 5e-4},
+    "basic-motions": {"epochs": 40, "batch_size": 8, "lr": 0.02, "weight_decay": 5e-4},
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import logging
@@ -16,7 +15,8 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError, unknown_name_error
-from autocompress.models.cifar_nets import CifarMobileNetV2, CifarResNet, CifarVGG, DigitsCNN
+from autocompress.models.cifar_nets import CifarMobileNetV2, CifarResNet, CifarVGG, DigitsCNN, SensorCNN
+from autocompress.plugins import import_object
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class ZooEntry:
     factory: Callable[..., nn.Module]
     default_dataset: str
     description: str
+    input_rank: int = 3  # C×H×W images; 2 for C×L sequences
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -44,6 +45,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("vgg16", partial(CifarVGG, "vgg16"), "cifar10", "VGG-16 with BatchNorm for 32x32"),
         ZooEntry("mobilenetv2", CifarMobileNetV2, "cifar10", "MobileNetV2 for 32x32 (stride adapted)"),
         ZooEntry("digits-cnn", DigitsCNN, "digits", "small 4-conv CNN for 8x8 digits"),
+        ZooEntry("sensor-cnn", SensorCNN, "basic-motions", "small 4-conv 1-D CNN for sensor windows (C×L)", 2),
     ]
 }
 
@@ -65,22 +67,24 @@ def _torchvision_model(name: str, num_classes: int, input_size: int) -> nn.Modul
 
 
 def _adapt_stem_for_small_inputs(model: nn.Module) -> None:
-    """Give ImageNet ResNets a 3×3 stride-1 stem without max-pool, so 32×32 inputs keep spatial resolution."""
+    """Keep the spatial resolution of small (≤ 64 px) inputs in ImageNet stems.
+
+    ResNets get a 3×3 stride-1 stem without max-pool; stems that open with a stride-2 3×3 convolution (MobileNetV2,
+    MobileNetV3, EfficientNet, RegNet) get stride 1 there, as the CIFAR versions of those networks do.
+    """
     conv1 = getattr(model, "conv1", None)
     if isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (7, 7):
         model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
         if hasattr(model, "maxpool"):
             model.maxpool = nn.Identity()
+        return
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.kernel_size == (3, 3) and first.stride == (2, 2):
+        first.stride = (1, 1)
 
 
 def _user_model(spec: str, num_classes: int) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise AutoCompressError(
-            f"a user model must be given as package.module:factory and be importable, but '{spec}' is not ({exc})."
-        ) from None
+    factory = import_object(spec, "a user model (package.module:factory)", "mypkg.nets:build")
     params = inspect.signature(factory).parameters
     model = factory(num_classes=num_classes) if "num_classes" in params else factory()
     if not isinstance(model, nn.Module):
@@ -90,21 +94,37 @@ def _user_model(spec: str, num_classes: int) -> nn.Module:
     return model
 
 
-def build_model(spec: str, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32)) -> nn.Module:
+def build_model(spec: str, num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32)) -> nn.Module:
     """Build a model from a zoo name, ``torchvision:<name>`` or ``package.module:factory``.
 
     Args:
         spec: The model's name or spec.
         num_classes: Outputs of the classifier.
-        input_shape: C×H×W of the inputs; sets the zoo models' input channels and the torchvision stem adaptation.
+        input_shape: C×H×W (images) or C×L (sequences) of the inputs; sets the zoo models' input channels and the
+            torchvision stem adaptation.
     """
+    kind = "images (C×H×W)" if len(input_shape) == 3 else "sequences (C×L)"
     if spec.startswith("torchvision:"):
+        if len(input_shape) != 3:
+            raise AutoCompressError(
+                f"torchvision models take images (C×H×W), but the dataset holds {kind}; use sensor-cnn or a "
+                "package.module:factory of your own.",
+                params=("model",),
+            )
         return _torchvision_model(spec.split(":", 1)[1], num_classes, input_shape[1])
     if ":" in spec:
         return _user_model(spec, num_classes)
     if spec not in ZOO:
         raise unknown_name_error("model", spec, ZOO)
-    return ZOO[spec].factory(num_classes=num_classes, in_channels=input_shape[0])
+    entry = ZOO[spec]
+    if entry.input_rank != len(input_shape):
+        fitting = sorted(name for name, e in ZOO.items() if e.input_rank == len(input_shape))
+        raise AutoCompressError(
+            f"model '{spec}' takes {'images (C×H×W)' if entry.input_rank == 3 else 'sequences (C×L)'}, but the "
+            f"dataset holds {kind}; use one of {', '.join(fitting)} or a package.module:factory of your own.",
+            params=("model",),
+        )
+    return entry.factory(num_classes=num_classes, in_channels=input_shape[0])
 
 
 def _manifest() -> dict[str, dict[str, object]]:
@@ -172,7 +192,7 @@ def load_pretrained(model: nn.Module, name: str, dataset: str) -> nn.Module:
 def load_model(
     spec: str,
     num_classes: int,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     dataset: str,
     pretrained: bool = False,
     weights: str | Path | None = None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.config import from_mapping
+from autocompress.data import canonical_ref
 from autocompress.env.deployment import Deployment
 from autocompress.env.episode import OBJECTIVES, EpisodeResult
 from autocompress.env.presets import EnvPreset, SpaceSpec
@@ -48,7 +49,8 @@ class SearchConfig:
 
     Args:
         model: Model spec (zoo name, ``torchvision:<name>`` or ``package.module:factory``).
-        dataset: ``digits`` or ``cifar10``.
+        dataset: A built-in dataset name, a ``.npz`` file, an image folder or ``package.module:factory`` (files are
+            saved by their absolute path).
         env: Deployment preset name or YAML path.
         agent: Agent preset name or YAML path, or the name of a registered searcher.
         space: Search-space preset name or YAML path.
@@ -81,6 +83,7 @@ class SearchConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset", canonical_ref(self.dataset))
         if self.episodes < 1:
             raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.")
         if self.val_images is not None and self.val_images < 10:

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from autocompress.compress.layers import count_macs
+from autocompress.data import dataset_info
 from autocompress.errors import AutoCompressError
 from autocompress.models import ZOO, build_model, load_model, load_weights
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_models_run_on_their_dataset_shape(name: str) -> None:
-    shape = (1, 8, 8) if ZOO[name].default_dataset == "digits" else (3, 32, 32)
+    shape = dataset_info(ZOO[name].default_dataset).input_shape
     model = build_model(name, 10, shape).eval()
     assert model(torch.zeros(2, *shape)).shape == (2, 10)
 
@@ -85,3 +86,22 @@ def test_corrupted_shipped_file_is_detected(tmp_path: Path) -> None:
     torch.save(build_model("digits-cnn", 10, (1, 8, 8)).state_dict(), path)
     with pytest.raises(AutoCompressError, match="must have sha256"):
         load_weights(build_model("digits-cnn", 10, (1, 8, 8)), path, expected_sha256="0" * 64)
+
+
+def test_a_model_refuses_inputs_of_the_other_rank() -> None:
+    with pytest.raises(AutoCompressError, match="takes images .* but the dataset holds sequences"):
+        build_model("resnet20", 4, (6, 100))
+    with pytest.raises(AutoCompressError, match="takes sequences"):
+        build_model("sensor-cnn", 10, (3, 32, 32))
+
+
+def test_sensor_cnn_is_a_small_conv1d_net() -> None:
+    model = build_model("sensor-cnn", 4, (6, 100)).eval()
+    assert model(torch.zeros(3, 6, 100)).shape == (3, 4)
+    assert isinstance(model.conv1, torch.nn.Conv1d) and sum(p.numel() for p in model.parameters()) < 40_000
+
+
+def test_torchvision_stride2_stems_keep_small_inputs_at_full_resolution() -> None:
+    pytest.importorskip("torchvision")
+    model = build_model("torchvision:mobilenet_v3_small", 10, (3, 32, 32)).eval()
+    assert model.features(torch.zeros(1, 3, 32, 32)).shape[-1] == 2  # was 1×1 with the stride-2 stem

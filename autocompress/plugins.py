@@ -1,0 +1,56 @@
+"""Import a user's object named ``package.module:attr`` or ``path/to/file.py:attr`` (datasets, shifts, models).
+
+Entry points (importlib.metadata) name installed code; these specs also reach code in the working directory or in
+a loose file, which is how users try their own dataset or shift before packaging it, so the working directory is
+put on ``sys.path`` for the import (as ``python -m`` does).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from autocompress.errors import AutoCompressError
+
+
+def is_plugin_spec(spec: str) -> bool:
+    """Whether ``spec`` looks like ``package.module:attr`` or ``file.py:attr`` rather than a built-in name."""
+    module, sep, attr = spec.rpartition(":")
+    return bool(sep and module and attr.isidentifier() and not Path(spec).exists())
+
+
+def import_object(spec: str, what: str, example: str) -> Any:
+    """Return the object ``spec`` names.
+
+    Args:
+        spec: ``package.module:attr`` or ``path/to/file.py:attr``.
+        what: What the object is for, in the error message ("a dataset factory").
+        example: An example spec for the error message.
+    """
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise AutoCompressError(f"{what} must be given as package.module:name (e.g. {example}), but got '{spec}'.")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).expanduser().resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"no file {path}")
+            loader_spec = importlib.util.spec_from_file_location(f"autocompress_plugin_{path.stem}", path)
+            assert loader_spec is not None and loader_spec.loader is not None
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            cwd = str(Path.cwd())
+            if cwd not in sys.path:
+                sys.path.append(cwd)
+            module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise AutoCompressError(
+            f"{what} must be importable as package.module:name or file.py:name (e.g. {example}), but '{spec}' is "
+            f"not ({type(exc).__name__}: {first}); check the module is on PYTHONPATH or in the working directory."
+        ) from None
