@@ -73,10 +73,20 @@ def _models() -> None:
 def _datasets() -> None:
     from autocompress.data import DATASETS
 
-    rows = [
-        [i.name, "×".join(map(str, i.input_shape)), i.num_classes, i.val_size, i.description] for i in DATASETS.values()
-    ]
-    print_table("Datasets", ["name", "input", "classes", "val images", "source"], rows)
+    rows = [[i.name, i.describe_input(), i.num_classes, i.val_size, i.description] for i in DATASETS.values()]
+    rows += [
+        ["PATH.npz", "any", "from labels", "10 %", "x_train, y_train, x_test, y_test; optional x_val, y_val, mean, "
+         "std, normalized"],
+        ["FOLDER/", "uint8 images", "class folders", "10 %", "train/<class>/*.png and test/<class>/* (optional "
+         "val/); one image size"],
+        ["pkg.module:factory", "any", "from labels", "10 %", "returns autocompress.data.DatasetSpec(train=(x, y), "
+         "test=(x, y), …); also file.py:factory"],
+    ]  # fmt: skip
+    print_table("Datasets", ["name", "input", "classes", "val split", "source"], rows)
+    print(
+        "Inputs are uint8 images N×C×H×W, float images N×C×H×W or sequences N×C×L; labels 0..classes-1. Float "
+        "data is normalised with its training mean and std unless it brings its own (or says normalized)."
+    )
 
 
 def _devices() -> None:

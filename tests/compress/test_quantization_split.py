@@ -65,7 +65,13 @@ def test_eight_bit_loses_at_most_half_a_point_on_digits(digits) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "shape"), [("resnet20", (3, 32, 32)), ("mobilenetv2", (3, 32, 32)), ("digits-cnn", (1, 8, 8))]
+    ("name", "shape"),
+    [
+        ("resnet20", (3, 32, 32)),
+        pytest.param("mobilenetv2", (3, 32, 32), marks=pytest.mark.slow),
+        ("digits-cnn", (1, 8, 8)),
+        ("sensor-cnn", (6, 100)),
+    ],
 )
 def test_every_cut_point_splits_exactly(name: str, shape: tuple[int, ...]) -> None:
     model = build_model(name, 10, shape).eval()

@@ -121,6 +121,7 @@ def test_ppo_runs(capsys, tmp_path: Path) -> None:
     assert summary["episodes"] == 10 and any(r["policy_loss"] for r in rows)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_loses_no_episode(tmp_path: Path) -> None:
     """kill -9 in the middle of a DDPG search, then ``--resume``: every episode is logged exactly once."""
     run = tmp_path / "killed"
