@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from autocompress.cli import main
 from autocompress.data import DatasetSplits
 from tests.cli.test_cli_basics import assert_one_line_error, run_cli
 from tests.data.test_sources import digits_folder, digits_npz, write_plugin

@@ -106,7 +106,7 @@ def test_npz_with_its_own_val_split_and_statistics(tmp_path: Path, digits: Datas
                 "y_test": np.zeros(2, int),
             },
             "must hold inputs N×C×L or N×C×H×W",
-        ),  # fmt: skip
+        ),
         (
             {
                 "x_train": np.full((4, 1, 9), np.nan),
@@ -115,7 +115,7 @@ def test_npz_with_its_own_val_split_and_statistics(tmp_path: Path, digits: Datas
                 "y_test": np.zeros(2, int),
             },
             "must be finite",
-        ),  # fmt: skip
+        ),
         (
             {
                 "x_train": np.zeros((4, 1, 9)),
@@ -124,7 +124,7 @@ def test_npz_with_its_own_val_split_and_statistics(tmp_path: Path, digits: Datas
                 "y_test": np.zeros(2, int),
             },
             "every split",
-        ),  # fmt: skip
+        ),
         (
             {
                 "x_train": np.zeros((4, 1, 9)),
@@ -133,7 +133,7 @@ def test_npz_with_its_own_val_split_and_statistics(tmp_path: Path, digits: Datas
                 "y_test": np.zeros(2, int),
             },
             "must be integers",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_malformed_npz_gives_one_clear_error(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:
@@ -211,7 +211,8 @@ def test_image_shifts_are_refused_on_sequences_and_sensor_shifts_work() -> None:
 
 def test_shift_plugin_is_called_in_the_data_units(tmp_path: Path, digits: DatasetSplits) -> None:
     (tmp_path / "my_shift.py").write_text(
-        "def invert(x, severity, generator):\n    return 1.0 - x\n\ndef shrink(x, severity, generator):\n    return x[:1]\n"
+        "def invert(x, severity, generator):\n    return 1.0 - x\n\n"
+        "def shrink(x, severity, generator):\n    return x[:1]\n"
     )
     shift = Shift.parse(f"{tmp_path / 'my_shift.py'}:invert:2")
     assert isinstance(shift, Shift) and str(shift).endswith("invert:2")
