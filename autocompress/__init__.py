@@ -44,10 +44,16 @@ _LAZY = {
     "load_exported": "autocompress.export",
     "evaluate_policy": "autocompress.evaluation",
     "EvaluateOptions": "autocompress.evaluation",
+    "DatasetSpec": "autocompress.data.sources",
+    "DriftSpec": "autocompress.data.drift",
+    "load_dataset": "autocompress.data.datasets",
 }
 
 if TYPE_CHECKING:
     from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.data.datasets import load_dataset
+    from autocompress.data.drift import DriftSpec
+    from autocompress.data.sources import DatasetSpec
     from autocompress.env.compress_env import AutoCompressEnv
     from autocompress.env.deployment import Deployment
     from autocompress.env.episode import EpisodeResult
@@ -81,7 +87,9 @@ __all__ = [
     "ConfigError",
     "CostModel",
     "DataError",
+    "DatasetSpec",
     "Deployment",
+    "DriftSpec",
     "Episode",
     "EpisodeResult",
     "EvaluateOptions",
@@ -98,6 +106,7 @@ __all__ = [
     "__version__",
     "evaluate_policy",
     "export_run",
+    "load_dataset",
     "load_exported",
     "register_searcher",
 ]

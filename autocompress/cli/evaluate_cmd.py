@@ -17,7 +17,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="apply a policy and measure accuracy, size, MACs, storage and latency")
     add_model_args(p)
     p.add_argument("--policy", default=None, help="compression policy JSON (default: the uncompressed model)")
-    p.add_argument("--shift", default=None, help="input shift name:severity, e.g. noise:3 (see --list-shifts)")
+    p.add_argument(
+        "--shift",
+        default=None,
+        help="input shift name:severity (e.g. noise:3; see --list-shifts), a plugin package.module:function:severity, "
+        "or data:FILE.npz with your own drifted x, y (and unlabelled x_target for adaptation)",
+    )
     p.add_argument("--split", default="test", help="test (final reports) or val (what searches score on)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
     p.add_argument("--no-bn-repair", action="store_true", help="skip re-estimating BatchNorm statistics after pruning")
@@ -52,7 +57,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from autocompress.compress.policy import Policy
     from autocompress.data import dataset_info
-    from autocompress.data.shifts import SHIFTS, Shift
+    from autocompress.data.shifts import ANY_KIND, SHIFTS, Shift
     from autocompress.env.deployment import Deployment
     from autocompress.errors import AutoCompressError
     from autocompress.evaluation import EvaluateOptions, evaluate_policy
@@ -60,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args.threads)
     if args.list_shifts:
-        return _print_list("Input shifts (severity 1..5)", [[n] for n in SHIFTS], ["shift"])
+        rows = [[n, "any data" if n in ANY_KIND else "uint8 images"] for n in SHIFTS]
+        return _print_list("Input shifts (severity 1..5)", rows, ["shift", "applies to"])
     from autocompress.cli.common import UsageError
     from autocompress.models.training import resolve_device
 

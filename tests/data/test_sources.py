@@ -252,3 +252,20 @@ def test_drift_data_must_match_the_dataset(tmp_path: Path, digits: DatasetSplits
     np.savez(tmp_path / "e.npz", x=np.zeros((4, 1, 8, 8), np.uint8))
     with pytest.raises(AutoCompressError, match="must hold x and y"):
         Shift.parse(f"data:{tmp_path / 'e.npz'}")
+
+
+def test_the_env_takes_a_plugin_dataset_of_sequences(tmp_path: Path) -> None:
+    import gymnasium as gym
+
+    from autocompress import ENV_ID
+    from autocompress.models import build_model
+
+    weights = tmp_path / "w.pt"
+    torch.save(build_model("sensor-cnn", 3, (3, 64)).state_dict(), weights)
+    env = gym.make(ENV_ID, model="sensor-cnn", dataset=write_plugin(tmp_path), weights=str(weights), space="prune")
+    env.reset(seed=0)
+    done, info = False, {}
+    while not done:
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        done = terminated or truncated
+    assert 0.0 <= info["accuracy"] <= 1.0 and info["macs_ratio"] <= 1.0
