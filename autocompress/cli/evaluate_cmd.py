@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args.threads)
     if args.list_shifts:
-        rows = [[n, "any data" if n in ANY_KIND else "uint8 images"] for n in SHIFTS]
-        return _print_list("Input shifts (severity 1..5)", rows, ["shift", "applies to"])
+        kinds = [[n, "any data" if n in ANY_KIND else "uint8 images"] for n in SHIFTS]
+        return _print_list("Input shifts (severity 1..5)", kinds, ["shift", "applies to"])
     from autocompress.cli.common import UsageError
     from autocompress.models.training import resolve_device
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     shift = Shift.parse(args.shift) if args.shift else None
     policy = Policy.load(args.policy) if args.policy else None
-    info = dataset_info(args.dataset)
+    info = dataset_info(args.dataset, args.data_dir)
     model = load_model(args.model, info.num_classes, info.input_shape, args.dataset, args.pretrained, args.weights)
     if not (args.pretrained or args.weights or args.random_init or args.list_splits):
         raise UsageError(
