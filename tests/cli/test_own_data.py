@@ -92,3 +92,30 @@ def test_unknown_dataset_gets_one_line_with_the_ways_to_give_one(capsys) -> None
     code, _, err = run_cli(capsys, "train", "--model", "digits-cnn", "--dataset", "digitz")
     assert_one_line_error(code, err, "a .npz file, an image folder or package.module:factory")
     assert "Did you mean 'digits'" in err
+
+
+@pytest.mark.slow
+def test_a_search_under_the_users_own_drift_data(capsys, tmp_path: Path, digits: DatasetSplits) -> None:
+    import numpy as np
+
+    from tests.data.test_sources import fog
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    np.savez(
+        presets / "fog.npz", x=fog(digits.val_x, 3).numpy(), y=digits.val_y.numpy(),
+        x_target=fog(digits.train_x[-300:], 3).numpy(),
+    )  # fmt: skip
+    (presets / "foggy.yaml").write_text(
+        "name: foggy\ndescription: host under a fog the user recorded\ndevice: host\nlink: wifi\n"
+        "budgets:\n  macs_ratio: {value: 0.7, hard: true}\nreward: {mode: acc}\n"
+        "context:\n  shifts: ['data:fog.npz']\n"  # read beside the preset
+    )
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "search", "--model", "digits-cnn", "--dataset", "digits", "--pretrained", "--env",
+        str(presets / "foggy.yaml"), "--space", "full", "--agent", "random", "--episodes", "6", "--run-dir", str(run),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = (run / "progress.csv").read_text().splitlines()
+    assert len(rows) == 7 and all(f"data:{presets / 'fog.npz'}" in row for row in rows[1:])
