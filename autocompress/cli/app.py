@@ -25,10 +25,21 @@ def _verb_modules() -> list[ModuleType]:
         list_cmd,
         profile_cmd,
         search_cmd,
+        simulate_cmd,
         train_cmd,
     )
 
-    return [list_cmd, train_cmd, evaluate_cmd, search_cmd, export_cmd, compare_cmd, profile_cmd, doctor_cmd]
+    return [
+        list_cmd,
+        train_cmd,
+        evaluate_cmd,
+        search_cmd,
+        export_cmd,
+        simulate_cmd,
+        compare_cmd,
+        profile_cmd,
+        doctor_cmd,
+    ]
 
 
 def build_parser() -> OneLineParser:

@@ -29,6 +29,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", default=None, help="dataset folder, if it moved since the search")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--adaptive", action="store_true",
+                   help="write an adaptive package: several configurations from the run's Pareto front and "
+                   "controller.json that picks one per context (see autocompress.runtime)")  # fmt: skip
+    p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
+    p.add_argument("--accuracy-tolerance", type=float, default=0.01,
+                   help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -36,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from autocompress.export import ExportOptions, export_run, render_report
 
     apply_threads(args.threads)
+    if args.adaptive:
+        return _adaptive(args)
     options = ExportOptions(
         policy=args.policy, reconstruct=args.reconstruct, finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr, finetune_schedule=args.finetune_schedule, distill=args.distill,
@@ -44,4 +52,34 @@ def run(args: argparse.Namespace) -> int:
     report = export_run(args.run_dir, args.out, options)
     print(json.dumps(report, indent=2) if args.json else render_report(report))
     log.info("exported to %s", args.out)
+    return 0
+
+
+def _adaptive(args: argparse.Namespace) -> int:
+    from autocompress.adaptive import AdaptiveOptions, export_adaptive
+    from autocompress.cli.output import print_table
+
+    options = AdaptiveOptions(
+        configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,
+        test_images=args.test_images, data_dir=args.data_dir,
+    )  # fmt: skip
+    controller = export_adaptive(args.run_dir, args.out, options)
+    if args.json:
+        print(json.dumps(controller, indent=2))
+        return 0
+    rows = [
+        [c["id"], c["val_accuracy"], c["test_accuracy"], c["macs_ratio"], c["latency_ms"][-1], c["energy_mj"][-1],
+         c["storage_bytes"], c["split"] or "-"]
+        for c in controller["configs"]
+    ]  # fmt: skip
+    print_table(
+        f"Adaptive package of {controller['model']} ({controller['deployment']['env']})",
+        ["config", "val acc", "test acc", "MACs ratio", "latency ms", "energy mJ", "storage B", "split"],
+        rows,
+    )
+    storage = controller["storage"]
+    print(
+        f"package storage {storage['package_bytes']:,} B = {storage['ratio_to_largest']:.2f}× the largest "
+        f"configuration; drift threshold {controller['monitor']['threshold']:.3f}; written to {args.out}"
+    )
     return 0

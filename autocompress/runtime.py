@@ -1,0 +1,209 @@
+"""The on-device side of an adaptive package: pick a configuration per context, switch in microseconds, watch the
+input for drift, adapt BatchNorm statistics when it drifts.
+
+Inference runs through onnxruntime with numpy inputs; every configuration's session is opened at load, so a switch
+is a table lookup. Two parts still need PyTorch: adaptation (AdaBN re-estimates BatchNorm statistics of the
+configuration's ``model.pt`` on the buffered drifted inputs, and predictions then run in PyTorch until the drift
+clears) and nothing else — the controller and the drift monitor are numpy.
+
+    model = AdaptiveModel.load("runs/pkg")
+    model.update_context(battery=0.3, bandwidth_scale=0.0, latency_budget_ms=40)
+    logits = model.predict(x)          # x as the dataset stores it (uint8 pixels or float sensor values)
+    model.events                       # switches (with their time), drift, adaptation, violations
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autocompress.errors import AutoCompressError
+
+CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
+
+
+def window_drift_score(inputs: np.ndarray) -> float:
+    """How far a window of normalised inputs (N×C×…) is from the training distribution (mean 0, std 1 per channel):
+    the mean over channels of |mean| + |log std|. Clean windows of 32 score about 0.05–0.3."""
+    axes = (0, *range(2, inputs.ndim))
+    mean = inputs.mean(axis=axes)
+    std = inputs.std(axis=axes) + 1e-6
+    return float(np.mean(np.abs(mean) + np.abs(np.log(std))))
+
+
+@dataclass
+class Choice:
+    """The controller's pick for a context: the configuration, whether it meets every hard limit, what it breaks."""
+
+    config: str
+    feasible: bool
+    violations: list[str] = field(default_factory=list)
+
+
+class AdaptiveModel:
+    """An adaptive package loaded for inference (see the module docstring).
+
+    Args:
+        folder: The package written by ``autocompress export --adaptive``.
+        adapt: Run AdaBN when the drift monitor fires (needs torch); ``False`` only logs the drift.
+    """
+
+    def __init__(self, folder: str | Path, adapt: bool = True) -> None:
+        self.folder = Path(folder)
+        path = self.folder / "controller.json"
+        if not path.is_file():
+            raise AutoCompressError(
+                f"an adaptive package must hold controller.json, but '{self.folder}' does not; write one with "
+                "autocompress export RUN --adaptive --out DIR."
+            )
+        self.table: dict[str, Any] = json.loads(path.read_text())
+        self.configs = {c["id"]: c for c in self.table["configs"]}
+        self.context: dict[str, float | None] = {
+            "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0, "latency_budget_ms": None,
+        }  # fmt: skip
+        self.events: list[dict[str, Any]] = []
+        self.adapt_enabled = adapt
+        self._sessions = {cid: _session(self.folder / c["path"]) for cid, c in self.configs.items()}
+        spec = self.table["input"]
+        channels = spec["shape"][0]
+        shape = (1, channels, *([1] * (len(spec["shape"]) - 1)))
+        mean = np.array(spec["mean"] or [0.0] * channels, np.float32).reshape(shape)
+        std = np.array(spec["std"] or [1.0] * channels, np.float32).reshape(shape)
+        self._scale, self._mean, self._std = np.float32(spec["scale"]), mean, std
+        self._window: list[np.ndarray] = []
+        self._adapted: Any = None  # the AdaBN-adapted torch model while the input drifts
+        self.drift_score = 0.0
+        self.current = self.choose(self.context).config
+        self.switch_ms: list[float] = []
+
+    @classmethod
+    def load(cls, folder: str | Path, adapt: bool = True) -> AdaptiveModel:
+        return cls(folder, adapt)
+
+    # --- the controller ---------------------------------------------------------------------------------------
+
+    def costs(self, config: str, bandwidth_scale: float) -> tuple[float | None, float | None]:
+        """Predicted latency (ms) and energy (mJ) of a configuration at a bandwidth: the grid point at or below it."""
+        grid = self.table["bandwidth_grid"]
+        index = max(i for i, b in enumerate(grid) if b <= max(0.0, bandwidth_scale) + 1e-9)
+        entry = self.configs[config]
+        return entry["latency_ms"][index], entry["energy_mj"][index]
+
+    def check(self, config: str, context: dict[str, Any]) -> list[str]:
+        """The hard limits ``config`` breaks in ``context`` (empty: feasible)."""
+        entry, limits = self.configs[config], self.table["deployment"]
+        budgets = limits["hard_budgets"]
+        latency, energy = self.costs(config, float(context["bandwidth_scale"] or 0.0))
+        broken = []
+        if latency is None or energy is None:
+            return ["needs a link"]
+        if entry["peak_memory_bytes"] > limits["ram_bytes"] * float(context["free_memory"]):
+            broken.append("memory")
+        if entry["storage_bytes"] > limits["flash_bytes"]:
+            broken.append("flash")
+        budget = context.get("latency_budget_ms") or budgets.get("latency_ms")
+        if budget is not None and latency > float(budget):
+            broken.append("latency")
+        if "energy_mj" in budgets and energy > budgets["energy_mj"] * float(context["battery"]):
+            broken.append("energy")
+        if "storage_bytes" in budgets and entry["storage_bytes"] > budgets["storage_bytes"]:
+            broken.append("storage")
+        return broken
+
+    def choose(self, context: dict[str, Any]) -> Choice:
+        """The configuration the rule in ``controller.json`` picks for ``context``."""
+        feasible = [cid for cid in self.configs if not self.check(cid, context)]
+        bandwidth = float(context["bandwidth_scale"] or 0.0)
+        if feasible:
+            best = max(self.configs[c]["val_accuracy"] for c in feasible)
+            close = [c for c in feasible if self.configs[c]["val_accuracy"] >= best - self.table["accuracy_tolerance"]]
+            pick = min(close, key=lambda c: (self.costs(c, bandwidth)[1], -self.configs[c]["val_accuracy"]))
+            return Choice(pick, True)
+        runnable = [c for c in self.configs if self.costs(c, bandwidth)[0] is not None]
+        pick = min(runnable, key=lambda c: self.costs(c, bandwidth)[0])  # type: ignore[arg-type,return-value]
+        return Choice(pick, False, self.check(pick, context))
+
+    def update_context(self, **fields: float | None) -> str:
+        """Change context fields (battery, free_memory, bandwidth_scale, latency_budget_ms) and switch to the
+        configuration the rule picks; the decision and switch time is measured and logged."""
+        unknown = sorted(set(fields) - set(CONTEXT_FIELDS))
+        if unknown:
+            raise AutoCompressError(
+                f"a context has the fields {', '.join(CONTEXT_FIELDS)}, but got '{unknown[0]}'.", params=("context",)
+            )
+        start = time.perf_counter()
+        self.context.update(fields)
+        choice = self.choose(self.context)
+        previous, self.current = self.current, choice.config
+        if previous != self.current:
+            self._adapted = None  # adaptation belongs to a configuration; the monitor re-triggers it if needed
+        elapsed = (time.perf_counter() - start) * 1e3
+        self.switch_ms.append(elapsed)
+        if previous != self.current:
+            self.events.append({"event": "switch", "from": previous, "to": self.current, "ms": elapsed,
+                                "context": dict(self.context)})  # fmt: skip
+        if not choice.feasible:
+            self.events.append({"event": "violation", "config": self.current, "broken": choice.violations,
+                                "context": dict(self.context)})  # fmt: skip
+        return self.current
+
+    # --- inference and the drift monitor ------------------------------------------------------------------------
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """Inputs as the dataset stores them → the normalised float32 the models take."""
+        return ((x.astype(np.float32) * self._scale - self._mean) / self._std).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits of a batch (as stored: uint8 pixels or float values) by the current configuration."""
+        inputs = self.normalise(np.asarray(x))
+        self._watch(inputs)
+        if self._adapted is not None:
+            import torch
+
+            with torch.inference_mode():
+                return self._adapted(torch.from_numpy(inputs)).numpy()
+        session = self._sessions[self.current]
+        return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+
+    def _watch(self, inputs: np.ndarray) -> None:
+        monitor = self.table["monitor"]
+        self._window = [*self._window, *inputs][-monitor["window"] :]
+        if len(self._window) < monitor["window"]:
+            return
+        self.drift_score = window_drift_score(np.stack(self._window))
+        drifting = self.drift_score > monitor["threshold"]
+        if drifting and self._adapted is None:
+            self.events.append({"event": "drift", "score": self.drift_score, "config": self.current})
+            if self.adapt_enabled:
+                self._adapted = self._adabn(np.stack(self._window))
+                self.events.append({"event": "adapt", "method": "adabn", "config": self.current,
+                                    "inputs": len(self._window)})  # fmt: skip
+        elif not drifting and self._adapted is not None:
+            self._adapted = None
+            self.events.append({"event": "recover", "score": self.drift_score, "config": self.current})
+
+    def _adabn(self, window: np.ndarray) -> Any:
+        """AdaBN (Li et al. 2016): the current configuration's BatchNorm statistics re-estimated on the window."""
+        import torch
+
+        from autocompress.compress.adaptation import recalibrate_batchnorm
+        from autocompress.export import load_exported
+
+        model = load_exported(self.folder / Path(self.configs[self.current]["path"]).parent / "model.pt")
+        recalibrate_batchnorm(model, [torch.from_numpy(window)])
+        return model.eval()
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise AutoCompressError(f"the package's configuration '{path}' must exist, but does not; export it again.")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

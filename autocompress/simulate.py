@@ -1,0 +1,326 @@
+"""Replay a context trace over an adaptive package and compare it with the uncompressed model, the best static
+configuration and an oracle.
+
+A trace is a YAML file (``steps:`` a list of rows) or a CSV with the columns ``t, battery, free_memory,
+bandwidth_scale, latency_budget_ms, shift`` (missing columns keep their previous value; ``shift`` is ``none`` or any
+shift spec). Shipped traces: ``phone-day``, ``commute``, ``camera-drift`` (``autocompress/traces/``).
+
+At each step every strategy classifies the next test images (with the step's shift applied) and is charged the
+predicted latency and energy of what it ran at the step's bandwidth:
+
+- ``adaptive``: the package's runtime (:class:`~autocompress.runtime.AdaptiveModel`): controller, drift monitor,
+  AdaBN when the input drifts (its forward passes charged);
+- ``static``: the single configuration of the package a user would ship: the most accurate one that meets every hard
+  limit at every step of the trace (if none does, the one that breaks the fewest steps);
+- ``uncompressed``: the trained model as it is;
+- ``oracle``: at each step the feasible configuration that measures most accurate on that step's images.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from autocompress.data import Normalizer, load_dataset
+from autocompress.data.shifts import Shift
+from autocompress.errors import AutoCompressError
+from autocompress.runs import atomic_write_json
+from autocompress.runtime import CONTEXT_FIELDS, AdaptiveModel
+
+log = logging.getLogger(__name__)
+TRACES_DIR = Path(__file__).parent / "traces"
+STRATEGIES = ("adaptive", "static", "uncompressed", "oracle")
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    t: float
+    battery: float
+    free_memory: float
+    bandwidth_scale: float
+    latency_budget_ms: float | None
+    shift: str
+
+    def context(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in CONTEXT_FIELDS}
+
+
+def shipped_traces() -> list[str]:
+    return sorted(p.stem for p in TRACES_DIR.glob("*.yaml"))
+
+
+def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
+    """A trace by shipped name or path (YAML with ``steps:`` or CSV); returns its name and steps."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        if name_or_path not in shipped_traces():
+            raise AutoCompressError(
+                f"a trace must be one of {', '.join(shipped_traces())} or a YAML/CSV file, but '{name_or_path}' is "
+                "neither.",
+                params=("trace",),
+            )
+        path = TRACES_DIR / f"{name_or_path}.yaml"
+    try:
+        if path.suffix == ".csv":
+            with path.open(newline="") as f:
+                rows: list[dict[str, Any]] = list(csv.DictReader(f))
+        else:
+            rows = (yaml.safe_load(path.read_text()) or {}).get("steps", [])
+    except (yaml.YAMLError, csv.Error, UnicodeDecodeError, AttributeError) as exc:
+        raise AutoCompressError(
+            f"the trace '{path}' must be YAML with steps: or CSV, but cannot be read ({exc})."
+        ) from None
+    if not rows:
+        raise AutoCompressError(f"the trace '{path}' must hold at least one step, but holds none.", params=("trace",))
+    steps, state = [], {"t": 0.0, "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0,
+                        "latency_budget_ms": None, "shift": "none"}  # fmt: skip
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            if key in state and value not in (None, ""):
+                state[key] = value if key == "shift" else _number(value, key, i, path)
+            elif key in state and key == "latency_budget_ms":
+                state[key] = None
+        step = TraceStep(**state)  # type: ignore[arg-type]
+        if not (0 < step.battery <= 1 and 0 < step.free_memory <= 1 and step.bandwidth_scale >= 0):
+            raise AutoCompressError(
+                f"step {i} of '{path}' must have 0 < battery <= 1, 0 < free_memory <= 1 and bandwidth_scale >= 0, "
+                f"but has {step}.",
+                params=("trace",),
+            )
+        steps.append(step)
+    return path.stem, steps
+
+
+def _number(value: Any, key: str, row: int, path: Path) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AutoCompressError(f"{key} of step {row} in '{path}' must be a number, but is '{value}'.") from None
+    if not np.isfinite(number):
+        raise AutoCompressError(f"{key} of step {row} in '{path}' must be finite, but is {value}.")
+    return number
+
+
+def simulate(
+    package: str | Path,
+    trace: str,
+    images_per_step: int = 200,
+    data_dir: str | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Replay ``trace`` over the package; returns per-step rows and totals (written to ``out_dir`` with a plot)."""
+    from autocompress.env import build_workload
+    from autocompress.search.record import RunRecord
+
+    name, steps = load_trace(trace)
+    model = AdaptiveModel.load(package)
+    table = model.table
+    record = RunRecord.open(table["run"], "export")
+    config = record.config
+    workload = build_workload(
+        config.model, config.dataset, config.pretrained, config.weights, data_dir or config.data_dir,
+        config.val_images, protect_first_last=record.resolved.space.protect_first_last,
+    )  # fmt: skip
+    splits = load_dataset(config.dataset, data_dir or config.data_dir)
+    info, normalise = splits.info, Normalizer(splits.info)
+    static = _static_choice(model, steps)
+    reference = table["uncompressed"]
+    rows: list[dict[str, Any]] = []
+    cursor = 0
+    for index, step in enumerate(steps):
+        picks = np.arange(cursor, cursor + images_per_step) % len(splits.test_y)
+        cursor += images_per_step
+        x, y = splits.test_x[picks], splits.test_y[picks].numpy()
+        shift = None if step.shift in ("none", None) else Shift.parse(str(step.shift))
+        if shift is not None:
+            x = shift.apply(x, index, info) if isinstance(shift, Shift) else shift.images[picks % len(shift.images)]
+        raw = x.numpy()
+        bandwidth = step.bandwidth_scale
+        # adaptive
+        before = len(model.events)
+        model.update_context(**step.context())
+        logits = np.concatenate([model.predict(raw[i : i + 32]) for i in range(0, len(raw), 32)])
+        adapted = [e for e in model.events[before:] if e["event"] == "adapt"]
+        latency, energy = model.costs(model.current, bandwidth)
+        extra = sum(e["inputs"] for e in adapted) * (energy or 0.0)  # AdaBN: one forward pass per buffered input
+        rows.append(_row(index, step, "adaptive", model.current, logits, y, latency, energy, extra,
+                         model.check(model.current, step.context())))  # fmt: skip
+        # static
+        latency, energy = model.costs(static, bandwidth)
+        rows.append(_row(index, step, "static", static, _run(model, static, raw), y, latency, energy, 0.0,
+                         model.check(static, step.context())))  # fmt: skip
+        # uncompressed
+        with torch.inference_mode():
+            full = workload.model(normalise(x)).numpy()
+        latency, energy = _grid(table, reference, bandwidth)
+        rows.append(_row(index, step, "uncompressed", "full", full, y, latency, energy, 0.0,
+                         _check_entry(model, reference, step.context())))  # fmt: skip
+        # oracle
+        feasible = [c for c in model.configs if not model.check(c, step.context())] or [model.current]
+        scored = {c: float((_run(model, c, raw).argmax(1) == y).mean()) for c in feasible}
+        best = max(feasible, key=lambda c: (scored[c], -(model.costs(c, bandwidth)[1] or 0.0)))
+        latency, energy = model.costs(best, bandwidth)
+        rows.append(_row(index, step, "oracle", best, _run(model, best, raw), y, latency, energy, 0.0,
+                         model.check(best, step.context())))  # fmt: skip
+    result = {
+        "trace": name,
+        "package": str(package),
+        "images_per_step": images_per_step,
+        "static_config": static,
+        "totals": _totals(rows, model, images_per_step),
+        "events": model.events,
+        "rows": rows,
+    }
+    if out_dir is not None:
+        _write(Path(out_dir), result)
+    return result
+
+
+def _run(model: AdaptiveModel, config: str, raw: np.ndarray) -> np.ndarray:
+    session = model._sessions[config]
+    return session.run(None, {session.get_inputs()[0].name: model.normalise(raw)})[0]
+
+
+def _grid(table: dict[str, Any], entry: dict[str, Any], bandwidth: float) -> tuple[float, float]:
+    grid = table["bandwidth_grid"]
+    index = max(i for i, b in enumerate(grid) if b <= bandwidth + 1e-9)
+    return entry["latency_ms"][index], entry["energy_mj"][index]
+
+
+def _check_entry(model: AdaptiveModel, entry: dict[str, Any], context: dict[str, Any]) -> list[str]:
+    model.configs["__full__"] = {**entry, "val_accuracy": entry["val_accuracy"]}
+    try:
+        return model.check("__full__", context)
+    finally:
+        del model.configs["__full__"]
+
+
+def _static_choice(model: AdaptiveModel, steps: list[TraceStep]) -> str:
+    """The most accurate configuration that meets every hard limit at every step (else the fewest broken steps)."""
+
+    def broken(config: str) -> int:
+        return sum(bool(model.check(config, s.context())) for s in steps)
+
+    return min(model.configs, key=lambda c: (broken(c), -model.configs[c]["val_accuracy"]))
+
+
+def _row(
+    index: int, step: TraceStep, strategy: str, config: str, logits: np.ndarray, labels: np.ndarray,
+    latency: float | None, energy: float | None, extra_mj: float, broken: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "step": index, "t": step.t, "strategy": strategy, "config": config,
+        "battery": step.battery, "bandwidth_scale": step.bandwidth_scale, "free_memory": step.free_memory,
+        "latency_budget_ms": step.latency_budget_ms, "shift": step.shift,
+        "accuracy": float((logits.argmax(1) == labels).mean()),
+        "latency_ms": latency, "energy_mj": energy, "adapt_energy_mj": extra_mj,
+        "violation": ",".join(broken),
+    }  # fmt: skip
+
+
+def _totals(rows: list[dict[str, Any]], model: AdaptiveModel, images: int) -> dict[str, dict[str, Any]]:
+    totals = {}
+    for strategy in STRATEGIES:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        energy = sum((r["energy_mj"] or 0.0) * images + r["adapt_energy_mj"] for r in mine)
+        configs = [r["config"] for r in mine]
+        totals[strategy] = {
+            "mean_accuracy": float(np.mean([r["accuracy"] for r in mine])),
+            "energy_mj": energy,
+            "mean_latency_ms": float(np.mean([r["latency_ms"] or 0.0 for r in mine])),
+            "violation_steps": sum(bool(r["violation"]) for r in mine),
+            "switches": sum(a != b for a, b in itertools.pairwise(configs)),
+        }
+    ms = model.switch_ms
+    totals["adaptive"]["switch_ms_median"] = float(np.median(ms)) if ms else 0.0
+    totals["adaptive"]["adaptations"] = sum(e["event"] == "adapt" for e in model.events)
+    return totals
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "simulation.json", {k: v for k, v in result.items() if k != "rows"})
+    with (out / "simulation.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
+        writer.writeheader()
+        writer.writerows(result["rows"])
+    _plot(out / "simulation.png", result)
+    _tensorboard(out / "tb", result)
+
+
+def _plot(path: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    steps = sorted({r["step"] for r in rows})
+    fig, axes = plt.subplots(4, 1, figsize=(9, 9), sharex=True)
+    first = [r for r in rows if r["strategy"] == "adaptive"]
+    axes[0].plot(steps, [r["battery"] for r in first], label="battery")
+    axes[0].plot(steps, [r["bandwidth_scale"] for r in first], label="bandwidth")
+    axes[0].plot(steps, [r["free_memory"] for r in first], label="free memory")
+    axes[0].set_ylabel("context")
+    axes[0].legend(loc="lower left", fontsize=8)
+    configs = sorted({r["config"] for r in rows})
+    for strategy in STRATEGIES:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        axes[1].step(steps, [configs.index(r["config"]) for r in mine], where="post", label=strategy)
+        axes[2].plot(steps, [r["accuracy"] for r in mine], label=strategy)
+        axes[3].plot(steps, [(r["energy_mj"] or 0.0) for r in mine], label=strategy)
+    axes[1].set_yticks(range(len(configs)), configs)
+    axes[1].set_ylabel("configuration")
+    axes[2].set_ylabel("accuracy")
+    axes[3].set_ylabel("energy / inference (mJ)")
+    axes[3].set_xlabel(f"step of trace '{result['trace']}'")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _tensorboard(folder: Path, result: dict[str, Any]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for r in result["rows"]:
+            writer.add_scalar(f"{r['strategy']}/accuracy", r["accuracy"], r["step"])
+            writer.add_scalar(f"{r['strategy']}/energy_mj", r["energy_mj"] or 0.0, r["step"])
+            if r["strategy"] == "adaptive":
+                writer.add_scalar("context/battery", r["battery"], r["step"])
+                writer.add_scalar("context/bandwidth_scale", r["bandwidth_scale"], r["step"])
+
+
+def render(result: dict[str, Any]) -> str:
+    """A markdown table of the totals."""
+    lines = [
+        f"Trace '{result['trace']}', {result['images_per_step']} test images per step; "
+        f"static = {result['static_config']}",
+        "",
+        "| strategy | mean accuracy | energy (mJ) | mean latency (ms) | steps with a violation | switches |",
+        "|---|---|---|---|---|---|",
+    ]
+    for strategy, t in result["totals"].items():
+        lines.append(
+            f"| {strategy} | {t['mean_accuracy']:.4f} | {t['energy_mj']:.4g} | {t['mean_latency_ms']:.4g} | "
+            f"{t['violation_steps']} | {t['switches']} |"
+        )
+    adaptive = result["totals"]["adaptive"]
+    lines.append("")
+    lines.append(f"adaptive: median decision+switch {adaptive['switch_ms_median']:.3f} ms, "
+                 f"{adaptive['adaptations']} adaptations")  # fmt: skip
+    return "\n".join(lines)
+
+
+def dumps(result: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)

@@ -1,0 +1,118 @@
+"""The adaptive package: configurations from a run's Pareto front, the controller's rule, the runtime (switches,
+drift monitor, AdaBN) and trace simulation against static, uncompressed and oracle choices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autocompress.adaptive import AdaptiveOptions, choose_configurations, export_adaptive
+from autocompress.data import DatasetSplits
+from autocompress.errors import AutoCompressError
+from autocompress.runtime import AdaptiveModel, window_drift_score
+from autocompress.search.job import SearchJob
+from autocompress.search.record import SearchConfig
+from autocompress.simulate import load_trace, shipped_traces, simulate
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("adaptive")
+    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="full", agent="tpe",
+                          episodes=12, seed=0)  # fmt: skip
+    job = SearchJob.create(config, root / "run")
+    job.run()
+    export_adaptive(root / "run", root / "pkg", AdaptiveOptions(configs=3, test_images=120))
+    return root / "pkg"
+
+
+def test_package_holds_verified_configurations_and_a_plain_table(package: Path) -> None:
+    table = json.loads((package / "controller.json").read_text())
+    assert 1 <= len(table["configs"]) <= 3
+    for entry in table["configs"]:
+        assert (package / entry["path"]).is_file()
+        report = json.loads((package / entry["path"]).with_name("report.json").read_text())
+        assert report["verification"]["passed"]
+        assert len(entry["latency_ms"]) == len(table["bandwidth_grid"]) and 0 <= entry["val_accuracy"] <= 1
+    accuracies = [e["val_accuracy"] for e in table["configs"]]
+    assert table["storage"]["ratio_to_largest"] >= 1 and table["monitor"]["threshold"] > table["monitor"]["clean_max"]
+    assert table["uncompressed"]["val_accuracy"] >= max(accuracies) - 0.05
+
+
+def test_choice_keeps_the_most_accurate_and_the_cheapest() -> None:
+    front = [
+        {"accuracy": 0.99, "energy_mj": 5.0}, {"accuracy": 0.98, "energy_mj": 3.0},
+        {"accuracy": 0.95, "energy_mj": 2.0}, {"accuracy": 0.90, "energy_mj": 1.0},
+    ]  # fmt: skip
+    assert choose_configurations(front, 2) == [0, 3]
+    assert choose_configurations(front, 9) == [0, 1, 2, 3]
+    with pytest.raises(AutoCompressError, match="needs a Pareto front"):
+        choose_configurations([], 2)
+
+
+def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: DatasetSplits) -> None:
+    model = AdaptiveModel.load(package, adapt=False)
+    logits = model.predict(digits.test_x[:5].numpy())
+    assert logits.shape == (5, 10)
+    for fields in ({"bandwidth_scale": 0.0}, {"battery": 0.2, "free_memory": 0.5}, {"bandwidth_scale": 1.0}):
+        chosen = model.update_context(**fields)
+        assert not model.check(chosen, model.context)  # the rule's pick meets every hard limit
+        feasible = [c for c in model.configs if not model.check(c, model.context)]
+        best = max(model.configs[c]["val_accuracy"] for c in feasible)
+        assert model.configs[chosen]["val_accuracy"] >= best - model.table["accuracy_tolerance"]
+    model.update_context(latency_budget_ms=1e-6)
+    assert model.events[-1]["event"] == "violation" and "latency" in model.events[-1]["broken"]
+    assert len(model.switch_ms) == 4 and max(model.switch_ms) < 50
+    with pytest.raises(AutoCompressError, match="a context has the fields"):
+        model.update_context(wifi=1.0)
+
+
+def test_drift_monitor_triggers_adabn_and_recovers(package: Path, digits: DatasetSplits) -> None:
+    from tests.data.test_sources import fog
+
+    model = AdaptiveModel.load(package)
+    clean, foggy = digits.test_x[:96].numpy(), fog(digits.test_x[96:288], 4).numpy()
+    plain = AdaptiveModel.load(package, adapt=False)
+    for i in range(0, 96, 32):
+        model.predict(clean[i : i + 32])
+    assert not any(e["event"] == "drift" for e in model.events)
+    right = sum(int((model.predict(foggy[i : i + 32]).argmax(1) == digits.test_y[96 + i : 128 + i].numpy()).sum())
+                for i in range(0, 192, 32))  # fmt: skip
+    right_plain = sum(
+        int((plain.predict(foggy[i : i + 32]).argmax(1) == digits.test_y[96 + i : 128 + i].numpy()).sum())
+        for i in range(0, 192, 32)
+    )
+    kinds = [e["event"] for e in model.events]
+    assert "drift" in kinds and "adapt" in kinds and right > right_plain + 20
+    model.predict(clean[:32])
+    assert model.events[-1]["event"] == "recover"
+
+
+def test_drift_score_is_small_on_training_statistics() -> None:
+    rng = np.random.default_rng(0)
+    assert window_drift_score(rng.standard_normal((32, 3, 8, 8)).astype(np.float32)) < 0.1
+    assert window_drift_score(rng.standard_normal((32, 3, 8, 8)).astype(np.float32) * 3 + 1) > 1
+
+
+def test_simulation_compares_four_strategies(package: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("t,battery,bandwidth_scale,shift\n0,1.0,1.0,none\n1,0.5,0.0,none\n2,0.3,0.25,noise:3\n")
+    result = simulate(package, str(trace), images_per_step=40, out_dir=tmp_path / "sim")
+    assert set(result["totals"]) == {"adaptive", "static", "uncompressed", "oracle"}
+    assert len(result["rows"]) == 12 and (tmp_path / "sim" / "simulation.png").stat().st_size > 1000
+    assert result["totals"]["oracle"]["mean_accuracy"] >= result["totals"]["static"]["mean_accuracy"] - 1e-9
+    assert result["totals"]["adaptive"]["violation_steps"] <= result["totals"]["static"]["violation_steps"]
+
+
+def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
+    assert {"phone-day", "commute", "camera-drift"} <= set(shipped_traces())
+    for name in shipped_traces():
+        assert len(load_trace(name)[1]) >= 10
+    (tmp_path / "bad.yaml").write_text("steps:\n- {t: 0, battery: 1.5}\n")
+    with pytest.raises(AutoCompressError, match="0 < battery <= 1"):
+        load_trace(str(tmp_path / "bad.yaml"))
+    with pytest.raises(AutoCompressError, match="must be one of"):
+        load_trace("no-such-trace")
