@@ -42,10 +42,14 @@ MONITOR_WINDOW = 32  # inputs per drift-monitor window
 RULE = (
     "feasible: peak_memory_bytes <= ram_bytes * free_memory, storage_bytes <= flash_bytes, and at the context's "
     "bandwidth (the grid point at or below it; split configurations need a link) latency_ms <= the latency budget "
-    "and energy_mj <= the hard energy budget * battery. Among feasible configurations take the one with the least "
-    "energy whose accuracy is within accuracy_tolerance of the most accurate feasible one; if none is feasible, the "
-    "one with the least latency (a violation, logged)."
+    "and energy_mj <= the hard energy budget * battery. The reference is the most accurate configuration feasible "
+    "in worst_context (no link, the least battery and memory, the tightest latency budget): the model one would "
+    "ship alone. objective 'energy': among feasible configurations whose accuracy is at least the reference's minus "
+    "accuracy_tolerance, the one with the least energy (if none, the most accurate feasible). objective 'accuracy': "
+    "the least energy within accuracy_tolerance of the most accurate feasible one. If none is feasible, the one with "
+    "the least latency (a violation, logged)."
 )
+OBJECTIVES = ("energy", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class AdaptiveOptions:
             always among them, the rest spread evenly over energy.
         reconstruct: Least-squares refit of each configuration (``sequential``, ``fast`` or ``none``).
         accuracy_tolerance: Accuracy the controller may give up for less energy (0.01: one point).
+        objective: ``energy`` (the least energy that keeps the accuracy of the model one would ship alone) or
+            ``accuracy`` (the most accurate configuration the context allows); see ``RULE``.
         test_images: Test images each configuration is measured on (default: all).
         data_dir: Dataset folder, when it moved since the search.
     """
@@ -64,6 +70,7 @@ class AdaptiveOptions:
     configs: int = 4
     reconstruct: str = "sequential"
     accuracy_tolerance: float = 0.01
+    objective: str = "energy"
     test_images: int | None = None
     data_dir: str | None = None
 
@@ -71,6 +78,10 @@ class AdaptiveOptions:
         check_mode(self.reconstruct)
         if self.configs < 1:
             raise AutoCompressError(f"configs >= 1 must hold, but got configs={self.configs}.", params=("configs",))
+        if self.objective not in OBJECTIVES:
+            raise AutoCompressError(
+                f"objective must be one of {', '.join(OBJECTIVES)}, but got '{self.objective}'.", params=("objective",)
+            )
         if not 0 <= self.accuracy_tolerance < 1:
             raise AutoCompressError(
                 f"0 <= accuracy_tolerance < 1 must hold, but got {self.accuracy_tolerance}.",
@@ -155,7 +166,9 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
         },
         "bandwidth_grid": list(BANDWIDTH_GRID),
         "rule": RULE,
+        "objective": options.objective,
         "accuracy_tolerance": options.accuracy_tolerance,
+        "worst_context": _worst(deployment),
         "monitor": _monitor(evaluator, info),
         "configs": entries,
         "uncompressed": {"val_accuracy": evaluator.evaluate(Policy(config.model)).accuracy, **reference},
@@ -187,6 +200,13 @@ def _costs(deployment: Any, evaluator: Any, graph: Any, policy: Policy) -> dict[
         "storage_bytes": report.storage_bytes,
         "peak_memory_bytes": report.peak_memory_bytes,
     }
+
+
+def _worst(deployment: Any) -> dict[str, Any]:
+    spec = deployment.preset.context
+    budget = min(spec.latency_budget_ms) if spec.latency_budget_ms else None
+    return {"battery": min(spec.battery), "free_memory": min(spec.free_memory), "bandwidth_scale": 0.0,
+            "latency_budget_ms": budget}  # fmt: skip
 
 
 def _monitor(evaluator: Any, info: Any) -> dict[str, Any]:

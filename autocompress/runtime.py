@@ -78,6 +78,10 @@ class AdaptiveModel:
         self._window: list[np.ndarray] = []
         self._adapted: Any = None  # the AdaBN-adapted torch model while the input drifts
         self.drift_score = 0.0
+        self.inputs_seen = 0
+        worst = self.table.get("worst_context", {"battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 0.0})
+        alone = [c for c in self.configs if not self.check(c, {"latency_budget_ms": None, **worst})]
+        self.reference = max(alone or list(self.configs), key=lambda c: self.configs[c]["val_accuracy"])
         self.current = self.choose(self.context).config
         self.switch_ms: list[float] = []
 
@@ -120,9 +124,14 @@ class AdaptiveModel:
         feasible = [cid for cid in self.configs if not self.check(cid, context)]
         bandwidth = float(context["bandwidth_scale"] or 0.0)
         if feasible:
-            best = max(self.configs[c]["val_accuracy"] for c in feasible)
-            close = [c for c in feasible if self.configs[c]["val_accuracy"] >= best - self.table["accuracy_tolerance"]]
-            pick = min(close, key=lambda c: (self.costs(c, bandwidth)[1], -self.configs[c]["val_accuracy"]))
+            accuracy = {c: self.configs[c]["val_accuracy"] for c in feasible}
+            tolerance = self.table["accuracy_tolerance"]
+            if self.table.get("objective", "energy") == "energy":
+                floor = self.configs[self.reference]["val_accuracy"] - tolerance
+            else:
+                floor = max(accuracy.values()) - tolerance
+            close = [c for c in feasible if accuracy[c] >= floor] or [max(feasible, key=accuracy.__getitem__)]
+            pick = min(close, key=lambda c: (self.costs(c, bandwidth)[1], -accuracy[c]))
             return Choice(pick, True)
         runnable = [c for c in self.configs if self.costs(c, bandwidth)[0] is not None]
         pick = min(runnable, key=lambda c: self.costs(c, bandwidth)[0])  # type: ignore[arg-type,return-value]
@@ -161,6 +170,7 @@ class AdaptiveModel:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits of a batch (as stored: uint8 pixels or float values) by the current configuration."""
         inputs = self.normalise(np.asarray(x))
+        self.inputs_seen += len(inputs)
         self._watch(inputs)
         if self._adapted is not None:
             import torch
@@ -178,14 +188,18 @@ class AdaptiveModel:
         self.drift_score = window_drift_score(np.stack(self._window))
         drifting = self.drift_score > monitor["threshold"]
         if drifting and self._adapted is None:
-            self.events.append({"event": "drift", "score": self.drift_score, "config": self.current})
+            self.events.append(
+                {"event": "drift", "score": self.drift_score, "config": self.current, "input": self.inputs_seen}
+            )
             if self.adapt_enabled:
                 self._adapted = self._adabn(np.stack(self._window))
                 self.events.append({"event": "adapt", "method": "adabn", "config": self.current,
-                                    "inputs": len(self._window)})  # fmt: skip
+                                    "inputs": len(self._window), "input": self.inputs_seen})  # fmt: skip
         elif not drifting and self._adapted is not None:
             self._adapted = None
-            self.events.append({"event": "recover", "score": self.drift_score, "config": self.current})
+            self.events.append(
+                {"event": "recover", "score": self.drift_score, "config": self.current, "input": self.inputs_seen}
+            )
 
     def _adabn(self, window: np.ndarray) -> Any:
         """AdaBN (Li et al. 2016): the current configuration's BatchNorm statistics re-estimated on the window."""

@@ -149,6 +149,8 @@ def simulate(
         before = len(model.events)
         model.update_context(**step.context())
         logits = np.concatenate([model.predict(raw[i : i + 32]) for i in range(0, len(raw), 32)])
+        for event in model.events[before:]:
+            event["step"] = index
         adapted = [e for e in model.events[before:] if e["event"] == "adapt"]
         latency, energy = model.costs(model.current, bandwidth)
         extra = sum(e["inputs"] for e in adapted) * (energy or 0.0)  # AdaBN: one forward pass per buffered input
@@ -176,6 +178,7 @@ def simulate(
         "package": str(package),
         "images_per_step": images_per_step,
         "static_config": static,
+        "shift_onsets": _onsets(steps, images_per_step),
         "totals": _totals(rows, model, images_per_step),
         "events": model.events,
         "rows": rows,
@@ -183,6 +186,15 @@ def simulate(
     if out_dir is not None:
         _write(Path(out_dir), result)
     return result
+
+
+def _onsets(steps: list[TraceStep], images: int) -> list[dict[str, Any]]:
+    """Where each drift of the trace begins, in inputs seen by the runtime (to measure how fast it reacts)."""
+    return [
+        {"step": i, "shift": s.shift, "input": i * images}
+        for i, s in enumerate(steps)
+        if s.shift not in ("none", None) and (i == 0 or steps[i - 1].shift != s.shift)
+    ]
 
 
 def _run(model: AdaptiveModel, config: str, raw: np.ndarray) -> np.ndarray:

@@ -35,6 +35,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip
+    p.add_argument("--objective", default="energy",
+                   help="adaptive controller: energy (default: least energy at the accuracy of the model one would "
+                   "ship alone) or accuracy (most accurate the context allows)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -61,6 +64,7 @@ def _adaptive(args: argparse.Namespace) -> int:
 
     options = AdaptiveOptions(
         configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,
+        objective=args.objective,
         test_images=args.test_images, data_dir=args.data_dir,
     )  # fmt: skip
     controller = export_adaptive(args.run_dir, args.out, options)

@@ -1,0 +1,131 @@
+"""What an adaptive package buys over one static model, replayed over the shipped context traces.
+
+For each deployment: a search (TPE over the ``full`` space: keep, bits, split point, adaptation), its adaptive
+package (``export --adaptive``: configurations from the Pareto front, each reconstructed and verified), then
+``simulate`` over each shipped trace. Energy, accuracy and hard-budget violations are compared with the best static
+configuration of the package that meets every budget of the trace, the uncompressed model and the per-step oracle;
+the drift trace also reports how many inputs after a shift's onset the monitor fired and what adaptation recovered.
+
+    python bench/bench_adaptive.py --quick       # digits, one deployment, seconds (CI smoke test)
+    python bench/bench_adaptive.py --data-dir ../shared/data --episodes 150   # ResNet-20, two deployments
+
+Resumable: searches and packages live in ``bench/results/adaptive/<model>-<env>/`` and are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from autocompress.adaptive import AdaptiveOptions, export_adaptive
+from autocompress.search import SearchConfig
+from autocompress.simulate import shipped_traces, simulate
+from bench.common import RESULTS, publish, rows_table, run_search
+
+
+def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.Namespace) -> Path:
+    folder = root / f"{model}-{env}"
+    config = SearchConfig(
+        model=model, dataset=dataset, env=env, space="full", agent="tpe", episodes=args.episodes, seed=0,
+        data_dir=args.data_dir, val_images=args.val_images,
+    )  # fmt: skip
+    run_search(folder / "search", config)
+    package = folder / "package"
+    if not (package / "controller.json").exists():
+        options = AdaptiveOptions(configs=args.configs, test_images=args.test_images, data_dir=args.data_dir)
+        export_adaptive(folder / "search", package, options)
+    return package
+
+
+def drift_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """Inputs from each shift's onset to the monitor's first adaptation, and accuracy on the drifted steps."""
+    delays = []
+    for onset in result["shift_onsets"]:
+        fired = [e["input"] - onset["input"] for e in result["events"]
+                 if e["event"] == "adapt" and e["input"] > onset["input"]]  # fmt: skip
+        delays.append(min(fired) if fired else None)
+    drifted = {r["step"] for r in result["rows"] if r["shift"] not in ("none", None)}
+
+    def mean_on(strategy: str) -> float:
+        return statistics.mean(
+            r["accuracy"] for r in result["rows"] if r["strategy"] == strategy and r["step"] in drifted
+        )
+
+    return {
+        "inputs_to_adapt": delays,
+        "drifted_acc_adaptive": mean_on("adaptive") if drifted else None,
+        "drifted_acc_static": mean_on("static") if drifted else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--envs", nargs="+", default=["raspberry-pi-4-wifi", "phone-lte"])
+    parser.add_argument("--traces", nargs="+", default=None)
+    parser.add_argument("--episodes", type=int, default=150)
+    parser.add_argument("--val-images", type=int, default=500)
+    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--configs", type=int, default=4)
+    parser.add_argument("--images-per-step", type=int, default=200)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.model, args.dataset, args.envs, args.episodes = "digits-cnn", "digits", ["raspberry-pi-4-wifi"], 12
+        args.val_images, args.test_images, args.images_per_step, args.configs = None, 120, 40, 3
+    traces = args.traces or shipped_traces()
+    root = Path(tempfile.mkdtemp()) if args.quick else RESULTS / "adaptive"
+    rows, raw = [], {}
+    for env in args.envs:
+        package = package_for(root, args.model, args.dataset, env, args)
+        table = json.loads((package / "controller.json").read_text())
+        for trace in traces:
+            result = simulate(package, trace, args.images_per_step, args.data_dir, package.parent / f"sim-{trace}")
+            totals, static = result["totals"], result["totals"]["static"]
+            drift = drift_figures(result)
+            raw[f"{env}/{trace}"] = {k: v for k, v in result.items() if k != "rows"} | {"drift": drift}
+            for strategy, t in totals.items():
+                rows.append({
+                    "env": env, "trace": trace, "strategy": strategy,
+                    "mean acc": round(t["mean_accuracy"], 4),
+                    "energy mJ": round(t["energy_mj"], 1),
+                    "energy vs static": f"{t['energy_mj'] / static['energy_mj'] - 1:+.1%}",
+                    "acc vs static (pt)": round(100 * (t["mean_accuracy"] - static["mean_accuracy"]), 2),
+                    "violating steps": t["violation_steps"],
+                    "switches": t["switches"],
+                })  # fmt: skip
+        raw[f"{env}/storage"] = table["storage"]
+    summary = []
+    for env in args.envs:
+        storage = raw[f"{env}/storage"]
+        switch = [raw[f"{env}/{t}"]["totals"]["adaptive"]["switch_ms_median"] for t in traces]
+        line = {"env": env, "package storage / largest config": round(storage["ratio_to_largest"], 2),
+                "median decision+switch ms": round(statistics.median(switch), 4)}  # fmt: skip
+        if "camera-drift" in traces:
+            drift = raw[f"{env}/camera-drift"]["drift"]
+            line |= {
+                "inputs from shift to adaptation": drift["inputs_to_adapt"],
+                "drifted steps acc adaptive": drift["drifted_acc_adaptive"],
+                "drifted steps acc static": drift["drifted_acc_static"],
+            }
+        summary.append(line)
+    body = (
+        f"Model {args.model} on {args.dataset}; TPE over the `full` space ({args.episodes} episodes, seed 0), "
+        f"{args.configs} configurations per package, {args.images_per_step} test images per trace step. Energy is "
+        "the cost model's prediction per inference × images (plus AdaBN's forward passes for the adaptive runtime); "
+        "`static` is the most accurate configuration of the package that meets every hard budget at every step.\n\n"
+        + rows_table(rows)
+        + "\n\n"
+        + rows_table(summary)
+    )
+    publish("adaptive", "Adaptive package vs static model over context traces", body, raw, args.quick)
+
+
+if __name__ == "__main__":
+    main()
