@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,9 @@ class SearchJob:
             callbacks: Your callbacks, called after the built-in ones (run record, progress, TensorBoard).
         """
         start = time.perf_counter()
+        # torch creates its compile cache (torchinductor_<user>) in the system temp directory the first time an
+        # optimizer is built; unless the user chose a place, it goes into the run folder, which holds all a run writes.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.run_dir / "checkpoints" / "torch-cache"))
         chain = CallbackList(
             [RecordCallback(), ProgressCallback(), TensorBoardCallback(self.hparams()), *(callbacks or [])]
         )

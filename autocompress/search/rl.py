@@ -114,7 +114,12 @@ class SB3Searcher(Searcher):
     noise: DecayingNormalNoise | None
 
     def setup(self, context: SearchContext) -> None:
+        from stable_baselines3.common.logger import Logger
+
         self.model, self.noise = build_model(context)
+        # SB3's default logger creates an empty SB3-<time> folder in the system temp directory on every learn();
+        # the run folder already records everything (progress.csv, TensorBoard), so its logger writes nowhere.
+        self.model.set_logger(Logger(folder=None, output_formats=[]))
         restored = load_agent_state(self.model, self.noise, context.checkpoint_dir)
         if restored:
             log.info("resumed agent after %d episodes (%d logged)", restored, context.episodes_done)

@@ -198,3 +198,14 @@ def test_workers_share_an_optuna_study_through_storage(capsys, tmp_path: Path) -
     (summary,) = optuna.get_all_study_summaries(storage)
     assert summary.n_trials == 8 and summary.study_name == "search__host__tpe__s0"
     assert all(len(progress(tmp_path / w)) == 4 for w in ("w1", "w2"))
+
+
+def test_a_search_writes_nothing_to_the_system_temp_directory(tmp_path: Path) -> None:
+    temp = tmp_path / "systemp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"TMPDIR": str(temp)}
+    command = [sys.executable, "-m", "autocompress", "search", "--model", "digits-cnn", "--dataset", "digits",
+               "--agent", "ddpg", "--episodes", "2", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert list(temp.iterdir()) == []  # SB3's logger (SB3-<time>) and torch's compile cache used to land here
