@@ -200,6 +200,7 @@ def test_workers_share_an_optuna_study_through_storage(capsys, tmp_path: Path) -
     assert all(len(progress(tmp_path / w)) == 4 for w in ("w1", "w2"))
 
 
+@pytest.mark.slow
 def test_a_search_writes_nothing_to_the_system_temp_directory(tmp_path: Path) -> None:
     temp = tmp_path / "systemp"
     temp.mkdir()
