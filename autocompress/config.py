@@ -26,6 +26,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"the file '{path}' must exist, but it does not.")
     try:
         return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: must be a UTF-8 YAML text file, but it holds binary data.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -135,7 +135,7 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None, download: bool = False
             params=("data_dir", "download"),
         )
     folder, binary = layout
-    log.info("reading CIFAR-10 %s layout from %s", "binary" if binary else "python", folder)
+    log.debug("reading CIFAR-10 %s layout from %s", "binary" if binary else "python", folder)
     if binary:
         return _read_layout(folder, ".bin", read_binary_file)
     return _read_layout(folder, "", read_python_file)

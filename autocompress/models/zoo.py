@@ -170,7 +170,19 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
         raise AutoCompressError(f"a weights file must exist, but '{path}' does not; check the path.")
     if expected_sha256 and sha256_of(path) != expected_sha256:
         raise AutoCompressError(f"'{path}' must have sha256 {expected_sha256}, but it differs; reinstall the package.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise AutoCompressError(
+            f"a weights file must be a state dict saved with torch.save (loaded weights-only: no code runs), but "
+            f"'{path}' is not ({type(exc).__name__}: {first}); check it is the file training wrote.",
+            params=("weights",),
+        ) from None
+    if not isinstance(state, dict):
+        raise AutoCompressError(
+            f"a weights file must hold a state dict, but '{path}' holds a {type(state).__name__}.", params=("weights",)
+        )
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:

@@ -5,8 +5,8 @@ budget; the run record owns the folder, callbacks do the logging."""
 from __future__ import annotations
 
 import dataclasses
-import random
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path

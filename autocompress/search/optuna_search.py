@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from autocompress.env.episode import OBJECTIVES
+from autocompress.errors import ConfigError
 from autocompress.search.base import SearchContext, Searcher
 
 
@@ -24,15 +25,24 @@ class OptunaSearcher(Searcher):
         sampler_class = optuna.samplers.NSGAIISampler if self.multi else optuna.samplers.TPESampler
         shared = config.storage is not None
         name = f"{config.exp}__{config.env}__{self.agent.name}__s{seed}" if shared else context.run_dir.name
-        self.study = optuna.create_study(
-            study_name=name,
-            storage=context.optuna_storage,
-            sampler=sampler_class(seed=seed, **params),
-            directions=[("maximize" if sign > 0 else "minimize") for _, sign in OBJECTIVES]
-            if self.multi
-            else ["maximize"],
-            load_if_exists=True,
-        )
+        try:
+            self.study = optuna.create_study(
+                study_name=name,
+                storage=context.optuna_storage,
+                sampler=sampler_class(seed=seed, **params),
+                directions=[("maximize" if sign > 0 else "minimize") for _, sign in OBJECTIVES]
+                if self.multi
+                else ["maximize"],
+                load_if_exists=True,
+            )
+        except Exception as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise ConfigError(
+                f"storage must be a database Optuna can open (sqlite:///path.db, postgresql://user@host/db), but "
+                f"'{context.optuna_storage}' failed ({type(exc).__name__}: {first}); check the URL and that the "
+                "server is up.",
+                params=("storage",),
+            ) from None
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 

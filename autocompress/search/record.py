@@ -88,6 +88,32 @@ class SearchConfig:
             raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.")
         if self.val_images is not None and self.val_images < 10:
             raise ConfigError(f"val_images >= 10 must hold, but got {self.val_images}.")
+        if self.storage is not None:
+            check_storage_url(self.storage)
+
+
+def check_storage_url(url: str) -> None:
+    """A storage URL must parse as a database URL (SQLAlchemy's rules) and a SQLite file's folder must exist;
+    checked before a run folder is made (a server that is down is reported when the search opens it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (ArgumentError, ValueError, ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"storage must be a database URL such as sqlite:///path.db or postgresql://user@host/db, but '{url}' is "
+            f"not ({type(exc).__name__}: {exc}).",
+            params=("storage",),
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"a SQLite storage's folder must exist, but '{folder}' does not; create it first.",
+                params=("storage",),
+            )
 
 
 @dataclass(frozen=True)
