@@ -43,8 +43,12 @@ class OptunaSearcher(Searcher):
                 "server is up.",
                 params=("storage",),
             ) from None
+        # A trial left RUNNING by a kill of this run is failed so TPE does not wait on it; in a shared study other
+        # workers' running trials are theirs, so only the ones this run started (its "run" attribute) are touched.
+        self.run_name = context.run_dir.name
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            if not shared or trial.user_attrs.get("run") == self.run_name:
+                self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
     def search(self, context: SearchContext, episodes: int) -> None:
         import optuna
@@ -52,6 +56,7 @@ class OptunaSearcher(Searcher):
         space = context.space
 
         def objective(trial: optuna.Trial) -> Any:
+            trial.set_user_attr("run", self.run_name)
             values = {}
             for name, kind, domain in space.parameters():
                 values[name] = (
