@@ -210,19 +210,24 @@ def _worst(deployment: Any) -> dict[str, Any]:
 
 
 def _monitor(evaluator: Any, info: Any) -> dict[str, Any]:
-    """The drift monitor's threshold: twice the largest score of clean windows (validation and training inputs,
-    shuffled), so clean data does not trigger adaptation."""
-    from autocompress.runtime import window_drift_score
+    """The drift monitor's reference (training roughness) and threshold: twice the largest score of clean windows
+    (validation and training inputs, shuffled), so clean data does not trigger adaptation."""
+    from autocompress.runtime import roughness, window_drift_score
 
     inputs = Normalizer(info)(torch.cat([evaluator.val_images, evaluator.train_images])).numpy()
+    reference = roughness(inputs)
     order = np.random.default_rng(0).permutation(len(inputs))
     scores = [
-        window_drift_score(inputs[order[i : i + MONITOR_WINDOW]])
+        window_drift_score(inputs[order[i : i + MONITOR_WINDOW]], reference)
         for i in range(0, len(inputs) - MONITOR_WINDOW + 1, MONITOR_WINDOW)
-    ]
-    if not scores:
-        scores = [window_drift_score(inputs)]
-    return {"window": MONITOR_WINDOW, "threshold": 2.0 * max(scores), "clean_max": max(scores)}
+    ] or [window_drift_score(inputs, reference)]
+    return {
+        "window": MONITOR_WINDOW,
+        "threshold": 2.0 * max(scores),
+        "clean_max": max(scores),
+        "roughness": reference.round(6).tolist(),
+        "adapt_inputs": 256,
+    }
 
 
 def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:

@@ -27,13 +27,24 @@ from autocompress.errors import AutoCompressError
 CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
 
 
-def window_drift_score(inputs: np.ndarray) -> float:
-    """How far a window of normalised inputs (N×C×…) is from the training distribution (mean 0, std 1 per channel):
-    the mean over channels of |mean| + |log std|. Clean windows of 32 score about 0.05–0.3."""
+def roughness(inputs: np.ndarray) -> np.ndarray:
+    """Per channel, the standard deviation of differences between neighbouring values along the last axis (pixels
+    in a row, time steps): sensor noise raises it, blur lowers it, while brightness or gain leave the mean and std."""
+    axes = (0, *range(2, inputs.ndim))
+    return np.diff(inputs, axis=-1).std(axis=axes) + 1e-6
+
+
+def window_drift_score(inputs: np.ndarray, reference_roughness: np.ndarray | list[float] | None = None) -> float:
+    """How far a window of normalised inputs (N×C×…) is from the training distribution (mean 0, std 1 per channel
+    and, when given, the training roughness): the mean over channels of |mean| + |log std| + |log(roughness /
+    training roughness)|. Clean windows of 32 score about 0.05–0.4."""
     axes = (0, *range(2, inputs.ndim))
     mean = inputs.mean(axis=axes)
     std = inputs.std(axis=axes) + 1e-6
-    return float(np.mean(np.abs(mean) + np.abs(np.log(std))))
+    score = np.abs(mean) + np.abs(np.log(std))
+    if reference_roughness is not None:
+        score = score + np.abs(np.log(roughness(inputs) / np.asarray(reference_roughness)))
+    return float(np.mean(score))
 
 
 @dataclass
@@ -77,6 +88,8 @@ class AdaptiveModel:
         self._scale, self._mean, self._std = np.float32(spec["scale"]), mean, std
         self._window: list[np.ndarray] = []
         self._adapted: Any = None  # the AdaBN-adapted torch model while the input drifts
+        self._drifting, self._adapted_on = False, 0
+        self._buffer: list[np.ndarray] = []
         self.drift_score = 0.0
         self.inputs_seen = 0
         worst = self.table.get("worst_context", {"battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 0.0})
@@ -150,7 +163,7 @@ class AdaptiveModel:
         choice = self.choose(self.context)
         previous, self.current = self.current, choice.config
         if previous != self.current:
-            self._adapted = None  # adaptation belongs to a configuration; the monitor re-triggers it if needed
+            self._adapted, self._adapted_on = None, 0  # adaptation belongs to a configuration: redone on the buffer
         elapsed = (time.perf_counter() - start) * 1e3
         self.switch_ms.append(elapsed)
         if previous != self.current:
@@ -185,18 +198,24 @@ class AdaptiveModel:
         self._window = [*self._window, *inputs][-monitor["window"] :]
         if len(self._window) < monitor["window"]:
             return
-        self.drift_score = window_drift_score(np.stack(self._window))
+        self.drift_score = window_drift_score(np.stack(self._window), monitor.get("roughness"))
         drifting = self.drift_score > monitor["threshold"]
-        if drifting and self._adapted is None:
-            self.events.append(
-                {"event": "drift", "score": self.drift_score, "config": self.current, "input": self.inputs_seen}
-            )
-            if self.adapt_enabled:
-                self._adapted = self._adabn(np.stack(self._window))
+        if drifting:
+            if not self._drifting:
+                self.events.append(
+                    {"event": "drift", "score": self.drift_score, "config": self.current, "input": self.inputs_seen}
+                )
+                self._drifting, self._buffer, self._adapted_on = True, [], 0
+            self._buffer = [*self._buffer, *inputs][-monitor.get("adapt_inputs", 256) :]
+            # AdaBN on the drifted inputs seen so far, again each time the buffer has doubled (32, 64, 128, 256):
+            # a first, quick repair, then better statistics as the drift goes on.
+            if self.adapt_enabled and len(self._buffer) >= max(monitor["window"], 2 * self._adapted_on):
+                self._adapted = self._adabn(np.stack(self._buffer))
+                self._adapted_on = len(self._buffer)
                 self.events.append({"event": "adapt", "method": "adabn", "config": self.current,
-                                    "inputs": len(self._window), "input": self.inputs_seen})  # fmt: skip
-        elif not drifting and self._adapted is not None:
-            self._adapted = None
+                                    "inputs": len(self._buffer), "input": self.inputs_seen})  # fmt: skip
+        elif self._drifting:
+            self._drifting, self._adapted, self._buffer = False, None, []
             self.events.append(
                 {"event": "recover", "score": self.drift_score, "config": self.current, "input": self.inputs_seen}
             )
