@@ -28,10 +28,10 @@ from bench.common import RESULTS, publish, rows_table, run_search
 
 
 def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.Namespace) -> Path:
-    folder = root / f"{model}-{env}"
+    folder = root / f"{model}-{env}-{Path(args.space).stem}"
     config = SearchConfig(
-        model=model, dataset=dataset, env=env, space="full", agent="tpe", episodes=args.episodes, seed=0,
-        data_dir=args.data_dir, val_images=args.val_images,
+        model=model, dataset=dataset, env=env, space=args.space, agent="tpe", episodes=args.episodes, seed=0,
+        data_dir=args.data_dir, val_images=args.val_images, budgets=budgets(args.budget),
     )  # fmt: skip
     run_search(folder / "search", config)
     package = folder / "package"
@@ -39,6 +39,12 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
         options = AdaptiveOptions(configs=args.configs, test_images=args.test_images, data_dir=args.data_dir)
         export_adaptive(folder / "search", package, options)
     return package
+
+
+def budgets(items: list[str]) -> dict[str, Any]:
+    from autocompress.cli.search_cmd import parse_budgets
+
+    return parse_budgets(items)
 
 
 def drift_figures(result: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +76,8 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["raspberry-pi-4-wifi", "phone-lte"])
     parser.add_argument("--traces", nargs="+", default=None)
     parser.add_argument("--episodes", type=int, default=150)
+    parser.add_argument("--space", default="full", help="search space preset (name or YAML path)")
+    parser.add_argument("--budget", nargs="*", default=[], help="budget overrides, e.g. macs=0.5")
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--configs", type=int, default=4)
@@ -116,7 +124,8 @@ def main() -> None:
             }
         summary.append(line)
     body = (
-        f"Model {args.model} on {args.dataset}; TPE over the `full` space ({args.episodes} episodes, seed 0), "
+        f"Model {args.model} on {args.dataset}; TPE over the `{Path(args.space).stem}` space "
+        f"({args.episodes} episodes, seed 0{', budgets ' + ' '.join(args.budget) if args.budget else ''}), "
         f"{args.configs} configurations per package, {args.images_per_step} test images per trace step. Energy is "
         "the cost model's prediction per inference × images (plus AdaBN's forward passes for the adaptive runtime); "
         "`static` is the most accurate configuration of the package that meets every hard budget at every step.\n\n"
