@@ -121,23 +121,30 @@ def test_ppo_runs(capsys, tmp_path: Path) -> None:
     assert summary["episodes"] == 10 and any(r["policy_loss"] for r in rows)
 
 
+def _kill_when(proc: subprocess.Popen[bytes], run: Path, episodes: int, sig: int = signal.SIGKILL) -> None:
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "progress.csv").exists() and len(progress(run)) >= episodes:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    os.kill(proc.pid, sig)
+    proc.wait()
+
+
 @pytest.mark.slow
-def test_resume_after_kill_loses_no_episode(tmp_path: Path) -> None:
-    """kill -9 in the middle of a DDPG search, then ``--resume``: every episode is logged exactly once."""
+@pytest.mark.parametrize("agent", ["ddpg", "ppo", "tpe"])
+def test_resume_after_kill_loses_no_episode(tmp_path: Path, agent: str) -> None:
+    """kill -9 at a random moment of a search, then ``--resume``: every episode is logged exactly once."""
+    import random
+
     run = tmp_path / "killed"
     env = dict(os.environ, AUTOCOMPRESS_RUNS_DIR=str(tmp_path))
-    cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "ddpg", "--episodes", "40"]
+    cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", agent, "--episodes", "40"]
     proc = subprocess.Popen([*cmd, "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (run / "progress.csv").exists() and len(progress(run)) >= 18:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_when(proc, run, random.Random(agent).randint(5, 30))
     killed_at = len(progress(run))
-    assert 18 <= killed_at < 40
+    assert 5 <= killed_at < 40
     done = subprocess.run(
         [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(run)],
         env=env,
@@ -146,10 +153,44 @@ def test_resume_after_kill_loses_no_episode(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert [int(r["episode"]) for r in progress(run)] == list(range(40))
-    state = json.loads((run / "checkpoints" / "agent.json").read_text())
-    steps = json.loads((run / "config.json").read_text())["resolved"]["steps_per_episode"]
-    assert state["episodes"] == 40 and state["num_timesteps"] == 40 * steps
     assert json.loads(done.stdout)["episodes"] == 40
+    if agent != "tpe":
+        state = json.loads((run / "checkpoints" / "agent.json").read_text())
+        steps = json.loads((run / "config.json").read_text())["resolved"]["steps_per_episode"]
+        assert state["episodes"] == 40 and state["num_timesteps"] == 40 * steps
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_and_leaves_a_resumable_run(tmp_path: Path) -> None:
+    run = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "ddpg", "--episodes", "30"]
+    proc = subprocess.Popen([*cmd, "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, run, 8, signal.SIGINT)
+    err = proc.stderr.read() if proc.stderr else ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130 and len(lines) == 1 and "--resume" in lines[0], err
+    done = subprocess.run([sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(run)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [int(r["episode"]) for r in progress(run)] == list(range(30))
+
+
+@pytest.mark.slow
+def test_export_killed_midway_completes_when_run_again(tmp_path: Path) -> None:
+    run, out = tmp_path / "run", tmp_path / "export"
+    subprocess.run([sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "random", "--episodes",
+                    "3", "--run-dir", str(run)], check=True, capture_output=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "autocompress", "-q", "export", str(run), "--out", str(out), "--finetune-epochs", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (out / "finetune").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([*cmd, "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["verification"]["passed"] and report["finetune_epochs"] == 3
 
 
 @pytest.mark.parametrize(
