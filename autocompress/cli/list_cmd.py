@@ -7,11 +7,11 @@ from typing import Any
 
 from autocompress.cli.output import human_count, print_table
 
-WHAT = ("models", "datasets", "devices", "links", "envs", "agents", "spaces", "algorithms")
+WHAT = ("models", "datasets", "devices", "links", "envs", "agents", "spaces", "algorithms", "traces")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("list", help="list models, datasets, devices, links, envs, agents, spaces or algorithms")
+    p = sub.add_parser("list", help="list models, datasets, devices, links, envs, agents, spaces, algorithms or traces")
     p.add_argument("what", help="|".join(WHAT))
     p.set_defaults(run=run)
 
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         "agents": _agents,
         "spaces": _spaces,
         "algorithms": _algorithms,
+        "traces": _traces,
     }
     if args.what not in listers:
         raise unknown_name_error("list", args.what, listers)
@@ -188,3 +189,14 @@ def _algorithms() -> None:
     from autocompress.search.base import searcher_names
 
     print_table("Search algorithms", ["name"], [[n] for n in searcher_names()])
+
+
+def _traces() -> None:
+    from autocompress.simulate import TRACES_DIR, load_trace, shipped_traces
+
+    rows = []
+    for name in shipped_traces():
+        _, steps = load_trace(name)
+        comment = next(iter((TRACES_DIR / f"{name}.yaml").read_text().splitlines()), "").lstrip("# ")
+        rows.append([name, len(steps), comment])
+    print_table("Context traces (autocompress simulate --trace NAME)", ["name", "steps", "what"], rows)
