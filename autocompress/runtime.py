@@ -199,7 +199,9 @@ class AdaptiveModel:
         if len(self._window) < monitor["window"]:
             return
         self.drift_score = window_drift_score(np.stack(self._window), monitor.get("roughness"))
-        drifting = self.drift_score > monitor["threshold"]
+        drifting = self.drift_score > monitor["threshold"] or (
+            self._drifting and self.drift_score > monitor.get("recover_below", monitor["threshold"])
+        )
         if drifting:
             if not self._drifting:
                 self.events.append(
