@@ -119,3 +119,11 @@ def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
         load_trace(str(tmp_path / "bad.yaml"))
     with pytest.raises(AutoCompressError, match="must be one of"):
         load_trace("no-such-trace")
+
+
+def test_the_readme_runtime_snippet_runs(package: Path, digits: DatasetSplits, capsys) -> None:  # type: ignore[no-untyped-def]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Adapting on the device", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0].replace("runs/adaptive/package", str(package))
+    exec(compile(block, "README.md", "exec"), {"x": digits.test_x[:4].numpy()})  # noqa: S102 - the README's own code
+    assert capsys.readouterr().out.strip()

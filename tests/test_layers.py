@@ -95,7 +95,7 @@ def test_no_module_level_import_cycle() -> None:
 def test_the_readme_python_snippet_runs(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """The README's "From Python" block runs as written (a user's searcher, callback and export)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    block = readme.split("### From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.setenv("AUTOCOMPRESS_RUNS_DIR", str(tmp_path))
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md", "exec"), namespace)  # the project's own documentation, not user input
