@@ -125,5 +125,5 @@ def test_the_readme_runtime_snippet_runs(package: Path, digits: DatasetSplits, c
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("### Adapting on the device", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0].replace("runs/adaptive/package", str(package))
-    exec(compile(block, "README.md", "exec"), {"x": digits.test_x[:4].numpy()})  # noqa: S102 - the README's own code
+    exec(compile(block, "README.md", "exec"), {"x": digits.test_x[:4].numpy()})
     assert capsys.readouterr().out.strip()
