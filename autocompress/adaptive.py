@@ -90,14 +90,17 @@ class AdaptiveOptions:
 
 
 def choose_configurations(front: list[dict[str, Any]], count: int) -> list[int]:
-    """Indices into the Pareto front (sorted by accuracy, best first): the most accurate, the least energy, and
-    the rest evenly spaced by energy rank in between."""
+    """Indices into the Pareto front (sorted by accuracy, best first): the most accurate, the least energy, the
+    most accurate split configuration if the front has one, and the rest evenly spaced by energy rank."""
     if not front:
         raise AutoCompressError("an adaptive package needs a Pareto front, but the run has none; has it run?")
     by_energy = sorted(range(len(front)), key=lambda i: (front[i]["energy_mj"], -front[i]["accuracy"]))
     if count >= len(front):
         return sorted(by_energy, key=lambda i: -front[i]["accuracy"])
     picks = {0, by_energy[0]}
+    splits = [i for i in range(len(front)) if (front[i].get("policy") or {}).get("split")]
+    if splits and count > len(picks):  # a link the device can use is a context only a split configuration serves
+        picks.add(splits[0])
     for rank in np.linspace(0, len(by_energy) - 1, count).round().astype(int):
         if len(picks) >= count:
             break

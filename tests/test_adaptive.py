@@ -49,6 +49,8 @@ def test_choice_keeps_the_most_accurate_and_the_cheapest() -> None:
     ]  # fmt: skip
     assert choose_configurations(front, 2) == [0, 3]
     assert choose_configurations(front, 9) == [0, 1, 2, 3]
+    front[2]["policy"] = {"split": "layer2"}
+    assert choose_configurations(front, 3) == [0, 2, 3]  # the split configuration is kept
     with pytest.raises(AutoCompressError, match="needs a Pareto front"):
         choose_configurations([], 2)
 
