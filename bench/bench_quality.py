@@ -76,8 +76,13 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
         f"{args.episodes} episodes per search ({args.val_images} validation images per evaluation), seeds "
         f"{', '.join(map(str, args.seeds))}; `uniform` is one episode (the bisected single keep ratio). Test accuracy "
         f"is measured on the {args.test_images or 'whole'} test split from the exported ONNX file, after sequential "
-        f"least-squares reconstruction, with no fine-tune and after the same {args.finetune_epochs}-epoch fine-tune "
-        f"({RECIPE}). Search val accuracy is what the search scored (`{args.reconstruct}` reconstruction). Unpruned "
+        f"least-squares reconstruction, with no fine-tune"
+        + (
+            f" and after the same {args.finetune_epochs}-epoch fine-tune ({RECIPE})"
+            if args.finetune_epochs
+            else " (no fine-tune was asked for: both test columns are the same export)"
+        )
+        + f". Search val accuracy is what the search scored (`{args.reconstruct}` reconstruction). Unpruned "
         f"test accuracy: {base:.4f}."
     )
     detail = rows_table(rows)
