@@ -122,6 +122,7 @@ def test_train_then_resume_from_cli(capsys, tmp_path: Path) -> None:
     assert_one_line_error(code, err, "--run-dir must be a new or empty folder")
 
 
+@pytest.mark.slow
 def test_evaluate_pretrained_resnet20_on_real_cifar(capsys, cifar_dir: Path) -> None:
     code, out, _ = run_cli(
         capsys, "evaluate", "--model", "resnet20", "--pretrained", "--dataset", "cifar10", "--data-dir", str(cifar_dir),

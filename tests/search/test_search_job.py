@@ -76,7 +76,9 @@ def test_tensorboard_tags_read_back(capsys, tmp_path: Path) -> None:
     assert any(b"_hparams_/session_start_info" in p.read_bytes() for p in hparams)
 
 
-@pytest.mark.parametrize("agent", ["ddpg", "random", "tpe"])
+@pytest.mark.parametrize(
+    "agent", ["ddpg", pytest.param("random", marks=pytest.mark.slow), pytest.param("tpe", marks=pytest.mark.slow)]
+)
 def test_same_seed_gives_same_best_policy(capsys, tmp_path: Path, agent: str) -> None:
     args = ["--agent", agent, "--episodes", "8", "--seed", "3", "--space", "prune-quant"]
     first = search(capsys, tmp_path / "a", *args)
@@ -96,6 +98,7 @@ def test_uniform_is_one_episode_that_meets_the_budget(capsys, tmp_path: Path, bu
     assert summary["episodes"] == 1 and budget - 0.15 < summary["best_macs_ratio"] <= budget + 1e-6
 
 
+@pytest.mark.slow
 def test_nsga2_writes_study_and_non_dominated_front(capsys, tmp_path: Path) -> None:
     run = tmp_path / "nsga2"
     search(capsys, run, "--agent", "nsga2", "--episodes", "10", "--space", "prune-quant")
