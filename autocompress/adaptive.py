@@ -249,10 +249,3 @@ def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:
         "ratio_to_largest": total / largest,
         "onnx_bytes_on_disk": on_disk,
     }
-
-
-def torch_reference_accuracy(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of a PyTorch model on normalised inputs (the uncompressed baseline of a simulation)."""
-    with torch.inference_mode():
-        logits = torch.cat([model.eval()(inputs[i : i + 500]) for i in range(0, len(inputs), 500)])
-    return float((logits.argmax(1) == labels).float().mean())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ def is_plugin_spec(spec: str) -> bool:
     return bool(sep and module and attr.isidentifier() and not Path(spec).exists())
 
 
+@cache  # a file.py plugin is executed once per process, not once per call (shifts apply it to every batch)
 def import_object(spec: str, what: str, example: str) -> Any:
     """Return the object ``spec`` names.
 

@@ -107,19 +107,26 @@ class AdaptiveModel:
 
     def costs(self, config: str, bandwidth_scale: float) -> tuple[float | None, float | None]:
         """Predicted latency (ms) and energy (mJ) of a configuration at a bandwidth: the grid point at or below it."""
+        return self.entry_costs(self.configs[config], bandwidth_scale)
+
+    def entry_costs(self, entry: dict[str, Any], bandwidth_scale: float) -> tuple[float | None, float | None]:
+        """:meth:`costs` of a table entry (a configuration, or the ``uncompressed`` reference)."""
         grid = self.table["bandwidth_grid"]
         index = max(i for i, b in enumerate(grid) if b <= max(0.0, bandwidth_scale) + 1e-9)
-        entry = self.configs[config]
         return entry["latency_ms"][index], entry["energy_mj"][index]
 
     def check(self, config: str, context: dict[str, Any]) -> list[str]:
         """The hard limits ``config`` breaks in ``context`` (empty: feasible)."""
-        entry, limits = self.configs[config], self.table["deployment"]
+        return self.check_entry(self.configs[config], context)
+
+    def check_entry(self, entry: dict[str, Any], context: dict[str, Any]) -> list[str]:
+        """:meth:`check` of a table entry (a configuration, or the ``uncompressed`` reference)."""
+        limits = self.table["deployment"]
         budgets = limits["hard_budgets"]
-        latency, energy = self.costs(config, float(context["bandwidth_scale"] or 0.0))
-        broken = []
+        latency, energy = self.entry_costs(entry, float(context["bandwidth_scale"] or 0.0))
         if latency is None or energy is None:
             return ["needs a link"]
+        broken = []
         if entry["peak_memory_bytes"] > limits["ram_bytes"] * float(context["free_memory"]):
             broken.append("memory")
         if entry["storage_bytes"] > limits["flash_bytes"]:
@@ -167,7 +174,7 @@ class AdaptiveModel:
             self._adapted, self._adapted_on = None, 0  # adaptation belongs to a configuration: redone on the buffer
         elapsed = (time.perf_counter() - start) * 1e3
         self.switch_ms.append(elapsed)
-        if previous != self.current:
+        if previous != self.current:  # logged after the clock stops
             self.events.append({"event": "switch", "from": previous, "to": self.current, "ms": elapsed,
                                 "context": dict(self.context)})  # fmt: skip
         if not choice.feasible:
@@ -191,7 +198,11 @@ class AdaptiveModel:
 
             with torch.inference_mode():
                 return self._adapted(torch.from_numpy(inputs)).numpy()
-        session = self._sessions[self.current]
+        return self.run(self.current, inputs)
+
+    def run(self, config: str, inputs: np.ndarray) -> np.ndarray:
+        """Logits of normalised ``inputs`` by one configuration's ONNX session (no monitoring, no adaptation)."""
+        session = self._sessions[config]
         return session.run(None, {session.get_inputs()[0].name: inputs})[0]
 
     def _watch(self, inputs: np.ndarray) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from autocompress.data import Normalizer, load_dataset
+from autocompress.data import Normalizer
 from autocompress.data.shifts import Shift
 from autocompress.errors import AutoCompressError
 from autocompress.runs import atomic_write_json
@@ -130,7 +130,7 @@ def simulate(
         config.model, config.dataset, config.pretrained, config.weights, data_dir or config.data_dir,
         config.val_images, protect_first_last=record.resolved.space.protect_first_last,
     )  # fmt: skip
-    splits = load_dataset(config.dataset, data_dir or config.data_dir)
+    splits = workload.splits
     info, normalise = splits.info, Normalizer(splits.info)
     static = _static_choice(model, steps)
     reference = table["uncompressed"]
@@ -163,9 +163,9 @@ def simulate(
         # uncompressed
         with torch.inference_mode():
             full = workload.model(normalise(x)).numpy()
-        latency, energy = _grid(table, reference, bandwidth)
+        latency, energy = model.entry_costs(reference, bandwidth)
         rows.append(_row(index, step, "uncompressed", "full", full, y, latency, energy, 0.0,
-                         _check_entry(model, reference, step.context())))  # fmt: skip
+                         model.check_entry(reference, step.context())))  # fmt: skip
         # oracle
         feasible = [c for c in model.configs if not model.check(c, step.context())] or [model.current]
         scored = {c: float((_run(model, c, raw).argmax(1) == y).mean()) for c in feasible}
@@ -198,22 +198,7 @@ def _onsets(steps: list[TraceStep], images: int) -> list[dict[str, Any]]:
 
 
 def _run(model: AdaptiveModel, config: str, raw: np.ndarray) -> np.ndarray:
-    session = model._sessions[config]
-    return session.run(None, {session.get_inputs()[0].name: model.normalise(raw)})[0]
-
-
-def _grid(table: dict[str, Any], entry: dict[str, Any], bandwidth: float) -> tuple[float, float]:
-    grid = table["bandwidth_grid"]
-    index = max(i for i, b in enumerate(grid) if b <= bandwidth + 1e-9)
-    return entry["latency_ms"][index], entry["energy_mj"][index]
-
-
-def _check_entry(model: AdaptiveModel, entry: dict[str, Any], context: dict[str, Any]) -> list[str]:
-    model.configs["__full__"] = {**entry, "val_accuracy": entry["val_accuracy"]}
-    try:
-        return model.check("__full__", context)
-    finally:
-        del model.configs["__full__"]
+    return model.run(config, model.normalise(raw))
 
 
 def _static_choice(model: AdaptiveModel, steps: list[TraceStep]) -> str:

@@ -92,16 +92,9 @@ _CACHE: dict[tuple[str, float], DriftData] = {}
 
 
 def _read(path: str) -> DriftSpec:
-    if not Path(path).is_file():
-        raise DataError(f"a drift data file must exist, but '{path}' does not; check the path.", params=("shift",))
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise DataError(
-            f"'{path}' must be a numpy .npz archive holding {NPZ_KEYS}, but it cannot be read ({type(exc).__name__}).",
-            params=("shift",),
-        ) from None
+    from autocompress.data.sources import npz_arrays
+
+    arrays = npz_arrays(path, "a drift data file", NPZ_KEYS, "shift")
     if "x" not in arrays or "y" not in arrays:
         raise DataError(
             f"'{path}' must hold {NPZ_KEYS}, but holds {', '.join(sorted(arrays)) or 'nothing'}.", params=("shift",)

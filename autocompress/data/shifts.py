@@ -80,7 +80,7 @@ def _gain(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def _offset(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
-    return x + [0.2, 0.4, 0.6, 0.8, 1.0][severity - 1]  # in channel standard deviations (see Shift.apply)
+    return x + [0.2, 0.4, 0.6, 0.8, 1.0][severity - 1]  # in channel standard deviations (see Shift._scaled)
 
 
 SERIES_NOISE = [0.1, 0.2, 0.3, 0.45, 0.6]  # gaussian_noise on float data, in channel standard deviations
@@ -177,9 +177,7 @@ class Shift:
         std = torch.tensor(info.std if info is not None and info.std is not None else [1.0] * x.shape[1]).view(shape)
         if self.name == "gaussian_noise":
             return x + torch.randn(x.shape, generator=gen) * SERIES_NOISE[self.severity - 1] * std
-        if self.name == "offset":
-            return x + (fn(torch.zeros_like(x[:1]), self.severity, gen)) * std
-        return fn(x, self.severity, gen)
+        return fn(x / std, self.severity, gen) * std
 
     def _call(self, fn: Any, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         out = fn(x, self.severity, gen)

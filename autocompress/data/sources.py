@@ -79,20 +79,26 @@ def call_factory(spec: str) -> DatasetSpec:
     return result
 
 
+def npz_arrays(path: str, what: str, keys: str, param: str) -> dict[str, np.ndarray]:
+    """Every array of a user's ``.npz`` file (no pickles), with one-line errors naming ``what`` it should be."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{what} must exist, but '{path}' does not; check the path.", params=(param,))
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise DataError(
+            f"'{path}' must be a numpy .npz archive holding {keys}, but it cannot be read "
+            f"({type(exc).__name__}: {exc}); write it with numpy.savez.",
+            params=(param,),
+        ) from None
+
+
 def read_npz(path: str) -> DatasetSpec:
     """Read a ``.npz`` with x_train, y_train, x_test, y_test and optional x_val, y_val, mean, std, normalized."""
     file = Path(path)
-    if not file.is_file():
-        raise DataError(f"a dataset file must exist, but '{path}' does not; check the path.", params=("dataset",))
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise DataError(
-            f"'{path}' must be a numpy .npz archive holding {NPZ_KEYS}, but it cannot be read "
-            f"({type(exc).__name__}: {exc}); write it with numpy.savez.",
-            params=("dataset",),
-        ) from None
+    arrays = npz_arrays(path, "a dataset file", NPZ_KEYS, "dataset")
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing or (("x_val" in arrays) != ("y_val" in arrays)):
         raise DataError(
