@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default=None,
                    help="where policies are scored: cpu (default), cuda or auto; with --resume: change it")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None,
+                   help="RL agents: environments played at once, each in its own process (default 1; a resumed run "
+                   "keeps its own)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -86,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     if args.resume:
         job = SearchJob.resume(args.resume, device=args.device)
+        if args.workers is not None and args.workers != job.config.workers:
+            raise UsageError(
+                f"a resumed run keeps its --workers ({job.config.workers}; its replay buffer has one column per "
+                f"worker), but got --workers {args.workers}; drop --workers."
+            )
     else:
         if not args.model or not args.dataset:
             raise UsageError(
@@ -96,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             episodes=args.episodes, seed=args.seed, pretrained=args.weights is None, weights=args.weights,
             data_dir=args.data_dir, budgets=parse_budgets(args.budget), val_images=args.val_images,
             storage=args.storage, exp=args.exp, device=args.device or "cpu",
+            workers=1 if args.workers is None else args.workers,
         )  # fmt: skip
         job = SearchJob.create(config, args.run_dir)
     log.info("run folder: %s (watch it with: tensorboard --logdir %s)", job.run_dir, job.run_dir)

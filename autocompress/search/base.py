@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class SearchContext:
         optuna_storage: The Optuna storage URL (the shared one given by the user, or the run folder's SQLite).
         report_episode: The job's hook that logs an episode and says whether the search may go on.
         episodes_done_fn: How many episodes the run has logged (over all sessions of a resumed run).
+        env_factory: Builds a fresh copy of the environment (same presets, data and seed); picklable, so that
+            parallel workers (``config.workers``) can build their own in subprocesses.
     """
 
     env: AutoCompressEnv
@@ -48,6 +50,7 @@ class SearchContext:
     optuna_storage: str
     report_episode: Callable[[EpisodeResult, float, dict[str, float]], bool]
     episodes_done_fn: Callable[[], int]
+    env_factory: Callable[[], AutoCompressEnv] | None = None
     stopped: bool = False
 
     @property
@@ -67,6 +70,11 @@ class SearchContext:
     @property
     def episodes_done(self) -> int:
         return self.episodes_done_fn()
+
+    @property
+    def workers(self) -> int:
+        """Environments played at once (each in its own process) by searchers that support it."""
+        return self.config.workers
 
     @property
     def space(self) -> SearchSpace:
@@ -119,7 +127,12 @@ class Searcher(abc.ABC):
 
     Episodes reported are what counts: a searcher killed at any moment loses at most the episode in flight, and a
     resumed one is asked for the remaining budget only.
+
+    A searcher that can play ``context.workers`` environments at once sets :attr:`parallel_envs`; a search with
+    ``workers > 1`` and any other searcher is refused before its run folder is made.
     """
+
+    parallel_envs: ClassVar[bool] = False
 
     def __init__(self, agent: AgentSpec) -> None:
         self.agent = agent

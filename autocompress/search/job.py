@@ -5,6 +5,7 @@ budget; the run record owns the folder, callbacks do the logging."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
 import time
@@ -19,6 +20,7 @@ from autocompress.env import AutoCompressEnv, build_workload, load_space_preset
 from autocompress.env.deployment import Deployment
 from autocompress.env.episode import EpisodeResult
 from autocompress.env.presets import SpaceSpec
+from autocompress.errors import ConfigError
 from autocompress.search.agents import AgentSpec, load_agent
 from autocompress.search.base import SearchContext, make_searcher
 from autocompress.search.callbacks import (
@@ -58,6 +60,13 @@ class SearchJob:
         fails to set up is removed again)."""
         deployment = Deployment.from_preset(config.env, config.budgets)
         space, agent = load_space_preset(config.space), load_agent(config.agent)
+        if config.workers > 1 and not make_searcher(agent).parallel_envs:
+            raise ConfigError(
+                f"workers > 1 needs an agent that plays environments in parallel (ddpg, td3, sac, ppo), but got "
+                f"agent {agent.algorithm}; Optuna agents scale out as several processes sharing one storage "
+                f"(README: Scaling out).",
+                params=("workers", "agent"),
+            )
         folder = RunRecord.make_folder(config, deployment.preset.name, agent.name, run_dir)
         try:
             env = _build_env(config, deployment, space)
@@ -89,6 +98,7 @@ class SearchJob:
             "agent": c.agent,
             "episodes": c.episodes,
             "seed": c.seed,
+            "workers": c.workers,
         }
         return (
             flat
@@ -139,6 +149,7 @@ class SearchJob:
             env=self.env, agent=self.agent, config=self.config, run_dir=self.record.folder,
             optuna_storage=self.config.storage or self.record.optuna_storage,
             report_episode=report_episode or _no_episodes, episodes_done_fn=lambda: self.record.episodes_done,
+            env_factory=functools.partial(_build_env, self.config, self.env.deployment, self.env.space_spec),
         )  # fmt: skip
 
     def _report(self, chain: SearchCallback, result: EpisodeResult, wall_s: float, stats: dict[str, float]) -> bool:

@@ -64,6 +64,8 @@ class SearchConfig:
         storage: Optuna storage URL shared by workers (default: SQLite in the run folder).
         exp: Experiment name, the first part of the run folder's name.
         device: Where policies are scored: ``cpu``, ``cuda`` or ``auto`` (a resumed run may change it).
+        workers: Environments the RL agents play at once, each in its own process (SB3's ``SubprocVecEnv``); the
+            episode budget and its count are the same as with one.
     """
 
     model: str
@@ -81,11 +83,17 @@ class SearchConfig:
     storage: str | None = None
     exp: str = "search"
     device: str = "cpu"
+    workers: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", canonical_ref(self.dataset))
         if self.episodes < 1:
             raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(
+                f"1 <= workers <= 64 must hold, but got workers={self.workers}; one worker per core is a good start.",
+                params=("workers",),
+            )
         if self.val_images is not None and self.val_images < 10:
             raise ConfigError(f"val_images >= 10 must hold, but got {self.val_images}.")
         if self.storage is not None:

@@ -3,8 +3,12 @@ with AMC's recipe added through SB3's extension points and checkpoints that need
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,31 +16,59 @@ import torch
 from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.base import SearchContext, Searcher
-from autocompress.search.sb3_extensions import DecayingNormalNoise, EpisodeCallback, EpisodeRewardReplayBuffer
+from autocompress.search.sb3_extensions import (
+    DecayingNormalNoise,
+    EpisodeCallback,
+    EpisodeRewardReplayBuffer,
+    SharedScheduleNoise,
+)
 
 if TYPE_CHECKING:
+    from autocompress.env import AutoCompressEnv
     from autocompress.search.job import SearchJob
 
 log = logging.getLogger(__name__)
 OFF_POLICY = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
 
 
-def build_model(context: SearchContext) -> tuple[BaseAlgorithm, DecayingNormalNoise | None]:
-    """The SB3 model of the agent preset, wired to the environment."""
+def _worker_env(factory: Callable[[], AutoCompressEnv], threads: int) -> AutoCompressEnv:
+    """Runs in a worker process: the worker ignores Ctrl-C (the search process handles it and closes the workers,
+    instead of every worker printing its own interrupt) and shares the cores with the others."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    return factory()
+
+
+def make_vec_env(context: SearchContext, workers: int | None = None) -> VecEnv:
+    """The environments the agent plays: the search's own in this process for one worker, else ``workers`` copies
+    built by ``context.env_factory`` in subprocesses (SB3's ``SubprocVecEnv``), the cores split between them."""
+    workers = context.workers if workers is None else workers
+    if workers == 1:
+        return DummyVecEnv([lambda: context.env])
+    if context.env_factory is None:
+        raise ValueError("parallel workers need the context's env_factory (SearchJob.context() provides it).")
+    threads = max(1, torch.get_num_threads() // workers)
+    return SubprocVecEnv([functools.partial(_worker_env, context.env_factory, threads)] * workers)
+
+
+def build_model(context: SearchContext, workers: int | None = None) -> tuple[BaseAlgorithm, DecayingNormalNoise | None]:
+    """The SB3 model of the agent preset, wired to ``workers`` environments (default: the search's)."""
     agent, steps, seed = context.agent, context.steps, context.seed
     params = dict(agent.hyperparameters)
     net_arch = list(params.pop("net_arch", [300, 300]))
-    env = DummyVecEnv([lambda: context.env])
+    env = make_vec_env(context, workers)
+    n_envs = env.num_envs
     common: dict[str, Any] = {"env": env, "seed": seed, "verbose": 0, "device": "cpu"}
     if agent.algorithm == "ppo":
-        n_steps = agent.episodes_per_update * steps
+        # n_steps counts steps per environment: N workers gather the preset's episodes per update between them.
+        n_steps = math.ceil(agent.episodes_per_update / n_envs) * steps
         # SB3 wants the mini-batch to divide the rollout; take the largest divisor not above the preset's size.
         wanted = int(params.pop("batch_size", 64))
-        batch = max(d for d in range(1, min(wanted, n_steps) + 1) if n_steps % d == 0)
+        batch = max(d for d in range(1, min(wanted, n_steps * n_envs) + 1) if n_steps * n_envs % d == 0)
         policy_kwargs = {"net_arch": {"pi": net_arch, "vf": net_arch}}
         return PPO(
             "MlpPolicy", n_steps=n_steps, batch_size=batch, policy_kwargs=policy_kwargs, **common, **params
@@ -45,12 +77,14 @@ def build_model(context: SearchContext) -> tuple[BaseAlgorithm, DecayingNormalNo
     noise = None
     if agent.algorithm in ("ddpg", "td3"):
         noise = DecayingNormalNoise(context.space.action_dim, agent.noise_sigma, agent.noise_decay, warmup, seed)
-        params["action_noise"] = noise
+        params["action_noise"] = noise if n_envs == 1 else SharedScheduleNoise(noise, n_envs)
     model = OFF_POLICY[agent.algorithm](
         "MlpPolicy",
-        buffer_size=max(agent.buffer_episodes * steps, steps),
+        buffer_size=max(agent.buffer_episodes * steps, steps * n_envs),
         learning_starts=warmup * steps,
-        train_freq=(1, "episode"),
+        # Every episode has `steps` steps and the environments start together, so `steps` steps per environment
+        # are one episode each (SB3 refuses an episode train_freq with several environments).
+        train_freq=(1, "episode") if n_envs == 1 else (steps, "step"),
         gradient_steps=-1,
         replay_buffer_class=EpisodeRewardReplayBuffer,
         replay_buffer_kwargs={"baseline_decay": agent.baseline_decay},
@@ -88,14 +122,15 @@ def save_agent(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: 
     atomic_write_json(folder / "agent.json", state)
 
 
-def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path) -> int:
-    """Restore a checkpoint; returns the episodes it had seen (0 when there is none)."""
+def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path, replay: bool = True) -> int:
+    """Restore a checkpoint (with its replay buffer unless ``replay`` is false); returns the episodes it had seen
+    (0 when there is none)."""
     if not (folder / "agent.json").exists():
         return 0
     state = json.loads((folder / "agent.json").read_text())
     model.set_parameters(torch.load(folder / "agent.pt", map_location="cpu", weights_only=True), exact_match=True)
     buffer = getattr(model, "replay_buffer", None)
-    if isinstance(buffer, EpisodeRewardReplayBuffer) and (folder / "replay.npz").exists():
+    if replay and isinstance(buffer, EpisodeRewardReplayBuffer) and (folder / "replay.npz").exists():
         buffer.load_arrays(folder / "replay.npz")
     model.num_timesteps = int(state["num_timesteps"])
     model._episode_num = int(state["episodes"])
@@ -108,8 +143,13 @@ class SB3Searcher(Searcher):
     """DDPG, TD3, SAC or PPO from stable-baselines3 on the environment, with AMC's recipe (warm-up, decaying
     truncated noise, episode reward minus a moving baseline for every transition) added through SB3's extension
     points. The agent is checkpointed into ``checkpoints/`` at the start of every rollout (after the previous
-    episodes were stored and trained on) and at the end; a resumed run restores it."""
+    episodes were stored and trained on) and at the end; a resumed run restores it.
 
+    With ``context.workers`` = N > 1 the agent plays N environments at once, each in its own process: a rollout is
+    one episode per environment, the replay buffer and the noise schedule are shared, and the run logs exactly its
+    episode budget (a last batch that overshoots it is played but not logged)."""
+
+    parallel_envs = True
     model: BaseAlgorithm
     noise: DecayingNormalNoise | None
 
@@ -135,10 +175,13 @@ class SB3Searcher(Searcher):
         # an episode, and the checkpoint from the last rollout start is the consistent one.
         save_agent(self.model, self.noise, context.checkpoint_dir, context.episodes_done)
 
+    def teardown(self, context: SearchContext) -> None:
+        self.model.env.close()  # ends the worker processes (a no-op for one worker)
+
 
 def trained_model(job: SearchJob) -> BaseAlgorithm:
     """The SB3 agent of a run as last checkpointed, e.g. to roll out its deterministic actor in chosen contexts."""
     context = job.context()
-    model, noise = build_model(context)
-    load_agent_state(model, noise, context.checkpoint_dir)
+    model, noise = build_model(context, workers=1)  # the actor only: no worker processes, no replay buffer
+    load_agent_state(model, noise, context.checkpoint_dir, replay=False)
     return model

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 
 
 class DecayingNormalNoise(ActionNoise):
@@ -49,10 +49,35 @@ class DecayingNormalNoise(ActionNoise):
         self.sigma, self.episodes = float(state["sigma"]), int(state["episodes"])
 
 
+class SharedScheduleNoise(VectorizedActionNoise):
+    """The exploration noise of ``n_envs`` environments played at once, on one schedule: σ decays once per finished
+    episode of any environment, so N workers explore over a run's episodes as one worker does.
+
+    SB3 would wrap a plain ``ActionNoise`` in a ``VectorizedActionNoise`` of N deep copies, each decaying on its own
+    environment's episodes only (σ would fall N times slower) and invisible to the checkpoint; this subclass keeps
+    the one :class:`DecayingNormalNoise` the search reports and saves.
+    """
+
+    def __init__(self, base: DecayingNormalNoise, n_envs: int) -> None:
+        self.base, self.n_envs = base, n_envs  # the parent's __init__ would make the copies this class avoids
+
+    def __call__(self) -> np.ndarray:
+        return np.stack([self.base() for _ in range(self.n_envs)])
+
+    def reset(self, indices: Iterable[int] | None = None) -> None:
+        for _ in range(self.n_envs) if indices is None else indices:
+            self.base.reset()
+
+    def __repr__(self) -> str:
+        return f"SharedScheduleNoise({self.base!r}, n_envs={self.n_envs})"
+
+
 class EpisodeRewardReplayBuffer(ReplayBuffer):
     """A replay buffer that gives every transition of an episode the episode's final reward minus a moving-average
     baseline, and marks each transition terminal, as AMC does: the critic then regresses Q(state, action) of every
-    layer decision on the episode's advantage, with no bootstrapping across layers.
+    layer decision on the episode's advantage, with no bootstrapping across layers. With several environments
+    (``n_envs``), each one's episode is tracked in its own column; the baseline moves over the episodes in the
+    order they finish.
 
     Args:
         baseline_decay: Weight of the old baseline in the moving average (AMC: 0.95).
@@ -63,7 +88,7 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
         super().__init__(*args, **kwargs)
         self.baseline_decay = baseline_decay
         self.baseline: float | None = None
-        self._episode: list[int] = []
+        self._episode: list[list[int]] = [[] for _ in range(self.n_envs)]
 
     def add(
         self,
@@ -74,18 +99,22 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
         done: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        self._episode.append(self.pos)
+        position = self.pos
         super().add(obs, next_obs, action, reward, np.ones_like(done), infos)
-        if bool(np.asarray(done).reshape(-1)[0]):
-            final = float(np.asarray(reward).reshape(-1)[0])
+        finals = np.asarray(reward, dtype=np.float64).reshape(-1)
+        for env, finished in enumerate(np.asarray(done).reshape(-1)):
+            self._episode[env].append(position)
+            if not finished:
+                continue
+            final = float(finals[env])
             self.baseline = (
                 final
                 if self.baseline is None
                 else self.baseline_decay * self.baseline + (1 - self.baseline_decay) * final
             )
-            for index in self._episode:
-                self.rewards[index] = final - self.baseline
-            self._episode = []
+            for index in self._episode[env]:
+                self.rewards[index, env] = final - self.baseline
+            self._episode[env] = []
 
     def save_arrays(self, path: Path) -> None:
         """Write the buffer's contents as a numpy archive (no pickle)."""
@@ -102,7 +131,7 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
             pos, full, baseline = data["meta"]
         self.pos, self.full = int(pos), bool(full)
         self.baseline = None if np.isnan(baseline) else float(baseline)
-        self._episode = []
+        self._episode = [[] for _ in range(self.n_envs)]
 
 
 class EpisodeCallback(BaseCallback):
@@ -124,17 +153,16 @@ class EpisodeCallback(BaseCallback):
         self.started = time.perf_counter()
 
     def _on_step(self) -> bool:
-        keep_going = True
-        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
-            if done:
-                extra = {
-                    name: float(v)
-                    for key, name in self.LOSSES.items()
-                    if (v := self.model.logger.name_to_value.get(key)) is not None
-                }
-                if self.noise is not None:
-                    extra["exploration_sigma"] = self.noise.sigma
-                wall = time.perf_counter() - self.started
-                self.started = time.perf_counter()
-                keep_going = self.on_episode(info, wall, extra) and keep_going
-        return keep_going
+        finished = [info for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True) if done]
+        if not finished:
+            return True
+        logged = self.model.logger.name_to_value
+        extra = {name: float(v) for key, name in self.LOSSES.items() if (v := logged.get(key)) is not None}
+        if self.noise is not None:
+            extra["exploration_sigma"] = self.noise.sigma
+        # Environments played at once finish their episodes together; each is charged its share of the wall time.
+        wall = (time.perf_counter() - self.started) / len(finished)
+        self.started = time.perf_counter()
+        # Once the budget is spent, the rest of a parallel batch is played but not logged (all() stops at the first
+        # refusal): the run counts exactly the episodes it was asked for.
+        return all(self.on_episode(info, wall, extra) for info in finished)

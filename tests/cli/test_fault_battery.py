@@ -244,6 +244,10 @@ CASES: dict[str, Case] = {
     # storage
     "an unknown storage scheme": lambda t: [*SEARCH, "--agent", "tpe", "--storage", "foo://bar"],
     "a storage URL that is no URL": lambda t: [*SEARCH, "--agent", "tpe", "--storage", "not a url"],
+    "zero workers": lambda t: [*SEARCH, "--workers", "0"],
+    "a thousand workers": lambda t: [*SEARCH, "--workers", "1000"],
+    "workers for an Optuna agent": lambda t: [*SEARCH, "--agent", "tpe", "--workers", "2"],
+    "workers that is no number": lambda t: [*SEARCH, "--workers", "two"],
     "SQLite storage in a folder that does not exist": lambda t: [
         *SEARCH,
         "--agent",

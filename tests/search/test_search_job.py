@@ -124,28 +124,67 @@ def test_ppo_runs(capsys, tmp_path: Path) -> None:
     assert summary["episodes"] == 10 and any(r["policy_loss"] for r in rows)
 
 
-def _kill_when(proc: subprocess.Popen[bytes], run: Path, episodes: int, sig: int = signal.SIGKILL) -> None:
+def test_parallel_workers_log_exactly_the_budget_and_repeat_with_the_seed(capsys, tmp_path: Path) -> None:
+    """--workers 2: two environments in subprocesses; an odd budget still logs exactly its episodes, in order, and
+    the same seed gives the same episodes."""
+    args = ["--agent", "ddpg", "--episodes", "7", "--seed", "3", "--space", "prune-quant", "--workers", "2"]
+    first = search(capsys, tmp_path / "a", *args)
+    search(capsys, tmp_path / "b", *args)
+    rows = progress(tmp_path / "a")
+    assert first["episodes"] == 7 and [int(r["episode"]) for r in rows] == list(range(7))
+    assert [r["reward"] for r in rows] == [r["reward"] for r in progress(tmp_path / "b")]
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["workers"] == 2
+    # the two workers play different episodes (their environments are seeded apart)
+    assert len({json.dumps(json.loads(r["reward"])) for r in rows}) > 1
+    # sigma decays once per logged episode across both workers, as with one worker
+    sigmas = [float(r["exploration_sigma"]) for r in rows]
+    assert sigmas == sorted(sigmas, reverse=True)
+
+
+def test_workers_are_refused_where_they_cannot_apply(capsys, tmp_path: Path) -> None:
+    code = main(["-q", "search", *QUICK, "--agent", "tpe", "--workers", "2", "--run-dir", str(tmp_path / "t")])
+    assert code == 1 and "--workers > 1 needs an --agent" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+    search(capsys, tmp_path / "r", "--agent", "random", "--episodes", "2")
+    code = main(["-q", "search", "--resume", str(tmp_path / "r"), "--workers", "2"])
+    assert code == 1 and "keeps its --workers (1" in capsys.readouterr().err
+
+
+def _kill_when(
+    proc: subprocess.Popen[bytes], run: Path, episodes: int, sig: int = signal.SIGKILL, group: bool = False
+) -> set[int]:
+    """Send ``sig`` once ``episodes`` are logged; returns the processes that were running below the search."""
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if (run / "progress.csv").exists() and len(progress(run)) >= episodes:
             break
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    os.kill(proc.pid, sig)
+    below = _descendants(proc.pid)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
     proc.wait()
+    return below
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("agent", ["ddpg", "ppo", "tpe"])
-def test_resume_after_kill_loses_no_episode(tmp_path: Path, agent: str) -> None:
-    """kill -9 at a random moment of a search, then ``--resume``: every episode is logged exactly once."""
+@pytest.mark.parametrize(("agent", "workers"), [("ddpg", 1), ("ppo", 1), ("tpe", 1), ("ddpg", 2), ("ppo", 2)])
+def test_resume_after_kill_loses_no_episode(tmp_path: Path, agent: str, workers: int) -> None:
+    """kill -9 at a random moment of a search (with one or two workers), then ``--resume``: every episode is logged
+    exactly once, and no worker process outlives the killed search."""
     import random
 
     run = tmp_path / "killed"
     env = dict(os.environ, AUTOCOMPRESS_RUNS_DIR=str(tmp_path))
     cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", agent, "--episodes", "40"]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen([*cmd, "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _kill_when(proc, run, random.Random(agent).randint(5, 30))
+    workers_seen = _kill_when(proc, run, random.Random(f"{agent}{workers}").randint(5, 30))
+    if workers > 1:  # the worker processes and the forkserver that started them were there...
+        assert len(workers_seen) >= workers + 1, workers_seen
+    _assert_gone(workers_seen)  # ...and end with the search that started them
     killed_at = len(progress(run))
     assert 5 <= killed_at < 40
     done = subprocess.run(
@@ -160,15 +199,55 @@ def test_resume_after_kill_loses_no_episode(tmp_path: Path, agent: str) -> None:
     if agent != "tpe":
         state = json.loads((run / "checkpoints" / "agent.json").read_text())
         steps = json.loads((run / "config.json").read_text())["resolved"]["steps_per_episode"]
-        assert state["episodes"] == 40 and state["num_timesteps"] == 40 * steps
+        # with N workers, the batch that logs the 40th episode may play up to N - 1 more that are not logged
+        assert state["episodes"] == 40 and 40 * steps <= state["num_timesteps"] <= (40 + workers - 1) * steps
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes below ``pid`` (its worker processes and the forkserver that started them), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _assert_gone(pids: set[int]) -> None:
+    deadline = time.time() + 20
+    while (
+        alive := {p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+    ) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"worker processes {sorted(alive)} outlived the killed search"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter; a process that is gone counts as a zombie ("Z")."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 @pytest.mark.slow
-def test_ctrl_c_prints_one_line_and_leaves_a_resumable_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_prints_one_line_and_leaves_a_resumable_run(tmp_path: Path, workers: int) -> None:
     run = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "ddpg", "--episodes", "30"]
-    proc = subprocess.Popen([*cmd, "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _kill_when(proc, run, 8, signal.SIGINT)
+    cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen([*cmd, "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            process_group=0)  # fmt: skip
+    # the whole process group gets the interrupt, as from a terminal: the workers must stay quiet
+    workers_seen = _kill_when(proc, run, 8, signal.SIGINT, group=True)
+    _assert_gone(workers_seen)
     err = proc.stderr.read() if proc.stderr else ""
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130 and len(lines) == 1 and "--resume" in lines[0], err
