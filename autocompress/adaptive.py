@@ -11,10 +11,12 @@ Package layout::
 
     DIR/controller.json         the table, the rule, the input statistics and the drift monitor's threshold
     DIR/configs/cK/model.onnx   configuration K (and its model.pt, policy.json, report.md)
+    DIR/actor.onnx              for runs of an RL agent: its trained actor (observation → per-layer action)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autocompress.compress.nesting import nested_models
 from autocompress.compress.policy import Policy
 from autocompress.compress.reconstruction import check_mode
 from autocompress.data import Normalizer
@@ -65,6 +68,10 @@ class AdaptiveOptions:
             ``accuracy`` (the most accurate configuration the context allows); see ``RULE``.
         test_images: Test images each configuration is measured on (default: all).
         data_dir: Dataset folder, when it moved since the search.
+        share_weights: Nest the configurations as slices of one union model refitted once (each keeps only its
+            BatchNorm statistics and any weights rounded to fewer bits) and store shared tensors once
+            (:mod:`autocompress.shared_weights`); otherwise each configuration is refitted on its own and stored
+            whole (more accurate, larger).
     """
 
     configs: int = 4
@@ -73,6 +80,7 @@ class AdaptiveOptions:
     objective: str = "energy"
     test_images: int | None = None
     data_dir: str | None = None
+    share_weights: bool = False
 
     def __post_init__(self) -> None:
         check_mode(self.reconstruct)
@@ -121,6 +129,11 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
         config.val_images, protect_first_last=resolved.space.protect_first_last,
     )  # fmt: skip
     evaluator, info, graph = workload.evaluator, workload.info, analyse(workload.model, workload.table)
+    policies = [Policy.from_dict(record.front[i]["policy"], f"pareto:{i} of '{record.folder}'") for i in picks]
+    models: list[Any] = [None] * len(picks)
+    union, maps = None, []
+    if options.share_weights:
+        union, models, maps = nested_models(evaluator, policies, options.reconstruct)
     entries = []
     for k, index in enumerate(picks):
         folder = out / "configs" / f"c{k}"
@@ -129,14 +142,21 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
             run_dir, folder,
             ExportOptions(policy=f"pareto:{index}", reconstruct=options.reconstruct, test_images=options.test_images,
                           data_dir=options.data_dir, latency_repeats=10),
+            model=models[k], fold_batchnorm=not options.share_weights,
         )  # fmt: skip
-        policy = Policy.load(folder / "policy.json")
+        policy = policies[k]
+        # clean accuracy (the front's was under a context); a nested configuration's is its slice's, not the policy's
+        val_accuracy = (
+            evaluator.accuracy(models[k], evaluator.val_inputs(None))
+            if options.share_weights
+            else evaluator.evaluate(policy).accuracy
+        )
         entries.append(
             {
                 "id": f"c{k}",
                 "path": f"configs/c{k}/model.onnx",
                 "pareto_index": index,
-                "val_accuracy": evaluator.evaluate(policy).accuracy,  # clean: the front's was under a context
+                "val_accuracy": val_accuracy,
                 "search_accuracy": record.front[index]["accuracy"],
                 "test_accuracy": report["test_accuracy"],
                 "macs_ratio": report["macs_ratio"],
@@ -177,6 +197,10 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
         "uncompressed": {"val_accuracy": evaluator.evaluate(Policy(config.model)).accuracy, **reference},
         "storage": _storage(entries, out),
     }
+    if union is not None:
+        inputs = Normalizer(info)(workload.splits.test_x[:64]).numpy()
+        controller["storage"] = share_files(out, entries, union.state_dict(), maps, inputs)
+    controller["actor"] = export_actor(record.folder, out)
     atomic_write_json(out / "controller.json", controller)
     return controller
 
@@ -244,8 +268,208 @@ def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:
     largest = max(e["storage_bytes"] for e in entries)
     on_disk = sum((out / e["path"]).stat().st_size for e in entries)
     return {
+        "shared_weights": False,
+        "measure": "the configurations' storage at their bits (cost model) against the largest configuration's",
         "package_bytes": total,
         "largest_config_bytes": largest,
         "ratio_to_largest": total / largest,
         "onnx_bytes_on_disk": on_disk,
+    }
+
+
+def share_files(
+    out: Path,
+    entries: list[dict[str, Any]],
+    union_state: dict[str, torch.Tensor],
+    maps: list[dict[str, list[list[int] | None]]],
+    inputs: np.ndarray,
+) -> dict[str, Any]:
+    """Store once what nested configurations share: every ONNX initializer and ``model.pt`` tensor that is a slice
+    of the union model becomes a reference into ``shared.npz`` (see :mod:`autocompress.shared_weights`). Each
+    stripped file is checked — its initializers rebuilt exactly, its logits equal to the complete file's — before
+    the complete file is removed. Returns the package's storage on disk against its largest configuration alone."""
+    import onnx
+    from onnx import numpy_helper
+
+    from autocompress.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize
+
+    union = {name: t.detach().cpu().numpy() for name, t in union_state.items() if t.is_floating_point()}
+    used: set[str] = set()
+    private = 0
+    standalone: dict[str, int] = {}
+    for entry, slices in zip(entries, maps, strict=True):
+        folder = out / Path(entry["path"]).parent
+        refs_by_file: dict[str, dict[str, Any]] = {}
+        for path in sorted(p for p in folder.glob("*.onnx") if not p.name.endswith(SUFFIX)):
+            model = onnx.load(str(path))
+            refs, keep = {}, []
+            for init in model.graph.initializer:
+                ref = _shared_ref(init.name, numpy_helper.to_array(init), slices, union)
+                if ref is None:
+                    keep.append(init)
+                    private += int(numpy_helper.to_array(init).nbytes)
+                else:
+                    refs[init.name] = ref
+                    used.add(ref["tensor"])
+            if not refs:
+                continue  # nothing shared (e.g. the int8 file): it stays whole
+            if path.name == "model.onnx":
+                standalone[entry["id"]] = path.stat().st_size
+            del model.graph.initializer[:]
+            model.graph.initializer.extend(keep)
+            onnx.save(model, str(path.with_name(path.stem + SUFFIX)))
+            refs_by_file[path.stem + SUFFIX] = refs
+        (folder / REFS_FILE).write_text(json.dumps(refs_by_file))
+        _share_torch(folder / "model.pt", slices, union, used)
+    np.savez(out / SHARED_FILE, **{name: union[name] for name in sorted(used)})
+    store = load_store(out)
+    for entry in entries:
+        folder = out / Path(entry["path"]).parent
+        for name in json.loads((folder / REFS_FILE).read_text()):
+            full = folder / name.replace(SUFFIX, ".onnx")
+            rebuilt = materialize(folder, name, store)
+            original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(full)).graph.initializer}
+            again = {i.name: numpy_helper.to_array(i) for i in rebuilt.graph.initializer}
+            if original.keys() != again.keys() or any(not np.array_equal(original[k], again[k]) for k in original):
+                raise AutoCompressError(f"a shared configuration must rebuild exactly, but {folder / name} does not.")
+            if name == "model" + SUFFIX:
+                _check_same_logits(full, rebuilt, inputs)
+            full.unlink()
+        entry["path"] = f"{Path(entry['path']).parent.as_posix()}/model{SUFFIX}"
+    inference = [out / SHARED_FILE, *out.glob(f"configs/*/*{SUFFIX}"), *out.glob(f"configs/*/{REFS_FILE}"),
+                 *out.glob("configs/*/model.int8.onnx")]  # fmt: skip
+    package = sum(p.stat().st_size for p in inference)
+    largest = max(standalone.values()) if standalone else 0
+    return {
+        "shared_weights": True,
+        "measure": "bytes on disk of what onnxruntime inference needs (shared.npz, the configurations' stripped "
+        "ONNX files and references, int8 files) against the largest configuration's complete model.onnx",
+        "package_bytes": package,
+        "largest_config_bytes": largest,
+        "ratio_to_largest": package / largest if largest else None,
+        "shared_tensor_bytes": int(sum(union[name].nbytes for name in used)),
+        "private_tensor_bytes": private,
+        "torch_bytes_on_disk": sum(p.stat().st_size for p in out.glob("configs/*/model.pt")),
+        "configs_bytes_alone": standalone,
+    }
+
+
+def _shared_ref(
+    name: str, array: np.ndarray, slices: dict[str, list[list[int] | None]], union: dict[str, np.ndarray]
+) -> dict[str, Any] | None:
+    """The reference into the union model that gives exactly ``array`` (an initializer named after its parameter,
+    or, when the exporter renamed it, any parameter whose slice has its shape and values); ``None`` if none does."""
+    from autocompress.shared_weights import take
+
+    candidates = [name] if name in slices else []
+    candidates += [p for p in slices if p != name and _sliced_shape(union[p].shape, slices[p]) == array.shape]
+    for param in candidates:
+        if array.dtype == union[param].dtype and np.array_equal(take(union[param], slices[param]), array):
+            return {"tensor": param, "index": slices[param]}
+    return None
+
+
+def _sliced_shape(shape: tuple[int, ...], index: list[list[int] | None]) -> tuple[int, ...]:
+    return tuple(n if ix is None else len(ix) for n, ix in zip(shape, index, strict=True))
+
+
+def _share_torch(
+    path: Path, slices: dict[str, list[list[int] | None]], union: dict[str, np.ndarray], used: set[str]
+) -> None:
+    """Strip a configuration's ``model.pt`` of the tensors it shares (AdaBN rebuilds it in torch on the device)."""
+    from autocompress.runs import atomic_torch_save
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    refs = {}
+    for name, tensor in list(saved["state_dict"].items()):
+        ref = _shared_ref(name, tensor.numpy(), {name: slices[name]} if name in slices else {}, union)
+        if ref is not None:
+            refs[name] = ref
+            used.add(name)
+            del saved["state_dict"][name]
+    saved["shared"], saved["shared_package"] = refs, "../.."
+    atomic_torch_save(path, saved)
+
+
+def _check_same_logits(full: Path, rebuilt: Any, inputs: np.ndarray) -> None:
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(full), providers=["CPUExecutionProvider"]),
+                ort.InferenceSession(rebuilt.SerializeToString(), providers=["CPUExecutionProvider"])]  # fmt: skip
+    a, b = (s.run(None, {s.get_inputs()[0].name: inputs})[0] for s in sessions)
+    if not np.array_equal(a, b):
+        raise AutoCompressError(
+            f"a shared configuration must give the complete file's logits, but {full.name} differs by "
+            f"{float(np.abs(a - b).max()):.3g}."
+        )
+
+
+RL_ALGORITHMS = ("ddpg", "td3", "sac", "ppo")
+
+
+class _DeterministicActor(torch.nn.Module):
+    """An SB3 policy's deterministic action (DDPG/TD3: μ(s); SAC: the squashed mean; PPO: the Gaussian's mean)."""
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.policy._predict(observation, deterministic=True)
+
+
+def export_actor(run_dir: str | Path, out: str | Path) -> dict[str, Any] | None:
+    """For a run searched by an RL agent, write its trained actor as ``actor.onnx`` (observation → action, before
+    clipping to [-1, 1]), checked against the agent on observations of a rollout in the run's environment; ``None``
+    for other agents or a run without a checkpoint.
+
+    What the actor needs on a device: the environment's observation at every decision step (the layer embedding
+    and the context; :class:`~autocompress.env.AutoCompressEnv` documents the 23 features) — built by
+    ``autocompress.env`` in Python — and applying the policy it composes needs the original model and torch. The
+    configurations of the package are what switches without retraining; the actor is what re-searches a new context.
+    """
+    import onnxruntime as ort
+
+    from autocompress.search.job import SearchJob
+    from autocompress.search.rl import trained_model
+
+    record = RunRecord.open(run_dir, "export")
+    algorithm = record.resolved.agent.algorithm
+    if algorithm not in RL_ALGORITHMS or not (record.folder / "checkpoints" / "agent.json").is_file():
+        return None
+    job = SearchJob.resume(record.folder)
+    agent, env = trained_model(job), job.env
+    actor = _DeterministicActor(agent.policy).eval()
+    observations = []
+    for episode in range(2):
+        obs, _ = env.reset(seed=record.config.seed + 10_000 + episode)
+        for _ in range(len(env.space.steps) - 1):  # every step but the last, which would score the policy
+            observations.append(obs)
+            with torch.no_grad():
+                action = actor(torch.as_tensor(obs[None])).numpy()[0]
+            obs, *_ = env.step(np.clip(action, -1, 1))
+        observations.append(obs)
+    batch = torch.as_tensor(np.stack(observations))
+    path = Path(out) / "actor.onnx"
+    with torch.no_grad():
+        expected = actor(batch).numpy()
+        torch.onnx.export(
+            actor, (batch[:1],), str(path), input_names=["observation"], output_names=["action"],
+            dynamic_axes={"observation": {0: "batch"}, "action": {0: "batch"}}, opset_version=17, dynamo=False,
+        )  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"observation": batch.numpy()})[0]
+    error = float(np.abs(got - expected).max())
+    if error > 1e-4:
+        raise AutoCompressError(f"the actor's ONNX file must match the agent, but differs by {error:.3g}.")
+    return {
+        "path": "actor.onnx",
+        "algorithm": algorithm,
+        "observation_dim": int(batch.shape[1]),
+        "action_dim": int(expected.shape[1]),
+        "action_components": list(env.space.dims),  # in this order; see AutoCompressEnv (Action Space)
+        "steps": len(env.space.steps),
+        "checked_on": len(observations),
+        "max_error": error,
+        "use": "one call per decision step with the environment's observation; clip the action to [-1, 1]",
     }

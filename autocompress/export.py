@@ -107,8 +107,25 @@ class ExportOptions:
             )
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict[str, Any]:
-    """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there)."""
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions,
+    model: nn.Module | None = None,
+    fold_batchnorm: bool = True,
+) -> dict[str, Any]:
+    """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there).
+
+    Args:
+        run_dir: The search's run folder.
+        out_dir: Where the files go.
+        options: What to export and how.
+        model: The pruned model of the policy, when the caller made it (an adaptive package's nested
+            configurations are slices of one shared model); default: the policy applied to the run's model and
+            refitted by ``options.reconstruct``.
+        fold_batchnorm: Fold BatchNorm into the ONNX files' convolution weights (see
+            :func:`~autocompress.compress.onnx_export.export_onnx`).
+    """
     record = RunRecord.open(run_dir, "export")
     run, config, resolved = record.folder, record.config, record.resolved
     entry = record.select(options.policy)
@@ -122,7 +139,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     evaluator, splits = workload.evaluator, workload.splits
     policy.save(out / "policy.json")
 
-    model = evaluator.pruned_copy(policy, options.reconstruct)
+    if model is None:
+        model = evaluator.pruned_copy(policy, options.reconstruct)
     wbits = {layer.name: policy.setting(layer.name).wbits for layer in evaluator.table.layers}
     tuned = finetune(model, splits, options.finetune_options(), evaluator.model, wbits, out / "finetune")
     model.eval()
@@ -155,7 +173,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         simulated = torch.cat([model(inputs[i : i + 500]) for i in range(0, count, 500)])
         torch_logits = torch.cat([plain(inputs[i : i + 500]) for i in range(0, count, 500)])
     report["test_accuracy_simulated"] = _accuracy(simulated, labels)
-    report["files"] = _export_files(out, plain, policy, evaluator, shape)
+    report["files"] = _export_files(out, plain, policy, evaluator, shape, fold_batchnorm)
     session = ort_session(out / "model.onnx")
     onnx_logits = ort_predict(session, inputs)
     report["test_accuracy"] = _accuracy(onnx_logits, labels)
@@ -180,11 +198,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     return report
 
 
-def _export_files(out: Path, plain: nn.Module, policy: Policy, evaluator: Any, shape: tuple[int, ...]) -> list[str]:
+def _export_files(
+    out: Path, plain: nn.Module, policy: Policy, evaluator: Any, shape: tuple[int, ...], fold_batchnorm: bool
+) -> list[str]:
     """model.onnx (float arithmetic on the rounded weights), model.int8.onnx where every layer is int8-ready, and
     head/tail files for a split policy."""
     files = ["policy.json", "model.pt", "model.onnx"]
-    export_onnx(plain, shape, out / "model.onnx")
+    export_onnx(plain, shape, out / "model.onnx", fold_batchnorm)
     settings = [policy.setting(layer.name) for layer in evaluator.table.layers]
     if all(s.wbits <= 8 and s.abits == 8 for s in settings):
         # Weights already lie on their (<= 8-bit) grids; onnxruntime re-quantizes them per channel at 8 bits and
@@ -193,10 +213,10 @@ def _export_files(out: Path, plain: nn.Module, policy: Policy, evaluator: Any, s
         files.append("model.int8.onnx")
     if policy.split not in (None, SPLIT_INPUT):
         head, tail = split_model(plain, str(policy.split))
-        export_onnx(head, shape, out / "head.onnx")
+        export_onnx(head, shape, out / "head.onnx", fold_batchnorm)
         with torch.inference_mode():
             crossing = head(torch.zeros(1, *shape))
-        export_onnx(tail, tuple(crossing.shape[1:]), out / "tail.onnx")
+        export_onnx(tail, tuple(crossing.shape[1:]), out / "tail.onnx", fold_batchnorm)
         files += ["head.onnx", "tail.onnx"]
     return [*files, "report.json", "report.md"]
 
@@ -288,6 +308,10 @@ def load_exported(path: str | Path) -> nn.Module:
     table = build_layer_table(base, info.input_shape, protect=set())
     kept = {int(k): int(v) for k, v in saved["kept"].items()}
     model = ChannelPruner(base, table).prune(kept)
+    if saved.get("shared"):  # a configuration of a shared-weight adaptive package: the rest is in its store
+        from autocompress.shared_weights import fill_state_dict, load_store
+
+        fill_state_dict(saved["state_dict"], saved["shared"], load_store(Path(path).parent / saved["shared_package"]))
     model.load_state_dict(saved["state_dict"])
     if saved["activation_bits"]:
         acts = ActivationQuantizer(model, saved["activation_bits"])

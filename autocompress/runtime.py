@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from autocompress.errors import AutoCompressError
+from autocompress.shared_weights import load_store
 
 CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
 BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (see AdaptiveModel._adabn)
@@ -80,7 +81,8 @@ class AdaptiveModel:
         }  # fmt: skip
         self.events: list[dict[str, Any]] = []
         self.adapt_enabled = adapt
-        self._sessions = {cid: _session(self.folder / c["path"]) for cid, c in self.configs.items()}
+        store = load_store(self.folder)  # shared weights, when the package has them
+        self._sessions = {cid: _session(self.folder / c["path"], store) for cid, c in self.configs.items()}
         spec = self.table["input"]
         channels = spec["shape"][0]
         shape = (1, channels, *([1] * (len(spec["shape"]) - 1)))
@@ -265,11 +267,15 @@ def _stat(value: Any) -> Any:
     return value
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, store: dict[str, np.ndarray]) -> Any:
+    """An onnxruntime session of a configuration's file; a shared-weight file is completed from the store first."""
     import onnxruntime as ort
+
+    from autocompress.shared_weights import SUFFIX, materialize
 
     if not path.is_file():
         raise AutoCompressError(f"the package's configuration '{path}' must exist, but does not; export it again.")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = materialize(path.parent, path.name, store).SerializeToString() if path.name.endswith(SUFFIX) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -8,6 +8,7 @@ the drift trace also reports how many inputs after a shift's onset the monitor f
 
     python bench/bench_adaptive.py --quick       # digits, one deployment, seconds (CI smoke test)
     python bench/bench_adaptive.py --data-dir ../shared/data --episodes 150   # ResNet-20, two deployments
+    python bench/bench_adaptive.py ... --share-weights   # nested configurations sharing weights (own section)
 
 Resumable: searches and packages live in ``bench/results/adaptive/<model>-<env>/`` and are reused.
 """
@@ -26,6 +27,12 @@ from autocompress.search import SearchConfig
 from autocompress.simulate import shipped_traces, simulate
 from bench.common import RESULTS, publish, rows_table, run_search
 
+OWN_NOTE = "Each configuration is refitted on its own (sequential least squares) and stored whole."
+SHARED_NOTE = (
+    "Configurations are nested slices of one union model whose weights are refitted jointly for all of them "
+    "(`--share-weights`); each keeps only its BatchNorm statistics, the shared weights are stored once."
+)
+
 
 def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.Namespace) -> Path:
     folder = root / f"{model}-{env}-{Path(args.space).stem}"
@@ -34,9 +41,12 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
         data_dir=args.data_dir, val_images=args.val_images, budgets=budgets(args.budget),
     )  # fmt: skip
     run_search(folder / "search", config)
-    package = folder / "package"
+    package = folder / ("package-shared" if args.share_weights else "package")
     if not (package / "controller.json").exists():
-        options = AdaptiveOptions(configs=args.configs, test_images=args.test_images, data_dir=args.data_dir)
+        options = AdaptiveOptions(
+            configs=args.configs, test_images=args.test_images, data_dir=args.data_dir,
+            share_weights=args.share_weights,
+        )  # fmt: skip
         export_adaptive(folder / "search", package, options)
     return package
 
@@ -83,18 +93,22 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=4)
     parser.add_argument("--images-per-step", type=int, default=200)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--share-weights", action="store_true",
+                        help="nested configurations with shared weights (export --adaptive --share-weights); "
+                        "written as its own section")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.model, args.dataset, args.envs, args.episodes = "digits-cnn", "digits", ["raspberry-pi-4-wifi"], 12
         args.val_images, args.test_images, args.images_per_step, args.configs = None, 120, 40, 3
     traces = args.traces or shipped_traces()
     root = Path(tempfile.mkdtemp()) if args.quick else RESULTS / "adaptive"
-    rows, raw = [], {}
+    rows, configs, raw = [], [], {}
     for env in args.envs:
         package = package_for(root, args.model, args.dataset, env, args)
         table = json.loads((package / "controller.json").read_text())
         for trace in traces:
-            result = simulate(package, trace, args.images_per_step, args.data_dir, package.parent / f"sim-{trace}")
+            sims = package.parent / f"sim-{package.name}-{trace}"
+            result = simulate(package, trace, args.images_per_step, args.data_dir, sims)
             totals, static = result["totals"], result["totals"]["static"]
             drift = drift_figures(result)
             raw[f"{env}/{trace}"] = {k: v for k, v in result.items() if k != "rows"} | {"drift": drift}
@@ -109,11 +123,17 @@ def main() -> None:
                     "switches": t["switches"],
                 })  # fmt: skip
         raw[f"{env}/storage"] = table["storage"]
+        for c in table["configs"]:
+            configs.append({
+                "env": env, "config": c["id"], "val acc": round(c["val_accuracy"], 4),
+                "test acc": round(c["test_accuracy"], 4), "MACs ratio": round(c["macs_ratio"], 3),
+                "split": c["split"] or "-", "storage B (at its bits)": c["storage_bytes"],
+            })  # fmt: skip
     summary = []
     for env in args.envs:
         storage = raw[f"{env}/storage"]
         switch = [raw[f"{env}/{t}"]["totals"]["adaptive"]["switch_ms_median"] for t in traces]
-        line = {"env": env, "package storage / largest config": round(storage["ratio_to_largest"], 2),
+        line = {"env": env, "package storage / largest config": round(storage["ratio_to_largest"], 3),
                 "median decision+switch ms": round(statistics.median(switch), 4)}  # fmt: skip
         if "camera-drift" in traces:
             drift = raw[f"{env}/camera-drift"]["drift"]
@@ -128,12 +148,22 @@ def main() -> None:
         f"({args.episodes} episodes, seed 0{', budgets ' + ' '.join(args.budget) if args.budget else ''}), "
         f"{args.configs} configurations per package, {args.images_per_step} test images per trace step. Energy is "
         "the cost model's prediction per inference × images (plus AdaBN's forward passes for the adaptive runtime); "
-        "`static` is the most accurate configuration of the package that meets every hard budget at every step.\n\n"
+        "`static` is the most accurate configuration of the package that meets every hard budget at every step. "
+        + (SHARED_NOTE if args.share_weights else OWN_NOTE)
+        + "\n\n"
+        + rows_table(configs)
+        + "\n\n"
         + rows_table(rows)
         + "\n\n"
         + rows_table(summary)
+        + "\n\nStorage: "
+        + raw[f"{args.envs[0]}/storage"]["measure"]
+        + "."
     )
-    publish("adaptive", "Adaptive package vs static model over context traces", body, raw, args.quick)
+    name, title = "adaptive", "Adaptive package vs static model over context traces"
+    if args.share_weights:
+        name, title = "adaptive-shared", title + ": nested configurations, shared weights"
+    publish(name, title, body, raw, args.quick)
 
 
 if __name__ == "__main__":

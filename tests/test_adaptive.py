@@ -129,3 +129,65 @@ def test_the_readme_runtime_snippet_runs(package: Path, digits: DatasetSplits, c
     block = section.split("```python\n", 1)[1].split("```", 1)[0].replace("runs/adaptive/package", str(package))
     exec(compile(block, "README.md", "exec"), {"x": digits.test_x[:4].numpy()})
     assert capsys.readouterr().out.strip()
+
+
+def test_shared_weight_package_nests_configurations_and_stores_them_once(tmp_path: Path, digits: DatasetSplits) -> None:
+    """--share-weights: the configurations are slices of one refitted union model, stored once; each stripped file
+    rebuilds exactly, the runtime predicts what the export measured, and AdaBN's torch model rebuilds too."""
+    import onnxruntime as ort
+    import torch
+
+    from autocompress.export import load_exported
+    from autocompress.shared_weights import SHARED_FILE, load_store, materialize
+
+    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",
+                          agent="random", episodes=10, seed=1)  # fmt: skip
+    SearchJob.create(config, tmp_path / "run").run()
+    table = export_adaptive(tmp_path / "run", tmp_path / "pkg", AdaptiveOptions(configs=3, share_weights=True))
+    package = tmp_path / "pkg"
+    storage = table["storage"]
+    assert (package / SHARED_FILE).is_file() and storage["shared_weights"]
+    assert len(table["configs"]) >= 2
+    # stored once: the package is well under the configurations stored whole, and near the largest alone
+    assert storage["package_bytes"] < 0.8 * sum(storage["configs_bytes_alone"].values())
+    assert storage["ratio_to_largest"] <= 1.5
+    store = load_store(package)
+    model = AdaptiveModel.load(package, adapt=False)
+    x = digits.test_x.numpy()
+    for entry in table["configs"]:
+        path = package / entry["path"]
+        assert path.name == "model.shared.onnx" and not path.with_name("model.onnx").exists()
+        refs = json.loads(path.with_name("shared.json").read_text())["model.shared.onnx"]
+        assert refs, f"{entry['id']} shares nothing"
+        model.current = entry["id"]
+        predicted = model.predict(x).argmax(1)
+        assert (predicted == digits.test_y.numpy()).mean() == pytest.approx(entry["test_accuracy"], abs=1e-6)
+        # the torch model AdaBN starts from rebuilds from the same store and agrees with the ONNX file
+        torch_model = load_exported(path.with_name("model.pt"))
+        session = ort.InferenceSession(materialize(path.parent, path.name, store).SerializeToString())
+        inputs = model.normalise(x[:32])
+        with torch.inference_mode():
+            ours = torch_model(torch.from_numpy(inputs)).numpy()
+        theirs = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+        assert np.allclose(ours, theirs, atol=1e-4)
+
+
+def test_an_rl_run_ships_its_actor_as_onnx(tmp_path: Path, package: Path) -> None:
+    import onnxruntime as ort
+
+    from autocompress.adaptive import export_actor
+    from autocompress.search.rl import trained_model
+
+    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",
+                          agent="ddpg", episodes=6, seed=0)  # fmt: skip
+    SearchJob.create(config, tmp_path / "run").run()
+    info = export_actor(tmp_path / "run", tmp_path)
+    assert info is not None and info["algorithm"] == "ddpg" and info["max_error"] < 1e-4
+    job = SearchJob.resume(tmp_path / "run")
+    agent = trained_model(job)
+    observations = np.stack([job.env.reset(seed=s)[0] for s in range(5)])
+    session = ort.InferenceSession(str(tmp_path / "actor.onnx"))
+    ours = np.clip(session.run(None, {"observation": observations})[0], -1, 1)
+    assert np.allclose(ours, agent.predict(observations, deterministic=True)[0], atol=1e-5)
+    # a TPE run has no actor to ship
+    assert json.loads((package / "controller.json").read_text())["actor"] is None

@@ -38,6 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--objective", default="energy",
                    help="adaptive controller: energy (default: least energy at the accuracy of the model one would "
                    "ship alone) or accuracy (most accurate the context allows)")  # fmt: skip
+    p.add_argument("--share-weights", action="store_true",
+                   help="adaptive package: nest the configurations as slices of one refitted model and store "
+                   "shared weights once (smaller; the smaller configurations lose their own refit)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -64,8 +67,8 @@ def _adaptive(args: argparse.Namespace) -> int:
 
     options = AdaptiveOptions(
         configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,
-        objective=args.objective,
-        test_images=args.test_images, data_dir=args.data_dir,
+        objective=args.objective, test_images=args.test_images, data_dir=args.data_dir,
+        share_weights=args.share_weights,
     )  # fmt: skip
     controller = export_adaptive(args.run_dir, args.out, options)
     if args.json:
@@ -82,8 +85,11 @@ def _adaptive(args: argparse.Namespace) -> int:
         rows,
     )
     storage = controller["storage"]
+    ratio = storage["ratio_to_largest"]
     print(
-        f"package storage {storage['package_bytes']:,} B = {storage['ratio_to_largest']:.2f}× the largest "
-        f"configuration; drift threshold {controller['monitor']['threshold']:.3f}; written to {args.out}"
+        f"package storage {storage['package_bytes']:,} B"
+        + (f" = {ratio:.2f}× the largest configuration" if ratio else "")
+        + (" (weights shared)" if storage.get("shared_weights") else "")
+        + f"; drift threshold {controller['monitor']['threshold']:.3f}; written to {args.out}"
     )
     return 0

@@ -353,9 +353,15 @@ class PolicyEvaluator:
             if self._targets is None:
                 self._targets = collect_targets(self.model, self.table, images, options)
             return reconstruct_sequential(model, self.table, kept, self.pruner.ranking, self._targets, options)
+        return self.fast_reconstructor().apply(model, kept, self.pruner.ranking)
+
+    def fast_reconstructor(self) -> FastReconstructor:
+        """The unpruned model's layer-input Gram matrices (fast mode's), collected on first use."""
         if self._fast is None:
+            options = self.options.reconstruction
+            images = self.normalize(self.train_images[: options.images])
             self._fast = FastReconstructor(self.model, self.table, images, options)
-        return self._fast.apply(model, kept, self.pruner.ranking)
+        return self._fast
 
     def repair_batchnorm(self, model: nn.Module, kept: dict[int, int], mode: str | None = None) -> None:
         """Re-estimate BatchNorm statistics of a pruned model (when the options ask for it and channels went).

@@ -23,8 +23,13 @@ OPSET = 17
 INPUT_NAME = "input"
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """Export ``model`` (eval mode) with a dynamic batch dimension; returns the path."""
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, fold_batchnorm: bool = True) -> Path:
+    """Export ``model`` (eval mode) with a dynamic batch dimension; returns the path.
+
+    ``fold_batchnorm=False`` keeps BatchNormalization nodes with their own initializers instead of folding them
+    into the convolutions' weights (onnxruntime folds them when it loads the file, so inference costs the same):
+    the convolution weights then stay the module's own, which lets configurations share them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -36,6 +41,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
             torch.onnx.export(
                 model, example, str(path), input_names=[INPUT_NAME], output_names=["logits"],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+                training=torch.onnx.TrainingMode.EVAL if fold_batchnorm else torch.onnx.TrainingMode.PRESERVE,
             )  # fmt: skip
         except Exception as legacy_error:
             log.debug("TorchScript ONNX export failed (%s); trying dynamo", legacy_error)

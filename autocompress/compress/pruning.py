@@ -27,13 +27,22 @@ class ChannelPruner:
         model: The unpruned model (never modified).
         table: Its layer table.
         criterion: ``l1`` (default) or ``l2`` magnitude of each channel across the whole coupled group.
+        ranking: Channel indices of each group (by group id), most important first, instead of ranking them by
+            ``criterion`` — e.g. to prune an already pruned model further in the original model's order, so that
+            the smaller model's channels are a subset of the larger one's.
     """
 
-    def __init__(self, model: nn.Module, table: LayerTable, criterion: str = "l1") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        table: LayerTable,
+        criterion: str = "l1",
+        ranking: Mapping[int, torch.Tensor] | None = None,
+    ) -> None:
         if criterion not in CRITERIA:
             raise unknown_name_error("pruning criterion", criterion, CRITERIA)
         self.model, self.table, self.criterion = model, table, criterion
-        self.ranking = self._rank_channels()
+        self.ranking = dict(ranking) if ranking is not None else self._rank_channels()
 
     def _rank_channels(self) -> dict[int, torch.Tensor]:
         """Channel indices of each group, most important first."""

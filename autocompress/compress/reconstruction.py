@@ -235,6 +235,56 @@ class FastReconstructor:
             done += 1
         return done
 
+    def apply_joint(
+        self,
+        union: nn.Module,
+        union_kept: Mapping[int, int],
+        kepts: list[Mapping[int, int]],
+        ranking: Mapping[int, torch.Tensor],
+    ) -> int:
+        """Refit, in place, the ``union`` model (pruned to ``union_kept``) so that every nested configuration
+        ``kepts[c]`` — a slice of it — reproduces the unpruned outputs as well as one set of shared weights allows:
+        each output row minimises the sum over the configurations that keep it of their own least-squares errors,
+        Σ_c ||X[:, S_c] w[S_c] − y||² + λ||w||², i.e. (Σ_c D_c G D_c + λI) w = Σ_c D_c G w̃ with D_c the mask of
+        the inputs configuration c keeps. Rows kept by the same configurations share one system. Returns how many
+        layers were refitted."""
+        targets = {l.name for kept in [union_kept, *kepts] for l in pruned_inputs(self.table, kept)}  # noqa: E741
+        modules = dict(union.named_modules())
+        done = 0
+        for layer in self.layers:
+            if layer.name not in targets:
+                continue
+            original = self.modules[layer.name]
+            has_bias = getattr(original, "bias", None) is not None
+            cols = _columns(layer, original, kept_indices(ranking, layer.in_group, union_kept, layer.in_channels))
+            rows = kept_indices(ranking, layer.group, union_kept, layer.out_channels)
+            gram = self.grams[layer.name]
+            ones = gram.shape[0] - 1
+            picked = torch.cat([cols, torch.tensor([ones])]) if has_bias else cols
+            everything = torch.arange(ones + 1) if has_bias else torch.arange(ones)
+            system = gram[picked][:, picked]
+            cross = self.weights[layer.name][rows] @ gram[everything][:, picked]
+            col_masks, row_masks = [], []
+            for kept in kepts:
+                mine = _columns(layer, original, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
+                mask = torch.isin(cols, mine).double()
+                col_masks.append(torch.cat([mask, torch.ones(1, dtype=mask.dtype)]) if has_bias else mask)
+                row_masks.append(torch.isin(rows, kept_indices(ranking, layer.group, kept, layer.out_channels)))
+            members = torch.stack(row_masks, 1)  # rows × configurations: which configurations keep each row
+            solution = torch.zeros_like(cross)
+            for key in torch.unique(members, dim=0):
+                which = (members == key).all(1)
+                chosen = [c for c in range(len(kepts)) if key[c]]
+                if not chosen:  # a row no configuration keeps (only the union has it): its own fit
+                    solution[which] = _solve(system, cross[which], self.options.ridge)
+                    continue
+                a = sum(torch.outer(col_masks[c], col_masks[c]) * system for c in chosen)
+                b = sum(cross[which] * col_masks[c] for c in chosen)
+                solution[which] = _solve(cast(torch.Tensor, a), cast(torch.Tensor, b), self.options.ridge)
+            _assign(modules[layer.name], solution, has_bias)
+            done += 1
+        return done
+
 
 def _flat_weight(module: nn.Module) -> torch.Tensor:
     """The weight as (out, in·kernel) in float64, with the bias as a last column where the layer has one."""

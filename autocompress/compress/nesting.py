@@ -1,0 +1,102 @@
+"""Nested configurations: several pruned models that are slices of one shared model, so their weights can be stored
+once (AdaSpring's retraining-free, weight-sharing configurations, built from a search's policies).
+
+Channels are ranked once per model (:class:`~autocompress.compress.pruning.ChannelPruner`), so two policies that
+keep k₁ ≤ k₂ channels of a group keep nested channel sets. The *union* model keeps, in every group, the most channels
+any of the policies keeps; each policy's model is the union model pruned further in the same channel order — a slice
+of it — with its BatchNorm statistics re-estimated (the one thing it keeps to itself). The shared weights are refitted
+jointly (:meth:`~autocompress.compress.reconstruction.FastReconstructor.apply_joint`): every layer's weights minimise
+the sum of all configurations' least-squares errors, each configuration seeing only the inputs it keeps — one set of
+weights that serves every slice, instead of a refit that suits the largest only. :func:`slice_map` says, for every
+tensor of a configuration, which slice of the union's tensor it is.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.compress.layers import build_layer_table
+from autocompress.compress.pruning import ChannelPruner
+
+if TYPE_CHECKING:
+    from autocompress.compress.evaluator import PolicyEvaluator
+    from autocompress.compress.policy import Policy
+
+EXACT = 2**24  # float32 holds every integer up to here exactly: the probe's index values
+
+
+def nested_models(
+    evaluator: PolicyEvaluator, policies: Sequence[Policy], reconstruct: str
+) -> tuple[nn.Module, list[nn.Module], list[dict[str, list[list[int] | None]]]]:
+    """The union model of ``policies`` (refitted jointly for all of them unless ``reconstruct`` is ``none``), each
+    policy's model as a slice of it (BatchNorm re-estimated), and for each the slice map of :func:`slice_map`."""
+    table = evaluator.table
+    kepts = [policy.kept_channels(table) for policy in policies]
+    union = {g.id: max(kept[g.id] for kept in kepts) for g in table.groups}
+    shared = evaluator.pruner.prune(union)
+    if reconstruct != "none":
+        evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking)
+    shared.eval()
+    sub_table = build_layer_table(shared, table.input_shape, protect=set())
+    by_leader = {g.leader: g for g in table.groups}
+    ranking: dict[int, torch.Tensor] = {}
+    ids: dict[int, int] = {}  # the original table's group id -> the union model's
+    for group in sub_table.groups:
+        original = by_leader.get(group.leader)
+        if original is None:  # a group the original table does not prune: nothing goes
+            ranking[group.id] = torch.arange(group.channels)
+            continue
+        top = evaluator.pruner.ranking[original.id][: union[original.id]].tolist()
+        position = {channel: i for i, channel in enumerate(sorted(top))}  # pruning keeps channels in their order
+        ranking[group.id] = torch.tensor([position[channel] for channel in top])
+        ids[original.id] = group.id
+    pruner = ChannelPruner(shared, sub_table, ranking=ranking)
+    probe = ChannelPruner(index_probe(shared), sub_table, ranking=ranking)
+    union_state = shared.state_dict()
+    models, maps = [], []
+    for kept in kepts:
+        sub_kept = {ids[g]: n for g, n in kept.items() if g in ids}
+        model = pruner.prune(sub_kept)
+        evaluator.repair_batchnorm(model, kept, "fast")  # the slice's own statistics (no sequential refit here)
+        models.append(model.eval())
+        maps.append(slice_map(probe.prune(sub_kept), union_state))
+    return shared, models, maps
+
+
+def index_probe(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every floating tensor holds its own flat element indices (tensors too large for
+    float32 to count exactly hold NaN): pruned like the model, it tells which elements survived."""
+    probe = copy.deepcopy(model)
+    with torch.no_grad():
+        for tensor in [*probe.parameters(), *probe.buffers()]:
+            if tensor.is_floating_point():
+                if tensor.numel() < EXACT:
+                    tensor.copy_(torch.arange(tensor.numel(), dtype=tensor.dtype).reshape(tensor.shape))
+                else:
+                    tensor.fill_(float("nan"))
+    return probe
+
+
+def slice_map(pruned_probe: nn.Module, union_state: dict[str, torch.Tensor]) -> dict[str, list[list[int] | None]]:
+    """For each floating tensor of a pruned probe that is an axis-wise slice of the union model's tensor of the same
+    name: per axis, the positions it keeps (``None``: all)."""
+    found: dict[str, list[list[int] | None]] = {}
+    for name, tensor in pruned_probe.state_dict().items():
+        full = union_state.get(name)
+        if full is None or not tensor.is_floating_point() or tensor.ndim == 0 or torch.isnan(tensor).any():
+            continue
+        flat = tensor.numpy().astype(np.int64)
+        coords = np.unravel_index(flat, tuple(full.shape))
+        index = [coords[a][tuple(slice(None) if b == a else 0 for b in range(flat.ndim))] for a in range(flat.ndim)]
+        grid = np.arange(full.numel()).reshape(tuple(full.shape))[np.ix_(*index)]
+        if grid.shape != flat.shape or not np.array_equal(grid, flat):
+            continue  # not an axis-wise slice (it never happens for channel pruning; then it is simply not shared)
+        found[name] = [None if len(ix) == n and np.array_equal(ix, np.arange(n)) else ix.tolist()
+                       for ix, n in zip(index, full.shape, strict=True)]  # fmt: skip
+    return found
