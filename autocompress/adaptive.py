@@ -12,6 +12,11 @@ Package layout::
     DIR/controller.json         the table, the rule, the input statistics and the drift monitor's threshold
     DIR/configs/cK/model.onnx   configuration K (and its model.pt, policy.json, report.md)
     DIR/actor.onnx              for runs of an RL agent: its trained actor (observation → per-layer action)
+
+With ``share_weights`` the configurations are nested slices of one jointly refitted model
+(:mod:`autocompress.compress.nesting`): ``DIR/shared.npz`` holds the shared tensors once and each configuration's
+ONNX files become ``model.shared.onnx`` (and ``head``/``tail``) plus ``shared.json``
+(:mod:`autocompress.shared_weights`).
 """
 
 from __future__ import annotations
@@ -262,18 +267,27 @@ def _monitor(evaluator: Any, info: Any) -> dict[str, Any]:
     }
 
 
+MEASURE = (
+    "bytes on disk of the files the runtime loads (each configuration's model file; with shared weights also "
+    "shared.npz and the references) against the largest configuration's complete model.onnx alone"
+)
+
+
 def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:
-    """The package's storage at the configurations' bits against its largest configuration alone."""
-    total = sum(e["storage_bytes"] for e in entries)
-    largest = max(e["storage_bytes"] for e in entries)
-    on_disk = sum((out / e["path"]).stat().st_size for e in entries)
+    """The package's storage on disk against its largest configuration alone (and the same at the configurations'
+    bits, as the cost model counts them)."""
+    sizes = [(out / e["path"]).stat().st_size for e in entries]
+    others = [p for p in out.glob("configs/*/*.onnx") if p not in {out / e["path"] for e in entries}]
+    at_bits = [e["storage_bytes"] for e in entries]
     return {
         "shared_weights": False,
-        "measure": "the configurations' storage at their bits (cost model) against the largest configuration's",
-        "package_bytes": total,
-        "largest_config_bytes": largest,
-        "ratio_to_largest": total / largest,
-        "onnx_bytes_on_disk": on_disk,
+        "measure": MEASURE,
+        "package_bytes": sum(sizes),
+        "largest_config_bytes": max(sizes),
+        "ratio_to_largest": sum(sizes) / max(sizes),
+        "other_onnx_bytes": sum(p.stat().st_size for p in others),
+        "at_bits_bytes": sum(at_bits),
+        "at_bits_ratio_to_largest": sum(at_bits) / max(at_bits),
     }
 
 
@@ -301,20 +315,23 @@ def share_files(
         folder = out / Path(entry["path"]).parent
         refs_by_file: dict[str, dict[str, Any]] = {}
         for path in sorted(p for p in folder.glob("*.onnx") if not p.name.endswith(SUFFIX)):
+            if path.name == "model.onnx":
+                standalone[entry["id"]] = path.stat().st_size
             model = onnx.load(str(path))
-            refs, keep = {}, []
+            refs, keep, kept_bytes = {}, [], 0
             for init in model.graph.initializer:
-                ref = _shared_ref(init.name, numpy_helper.to_array(init), slices, union)
+                array = numpy_helper.to_array(init)
+                ref = _shared_ref(init.name, array, slices, union)
                 if ref is None:
                     keep.append(init)
-                    private += int(numpy_helper.to_array(init).nbytes)
+                    kept_bytes += int(array.nbytes)
                 else:
                     refs[init.name] = ref
                     used.add(ref["tensor"])
+            if path.name == "model.onnx":
+                private += kept_bytes
             if not refs:
                 continue  # nothing shared (e.g. the int8 file): it stays whole
-            if path.name == "model.onnx":
-                standalone[entry["id"]] = path.stat().st_size
             del model.graph.initializer[:]
             model.graph.initializer.extend(keep)
             onnx.save(model, str(path.with_name(path.stem + SUFFIX)))
@@ -335,18 +352,20 @@ def share_files(
             if name == "model" + SUFFIX:
                 _check_same_logits(full, rebuilt, inputs)
             full.unlink()
-        entry["path"] = f"{Path(entry['path']).parent.as_posix()}/model{SUFFIX}"
-    inference = [out / SHARED_FILE, *out.glob(f"configs/*/*{SUFFIX}"), *out.glob(f"configs/*/{REFS_FILE}"),
-                 *out.glob("configs/*/model.int8.onnx")]  # fmt: skip
-    package = sum(p.stat().st_size for p in inference)
+        if (folder / f"model{SUFFIX}").is_file():
+            entry["path"] = f"{Path(entry['path']).parent.as_posix()}/model{SUFFIX}"
+    # what the runtime loads: the store, each configuration's model file and the references
+    loaded = [out / SHARED_FILE, *(out / e["path"] for e in entries), *out.glob(f"configs/*/{REFS_FILE}")]
+    package = sum(p.stat().st_size for p in loaded)
+    others = [p for p in out.glob("configs/*/*.onnx") if p not in loaded]
     largest = max(standalone.values()) if standalone else 0
     return {
         "shared_weights": True,
-        "measure": "bytes on disk of what onnxruntime inference needs (shared.npz, the configurations' stripped "
-        "ONNX files and references, int8 files) against the largest configuration's complete model.onnx",
+        "measure": MEASURE,
         "package_bytes": package,
         "largest_config_bytes": largest,
         "ratio_to_largest": package / largest if largest else None,
+        "other_onnx_bytes": sum(p.stat().st_size for p in others),
         "shared_tensor_bytes": int(sum(union[name].nbytes for name in used)),
         "private_tensor_bytes": private,
         "torch_bytes_on_disk": sum(p.stat().st_size for p in out.glob("configs/*/model.pt")),
@@ -437,7 +456,7 @@ def export_actor(run_dir: str | Path, out: str | Path) -> dict[str, Any] | None:
     algorithm = record.resolved.agent.algorithm
     if algorithm not in RL_ALGORITHMS or not (record.folder / "checkpoints" / "agent.json").is_file():
         return None
-    job = SearchJob.resume(record.folder)
+    job = SearchJob.resume(record.folder, device="cpu")  # the actor's observations need no GPU
     agent, env = trained_model(job), job.env
     actor = _DeterministicActor(agent.policy).eval()
     observations = []

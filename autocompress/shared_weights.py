@@ -82,4 +82,9 @@ def fill_state_dict(
     import torch
 
     for name, ref in refs.items():
+        if ref["tensor"] not in store:
+            raise AutoCompressError(
+                f"the shared store (shared.npz of the package) must hold '{ref['tensor']}', but it does not or is "
+                "missing; a configuration's model.pt works only inside its package."
+            )
         state[name] = torch.from_numpy(np.ascontiguousarray(take(store[ref["tensor"]], ref["index"])))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from autocompress.adaptive import AdaptiveOptions, export_adaptive
 from autocompress.search import SearchConfig
 from autocompress.simulate import shipped_traces, simulate
-from bench.common import RESULTS, publish, rows_table, run_search
+from bench.common import RESULTS, ROOT, publish, rows_table, run_search
 
 OWN_NOTE = "Each configuration is refitted on its own (sequential least squares) and stored whole."
 SHARED_NOTE = (
@@ -112,6 +113,7 @@ def main() -> None:
             totals, static = result["totals"], result["totals"]["static"]
             drift = drift_figures(result)
             raw[f"{env}/{trace}"] = {k: v for k, v in result.items() if k != "rows"} | {"drift": drift}
+            raw[f"{env}/{trace}"]["package"] = os.path.relpath(package, ROOT)
             for strategy, t in totals.items():
                 rows.append({
                     "env": env, "trace": trace, "strategy": strategy,
@@ -133,7 +135,7 @@ def main() -> None:
     for env in args.envs:
         storage = raw[f"{env}/storage"]
         switch = [raw[f"{env}/{t}"]["totals"]["adaptive"]["switch_ms_median"] for t in traces]
-        line = {"env": env, "package storage / largest config": round(storage["ratio_to_largest"], 3),
+        line = {"env": env, "package on disk / largest config alone": round(storage["ratio_to_largest"], 3),
                 "median decision+switch ms": round(statistics.median(switch), 4)}  # fmt: skip
         if "camera-drift" in traces:
             drift = raw[f"{env}/camera-drift"]["drift"]

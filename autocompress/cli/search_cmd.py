@@ -88,12 +88,15 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args.threads)
     if args.resume:
-        job = SearchJob.resume(args.resume, device=args.device)
-        if args.workers is not None and args.workers != job.config.workers:
+        from autocompress.search.record import RunRecord
+
+        saved = RunRecord.open(args.resume, "resume").config.workers
+        if args.workers is not None and args.workers != saved:
             raise UsageError(
-                f"a resumed run keeps its --workers ({job.config.workers}; its replay buffer has one column per "
-                f"worker), but got --workers {args.workers}; drop --workers."
+                f"a resumed run keeps its --workers ({saved}; its replay buffer has one column per worker), but got "
+                f"--workers {args.workers}; drop --workers."
             )
+        job = SearchJob.resume(args.resume, device=args.device)
     else:
         if not args.model or not args.dataset:
             raise UsageError(

@@ -347,13 +347,18 @@ class PolicyEvaluator:
         """Refit, in place, the layers of the pruned ``model`` whose inputs ``kept`` removed; returns how many."""
         if mode == "none" or all(kept[g.id] >= g.channels for g in self.table.groups):
             return 0
-        options = self.options.reconstruction
-        images = self.normalize(self.train_images[: options.images])
         if mode == "sequential":
-            if self._targets is None:
-                self._targets = collect_targets(self.model, self.table, images, options)
-            return reconstruct_sequential(model, self.table, kept, self.pruner.ranking, self._targets, options)
+            targets, options = self.sequential_targets(), self.options.reconstruction
+            return reconstruct_sequential(model, self.table, kept, self.pruner.ranking, targets, options)
         return self.fast_reconstructor().apply(model, kept, self.pruner.ranking)
+
+    def sequential_targets(self) -> Targets:
+        """The unpruned model's sampled layer outputs a sequential refit aims at, collected on first use."""
+        if self._targets is None:
+            options = self.options.reconstruction
+            images = self.normalize(self.train_images[: options.images])
+            self._targets = collect_targets(self.model, self.table, images, options)
+        return self._targets
 
     def fast_reconstructor(self) -> FastReconstructor:
         """The unpruned model's layer-input Gram matrices (fast mode's), collected on first use."""

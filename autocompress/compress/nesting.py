@@ -5,9 +5,10 @@ Channels are ranked once per model (:class:`~autocompress.compress.pruning.Chann
 keep k₁ ≤ k₂ channels of a group keep nested channel sets. The *union* model keeps, in every group, the most channels
 any of the policies keeps; each policy's model is the union model pruned further in the same channel order — a slice
 of it — with its BatchNorm statistics re-estimated (the one thing it keeps to itself). The shared weights are refitted
-jointly (:meth:`~autocompress.compress.reconstruction.FastReconstructor.apply_joint`): every layer's weights minimise
-the sum of all configurations' least-squares errors, each configuration seeing only the inputs it keeps — one set of
-weights that serves every slice, instead of a refit that suits the largest only. :func:`slice_map` says, for every
+jointly (:func:`~autocompress.compress.reconstruction.reconstruct_joint_sequential`): every layer's weights minimise
+the sum of all configurations' least-squares errors (each relative to what its own best fit leaves), each
+configuration seeing only the inputs it keeps — one set of weights that serves every slice, instead of a refit that
+suits the largest only. :func:`slice_map` says, for every
 tensor of a configuration, which slice of the union's tensor it is.
 """
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from autocompress.compress.layers import build_layer_table
 from autocompress.compress.pruning import ChannelPruner
+from autocompress.compress.reconstruction import reconstruct_joint_sequential
 
 if TYPE_CHECKING:
     from autocompress.compress.evaluator import PolicyEvaluator
@@ -34,14 +36,13 @@ EXACT = 2**24  # float32 holds every integer up to here exactly: the probe's ind
 def nested_models(
     evaluator: PolicyEvaluator, policies: Sequence[Policy], reconstruct: str
 ) -> tuple[nn.Module, list[nn.Module], list[dict[str, list[list[int] | None]]]]:
-    """The union model of ``policies`` (refitted jointly for all of them unless ``reconstruct`` is ``none``), each
-    policy's model as a slice of it (BatchNorm re-estimated), and for each the slice map of :func:`slice_map`."""
+    """The union model of ``policies`` (refitted jointly for all of them: ``sequential`` on each configuration's own
+    inputs layer after layer, ``fast`` on the unpruned network's, or ``none``), each policy's model as a slice of it
+    (BatchNorm re-estimated unless the refit was sequential), and for each the slice map of :func:`slice_map`."""
     table = evaluator.table
     kepts = [policy.kept_channels(table) for policy in policies]
     union = {g.id: max(kept[g.id] for kept in kepts) for g in table.groups}
     shared = evaluator.pruner.prune(union)
-    if reconstruct != "none":
-        evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking)
     shared.eval()
     sub_table = build_layer_table(shared, table.input_shape, protect=set())
     by_leader = {g.leader: g for g in table.groups}
@@ -56,14 +57,24 @@ def nested_models(
         position = {channel: i for i, channel in enumerate(sorted(top))}  # pruning keeps channels in their order
         ranking[group.id] = torch.tensor([position[channel] for channel in top])
         ids[original.id] = group.id
-    pruner = ChannelPruner(shared, sub_table, ranking=ranking)
+    pruner = ChannelPruner(shared, sub_table, ranking=ranking)  # prunes copies of `shared` as it is at each call
+    sub_kepts = [{ids[g]: n for g, n in kept.items() if g in ids} for kept in kepts]
+    if reconstruct == "sequential":
+        working = [pruner.prune(sub_kept) for sub_kept in sub_kepts]
+        reconstruct_joint_sequential(
+            shared, union, working, kepts, table, evaluator.pruner.ranking, evaluator.sequential_targets(),
+            evaluator.options.reconstruction,
+        )  # fmt: skip
+    elif reconstruct == "fast":
+        evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking)
     probe = ChannelPruner(index_probe(shared), sub_table, ranking=ranking)
     union_state = shared.state_dict()
     models, maps = [], []
-    for kept in kepts:
-        sub_kept = {ids[g]: n for g, n in kept.items() if g in ids}
+    for kept, sub_kept in zip(kepts, sub_kepts, strict=True):
         model = pruner.prune(sub_kept)
-        evaluator.repair_batchnorm(model, kept, "fast")  # the slice's own statistics (no sequential refit here)
+        # after a sequential refit the unpruned statistics stay right (as for one model); otherwise each slice
+        # re-estimates its own
+        evaluator.repair_batchnorm(model, kept, "sequential" if reconstruct == "sequential" else "fast")
         models.append(model.eval())
         maps.append(slice_map(probe.prune(sub_kept), union_state))
     return shared, models, maps

@@ -244,10 +244,10 @@ class FastReconstructor:
     ) -> int:
         """Refit, in place, the ``union`` model (pruned to ``union_kept``) so that every nested configuration
         ``kepts[c]`` — a slice of it — reproduces the unpruned outputs as well as one set of shared weights allows:
-        each output row minimises the sum over the configurations that keep it of their own least-squares errors,
-        Σ_c ||X[:, S_c] w[S_c] − y||² + λ||w||², i.e. (Σ_c D_c G D_c + λI) w = Σ_c D_c G w̃ with D_c the mask of
-        the inputs configuration c keeps. Rows kept by the same configurations share one system. Returns how many
-        layers were refitted."""
+        each output row minimises the (weighted, see :func:`_joint_rows`) sum over the configurations that keep it of
+        their own least-squares errors Σ_c ω_c ||X[:, S_c] w[S_c] − y||², i.e. (Σ_c ω_c D_c G D_c) w = Σ_c ω_c D_c G w̃
+        with D_c the mask of the inputs configuration c keeps, on the unpruned network's inputs (fast mode). Returns
+        how many layers were refitted."""
         targets = {l.name for kept in [union_kept, *kepts] for l in pruned_inputs(self.table, kept)}  # noqa: E741
         modules = dict(union.named_modules())
         done = 0
@@ -264,23 +264,19 @@ class FastReconstructor:
             everything = torch.arange(ones + 1) if has_bias else torch.arange(ones)
             system = gram[picked][:, picked]
             cross = self.weights[layer.name][rows] @ gram[everything][:, picked]
-            col_masks, row_masks = [], []
+            systems, crosses, members = [], [], []
             for kept in kepts:
                 mine = _columns(layer, original, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
                 mask = torch.isin(cols, mine).double()
-                col_masks.append(torch.cat([mask, torch.ones(1, dtype=mask.dtype)]) if has_bias else mask)
-                row_masks.append(torch.isin(rows, kept_indices(ranking, layer.group, kept, layer.out_channels)))
-            members = torch.stack(row_masks, 1)  # rows × configurations: which configurations keep each row
-            solution = torch.zeros_like(cross)
-            for key in torch.unique(members, dim=0):
-                which = (members == key).all(1)
-                chosen = [c for c in range(len(kepts)) if key[c]]
-                if not chosen:  # a row no configuration keeps (only the union has it): its own fit
-                    solution[which] = _solve(system, cross[which], self.options.ridge)
-                    continue
-                a = sum(torch.outer(col_masks[c], col_masks[c]) * system for c in chosen)
-                b = sum(cross[which] * col_masks[c] for c in chosen)
-                solution[which] = _solve(cast(torch.Tensor, a), cast(torch.Tensor, b), self.options.ridge)
+                mask = torch.cat([mask, torch.ones(1, dtype=mask.dtype)]) if has_bias else mask
+                systems.append(torch.outer(mask, mask) * system)
+                crosses.append(cross * mask)
+                members.append(torch.isin(rows, kept_indices(ranking, layer.group, kept, layer.out_channels)))
+            target = self.weights[layer.name][rows]
+            energy = ((target @ gram[everything][:, everything]) * target).sum(1)  # ||y||² per row
+            member = torch.stack(members, 1)
+            solution = _joint_rows(systems, crosses, [energy] * len(kepts), member, self.options.ridge)
+            solution[~member.any(1)] = _flat_weight(modules[layer.name]).to(solution.dtype)[~member.any(1)]
             _assign(modules[layer.name], solution, has_bias)
             done += 1
         return done
@@ -406,4 +402,116 @@ def reconstruct_sequential(
     finally:
         for handle in handles:
             handle.remove()
+    return len(todo)
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the layer whose input is wanted has it."""
+
+
+@torch.no_grad()
+def _input_of(model: nn.Module, module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The input ``module`` receives when ``model`` runs on ``images`` (the pass stops there)."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        seen.append(inputs[0])
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        model(images)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _joint_rows(
+    systems: list[torch.Tensor], crosses: list[torch.Tensor], energies: list[float], members: torch.Tensor, ridge: float
+) -> torch.Tensor:
+    """Rows of the shared weights that minimise, for every row, the sum over the configurations keeping it of their
+    least-squares errors, each weighted by the inverse of the error its own best fit leaves (so that no configuration's
+    large absolute error drowns the others): (Σ_c ω_c A_c) w = Σ_c ω_c b_c per group of rows kept by the same
+    configurations. ``systems[c]``/``crosses[c]`` are configuration c's Gram and cross terms in the union's
+    coordinates (zero where it has no input or row), ``energies[c]`` its targets' squared norm per row."""
+    solution = torch.zeros_like(crosses[0])
+    for key in torch.unique(members, dim=0):
+        which = (members == key).all(1)
+        chosen = [c for c in range(len(systems)) if key[c]]
+        if not chosen:  # kept by no configuration: nothing to fit
+            continue
+        weights = []
+        for c in chosen:
+            own = _solve(systems[c], crosses[c][which], ridge)
+            total = float(torch.as_tensor(energies[c])[which].sum())
+            residual = total - float((2 * own * crosses[c][which]).sum() - ((own @ systems[c]) * own).sum())
+            weights.append(1.0 / max(residual, 1e-9 * max(total, 1e-12)))
+        a = sum(w * systems[c] for w, c in zip(weights, chosen, strict=True))
+        b = sum(w * crosses[c][which] for w, c in zip(weights, chosen, strict=True))
+        solution[which] = _solve(cast(torch.Tensor, a), cast(torch.Tensor, b), ridge)
+    return solution
+
+
+@torch.no_grad()
+def reconstruct_joint_sequential(
+    union: nn.Module,
+    union_kept: Mapping[int, int],
+    models: list[nn.Module],
+    kepts: list[Mapping[int, int]],
+    table: LayerTable,
+    ranking: Mapping[int, torch.Tensor],
+    targets: Targets,
+    options: ReconstructionOptions | None = None,
+) -> int:
+    """Refit, in place and in execution order, the shared weights of nested configurations: ``models[c]`` (pruned
+    to ``kepts[c]``) are slices of ``union`` (pruned to ``union_kept``). At each layer every configuration's inputs
+    come from its own network as refitted so far (as :func:`reconstruct_sequential` does for one), the shared rows
+    solve the joint problem of :func:`_joint_rows`, and every configuration takes its slice of them. Returns how many
+    layers were refitted."""
+    options = options or ReconstructionOptions()
+    names = {l.name for kept in [union_kept, *kepts] for l in pruned_inputs(table, kept)}  # noqa: E741
+    todo = [l for l in table.layers if l.name in names and l.name in targets.outputs]  # noqa: E741
+    union_modules = dict(union.named_modules())
+    model_modules = [dict(m.named_modules()) for m in models]
+    for m in [union, *models]:
+        m.eval()
+    for layer in todo:
+        module = union_modules[layer.name]
+        has_bias = getattr(module, "bias", None) is not None
+        cols_u = _columns(layer, module, kept_indices(ranking, layer.in_group, union_kept, layer.in_channels))
+        rows_u = kept_indices(ranking, layer.group, union_kept, layer.out_channels)
+        width = len(cols_u) + int(has_bias)
+        systems, crosses, energies, members, slots = [], [], [], [], []
+        for model, modules, kept in zip(models, model_modules, kepts, strict=True):
+            mine = modules[layer.name]
+            x = _patches_at(mine, _input_of(model, mine, targets.images), targets.index[layer.name])
+            x = _with_ones(x) if has_bias else x
+            cols = _columns(layer, mine, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
+            rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
+            col_at = torch.searchsorted(cols_u, cols)
+            col_at = torch.cat([col_at, torch.tensor([width - 1])]) if has_bias else col_at
+            row_at = torch.searchsorted(rows_u, rows)
+            y = targets.outputs[layer.name][:, rows]
+            system = torch.zeros(width, width, dtype=torch.float64)
+            system[col_at.unsqueeze(1), col_at] = (x.T @ x).double()
+            cross = torch.zeros(len(rows_u), width, dtype=torch.float64)
+            cross[row_at.unsqueeze(1), col_at] = (y.T @ x).double()
+            energy = torch.zeros(len(rows_u), dtype=torch.float64)
+            energy[row_at] = (y.double() ** 2).sum(0)
+            member = torch.zeros(len(rows_u), dtype=torch.bool)
+            member[row_at] = True
+            systems.append(system)
+            crosses.append(cross)
+            energies.append(energy)
+            members.append(member)
+            slots.append((row_at, col_at))
+        solution = _joint_rows(systems, crosses, energies, torch.stack(members, 1), options.ridge)
+        kept_by_none = ~torch.stack(members, 1).any(1)
+        if kept_by_none.any():  # rows only the union has: keep the union's own weights there
+            solution[kept_by_none] = _flat_weight(module).to(solution.dtype)[kept_by_none]
+        _assign(module, solution, has_bias)
+        for modules, (row_at, col_at) in zip(model_modules, slots, strict=True):
+            _assign(modules[layer.name], solution[row_at][:, col_at], has_bias)
     return len(todo)

@@ -18,6 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from autocompress.errors import AutoCompressError
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.base import SearchContext, Searcher
 from autocompress.search.sb3_extensions import (
@@ -74,6 +75,8 @@ def build_model(context: SearchContext, workers: int | None = None) -> tuple[Bas
             "MlpPolicy", n_steps=n_steps, batch_size=batch, policy_kwargs=policy_kwargs, **common, **params
         ), None
     warmup = agent.warmup_for(context.episodes)
+    # N environments step together, so the warm-up ends on a batch boundary (never half a batch of random layers)
+    warmup = math.ceil(warmup / n_envs) * n_envs
     noise = None
     if agent.algorithm in ("ddpg", "td3"):
         noise = DecayingNormalNoise(context.space.action_dim, agent.noise_sigma, agent.noise_decay, warmup, seed)
@@ -157,10 +160,14 @@ class SB3Searcher(Searcher):
         from stable_baselines3.common.logger import Logger
 
         self.model, self.noise = build_model(context)
-        # SB3's default logger creates an empty SB3-<time> folder in the system temp directory on every learn();
-        # the run folder already records everything (progress.csv, TensorBoard), so its logger writes nowhere.
-        self.model.set_logger(Logger(folder=None, output_formats=[]))
-        restored = load_agent_state(self.model, self.noise, context.checkpoint_dir)
+        try:
+            # SB3's default logger creates an empty SB3-<time> folder in the system temp directory on every learn();
+            # the run folder already records everything (progress.csv, TensorBoard), so its logger writes nowhere.
+            self.model.set_logger(Logger(folder=None, output_formats=[]))
+            restored = load_agent_state(self.model, self.noise, context.checkpoint_dir)
+        except BaseException:
+            close_workers(self.model.env)
+            raise
         if restored:
             log.info("resumed agent after %d episodes (%d logged)", restored, context.episodes_done)
         self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
@@ -170,13 +177,36 @@ class SB3Searcher(Searcher):
             EpisodeCallback(context.report, self.noise),
             Checkpoint(context.checkpoint_dir, self.noise, lambda: context.episodes_done),
         ])  # fmt: skip
-        self.model.learn(total_timesteps=episodes * context.steps, callback=callbacks, reset_num_timesteps=False)
+        try:
+            self.model.learn(total_timesteps=episodes * context.steps, callback=callbacks, reset_num_timesteps=False)
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            raise AutoCompressError(
+                "a worker process of the search ended unexpectedly (its error, if any, is printed above); the run "
+                "resumes with --resume RUN, and --workers 1 shows such an error where it happens."
+            ) from None
         # Only a search that ran to its end saves here: after an interruption the replay buffer may hold part of
         # an episode, and the checkpoint from the last rollout start is the consistent one.
         save_agent(self.model, self.noise, context.checkpoint_dir, context.episodes_done)
 
     def teardown(self, context: SearchContext) -> None:
-        self.model.env.close()  # ends the worker processes (a no-op for one worker)
+        close_workers(self.model.env)
+
+
+def close_workers(env: VecEnv) -> None:
+    """End the worker processes. SB3's ``close`` first reads the answer of a step in flight, which never comes when
+    the step was interrupted (Ctrl-C) or a worker died: then the workers are terminated instead of waited for."""
+    if isinstance(env, SubprocVecEnv) and env.waiting:
+        for process in env.processes:
+            process.terminate()
+        for process in env.processes:
+            process.join(10)
+        env.closed = True
+        return
+    try:
+        env.close()
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        for process in getattr(env, "processes", []):
+            process.terminate()
 
 
 def trained_model(job: SearchJob) -> BaseAlgorithm:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from autocompress.compress.nesting import nested_models
@@ -10,12 +11,13 @@ from autocompress.compress.policy import LayerSetting, Policy
 from autocompress.env import build_workload
 
 
-def test_nested_configurations_are_slices_of_one_jointly_refitted_union() -> None:
+@pytest.mark.parametrize("mode", ["fast", "sequential"])
+def test_nested_configurations_are_slices_of_one_jointly_refitted_union(mode: str) -> None:
     w = build_workload("digits-cnn", "digits", True, None, None, None)
     evaluator = w.evaluator
     leaders = [g.leader for g in w.table.groups if not g.protected]
     policies = [Policy("digits-cnn", layers={name: LayerSetting(keep=k) for name in leaders}) for k in (0.8, 0.5, 0.3)]
-    union, models, maps = nested_models(evaluator, policies, "fast")
+    union, models, maps = nested_models(evaluator, policies, mode)
     union_state = union.state_dict()
     sizes = [sum(p.numel() for p in m.parameters()) for m in models]
     assert sum(p.numel() for p in union.parameters()) >= sizes[0] > sizes[1] > sizes[2]

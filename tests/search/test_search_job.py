@@ -134,11 +134,9 @@ def test_parallel_workers_log_exactly_the_budget_and_repeat_with_the_seed(capsys
     assert first["episodes"] == 7 and [int(r["episode"]) for r in rows] == list(range(7))
     assert [r["reward"] for r in rows] == [r["reward"] for r in progress(tmp_path / "b")]
     assert json.loads((tmp_path / "a" / "config.json").read_text())["workers"] == 2
-    # the two workers play different episodes (their environments are seeded apart)
-    assert len({json.dumps(json.loads(r["reward"])) for r in rows}) > 1
-    # sigma decays once per logged episode across both workers, as with one worker
+    # sigma decays on one schedule shared by both workers (SB3's own wrapping would keep the logged σ constant)
     sigmas = [float(r["exploration_sigma"]) for r in rows]
-    assert sigmas == sorted(sigmas, reverse=True)
+    assert sigmas == sorted(sigmas, reverse=True) and sigmas[-1] < sigmas[0]
 
 
 def test_workers_are_refused_where_they_cannot_apply(capsys, tmp_path: Path) -> None:
