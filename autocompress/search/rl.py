@@ -3,6 +3,7 @@ with AMC's recipe added through SB3's extension points and checkpoints that need
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -193,18 +194,24 @@ class SB3Searcher(Searcher):
 
 
 def close_workers(env: VecEnv) -> None:
-    """End the worker processes. SB3's ``close`` first reads the answer of a step in flight, which never comes when
-    the step was interrupted (Ctrl-C) or a worker died: then the workers are terminated instead of waited for."""
+    """End the worker processes. SB3's ``close`` first reads the answer of a step in flight, which may already have
+    been read when the step was interrupted (Ctrl-C), or never come when a worker died: then every worker is told to
+    close and given time to finish its step and exit (its answer waits unread in the pipe); one that does not is
+    terminated."""
     if isinstance(env, SubprocVecEnv) and env.waiting:
+        for remote in env.remotes:
+            with contextlib.suppress(OSError):
+                remote.send(("close", None))
         for process in env.processes:
-            process.terminate()
-        for process in env.processes:
-            process.join(10)
+            process.join(60)
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
         env.closed = True
         return
     try:
         env.close()
-    except (EOFError, BrokenPipeError, ConnectionResetError):
+    except (EOFError, OSError):
         for process in getattr(env, "processes", []):
             process.terminate()
 
