@@ -136,7 +136,8 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     evaluator, info, graph = workload.evaluator, workload.info, analyse(workload.model, workload.table)
     policies = [Policy.from_dict(record.front[i]["policy"], f"pareto:{i} of '{record.folder}'") for i in picks]
     models: list[Any] = [None] * len(picks)
-    union, maps = None, []
+    union: torch.nn.Module | None = None
+    maps: list[dict[str, list[list[int] | None]]] = []
     if options.share_weights:
         union, models, maps = nested_models(evaluator, policies, options.reconstruct)
     entries = []
@@ -338,7 +339,8 @@ def share_files(
             refs_by_file[path.stem + SUFFIX] = refs
         (folder / REFS_FILE).write_text(json.dumps(refs_by_file))
         _share_torch(folder / "model.pt", slices, union, used)
-    np.savez(out / SHARED_FILE, **{name: union[name] for name in sorted(used)})
+    arrays: dict[str, Any] = {name: union[name] for name in sorted(used)}
+    np.savez(out / SHARED_FILE, **arrays)
     store = load_store(out)
     for entry in entries:
         folder = out / Path(entry["path"]).parent

@@ -20,7 +20,7 @@ target is its own unpruned output, restricted to the output channels it keeps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -239,7 +239,7 @@ class FastReconstructor:
         self,
         union: nn.Module,
         union_kept: Mapping[int, int],
-        kepts: list[Mapping[int, int]],
+        kepts: Sequence[Mapping[int, int]],
         ranking: Mapping[int, torch.Tensor],
     ) -> int:
         """Refit, in place, the ``union`` model (pruned to ``union_kept``) so that every nested configuration
@@ -429,7 +429,11 @@ def _input_of(model: nn.Module, module: nn.Module, images: torch.Tensor) -> torc
 
 
 def _joint_rows(
-    systems: list[torch.Tensor], crosses: list[torch.Tensor], energies: list[float], members: torch.Tensor, ridge: float
+    systems: list[torch.Tensor],
+    crosses: list[torch.Tensor],
+    energies: list[torch.Tensor],
+    members: torch.Tensor,
+    ridge: float,
 ) -> torch.Tensor:
     """Rows of the shared weights that minimise, for every row, the sum over the configurations keeping it of their
     least-squares errors, each weighted by the inverse of the error its own best fit leaves (so that no configuration's
@@ -459,7 +463,7 @@ def reconstruct_joint_sequential(
     union: nn.Module,
     union_kept: Mapping[int, int],
     models: list[nn.Module],
-    kepts: list[Mapping[int, int]],
+    kepts: Sequence[Mapping[int, int]],
     table: LayerTable,
     ranking: Mapping[int, torch.Tensor],
     targets: Targets,

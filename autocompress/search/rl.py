@@ -193,11 +193,13 @@ class SB3Searcher(Searcher):
         close_workers(self.model.env)
 
 
-def close_workers(env: VecEnv) -> None:
+def close_workers(env: VecEnv | None) -> None:
     """End the worker processes. SB3's ``close`` first reads the answer of a step in flight, which may already have
     been read when the step was interrupted (Ctrl-C), or never come when a worker died: then every worker is told to
     close and given time to finish its step and exit (its answer waits unread in the pipe); one that does not is
     terminated."""
+    if env is None:
+        return
     if isinstance(env, SubprocVecEnv) and env.waiting:
         for remote in env.remotes:
             with contextlib.suppress(OSError):
