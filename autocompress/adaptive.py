@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,7 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     deployment = resolved.deployment
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _clear_previous_package(out)
     picks = choose_configurations(record.front, options.configs)
     workload = build_workload(
         config.model, config.dataset, config.pretrained, config.weights, options.data_dir or config.data_dir,
@@ -272,6 +275,21 @@ MEASURE = (
     "bytes on disk of the files the runtime loads (each configuration's model file; with shared weights also "
     "shared.npz and the references) against the largest configuration's complete model.onnx alone"
 )
+
+
+def _clear_previous_package(out: Path) -> None:
+    """A package exported again into the same folder replaces the earlier one: its configurations, shared store and
+    actor go first, so no file of it is loaded or counted with the new one (a stale ``c5`` or ``shared.json`` would
+    be). Only what a package writes is removed: ``configs/`` when every entry in it is a ``cK`` folder, and the
+    top-level files when a ``controller.json`` says the folder holds a package."""
+    from autocompress.shared_weights import SHARED_FILE
+
+    configs = out / "configs"
+    if configs.is_dir() and all(p.is_dir() and re.fullmatch(r"c\d+", p.name) for p in configs.iterdir()):
+        shutil.rmtree(configs)
+    if (out / "controller.json").is_file():
+        for name in (SHARED_FILE, "actor.onnx", "controller.json"):
+            (out / name).unlink(missing_ok=True)
 
 
 def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:

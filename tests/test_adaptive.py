@@ -170,6 +170,11 @@ def test_shared_weight_package_nests_configurations_and_stores_them_once(tmp_pat
             ours = torch_model(torch.from_numpy(inputs)).numpy()
         theirs = session.run(None, {session.get_inputs()[0].name: inputs})[0]
         assert np.allclose(ours, theirs, atol=1e-4)
+    # exported again into the same folder (fewer configurations, no sharing): nothing of the first package is left
+    again = export_adaptive(tmp_path / "run", package, AdaptiveOptions(configs=2))
+    assert not (package / SHARED_FILE).exists() and not list(package.glob("configs/*/shared.json"))
+    assert sorted(p.name for p in (package / "configs").iterdir()) == [e["id"] for e in again["configs"]]
+    assert AdaptiveModel.load(package, adapt=False).predict(x[:4]).shape[0] == 4
 
 
 def test_an_rl_run_ships_its_actor_as_onnx(tmp_path: Path, package: Path) -> None:
