@@ -70,6 +70,7 @@ def test_bn_repair_is_optional_and_measured(digits, digits_model) -> None:
     assert results[True].accuracy != results[False].accuracy
 
 
+@pytest.mark.slow
 def test_adabn_recovers_noise_on_real_cifar(cifar) -> None:
     model = load_model("resnet20", 10, (3, 32, 32), "cifar10", pretrained=True)
     evaluator = PolicyEvaluator(model, cifar.info, cifar.val_x[:1000], cifar.val_y[:1000], cifar.train_x[:2048])

@@ -47,6 +47,7 @@ def test_no_qat_at_eight_bits_and_labels_only_without_teacher(workload) -> None:
     assert result.qat_layers == 0 and not result.distilled
 
 
+@pytest.mark.slow
 def test_a_killed_finetune_resumes_where_it_stopped(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     teacher = workload.evaluator.model
     whole = pruned(workload)

@@ -124,6 +124,7 @@ def test_ppo_runs(capsys, tmp_path: Path) -> None:
     assert summary["episodes"] == 10 and any(r["policy_loss"] for r in rows)
 
 
+@pytest.mark.slow
 def test_parallel_workers_log_exactly_the_budget_and_repeat_with_the_seed(capsys, tmp_path: Path) -> None:
     """--workers 2: two environments in subprocesses; an odd budget still logs exactly its episodes, in order, and
     the same seed gives the same episodes."""
