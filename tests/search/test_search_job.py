@@ -236,14 +236,20 @@ def _state(pid: int) -> str:
         return "Z"
 
 
+def _sigint_at_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_prints_one_line_and_leaves_a_resumable_run(tmp_path: Path, workers: int) -> None:
     run = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "ddpg", "--episodes", "30"]
     cmd += ["--workers", str(workers)]
+    # Ctrl-C from a terminal: SIGINT at its default (a job started in the background, `cmd &`, inherits it ignored,
+    # and Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen([*cmd, "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            process_group=0)  # fmt: skip
+                            process_group=0, preexec_fn=_sigint_at_default)  # fmt: skip
     # the whole process group gets the interrupt, as from a terminal: the workers must stay quiet
     workers_seen = _kill_when(proc, run, 8, signal.SIGINT, group=True)
     _assert_gone(workers_seen)
