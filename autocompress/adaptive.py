@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,16 @@ class AdaptiveOptions:
             )
 
 
-def choose_configurations(front: list[dict[str, Any]], count: int) -> list[int]:
+def choose_configurations(
+    front: list[dict[str, Any]], count: int, union_size: Callable[[Sequence[int]], float] | None = None
+) -> list[int]:
     """Indices into the Pareto front (sorted by accuracy, best first): the most accurate, the least energy, the
-    most accurate split configuration if the front has one, and the rest evenly spaced by energy rank."""
+    most accurate split configuration if the front has one, and the rest evenly spaced by energy rank.
+
+    With ``union_size`` (the size of the union model of some configurations, for nested packages that share their
+    weights) the rest are chosen one at a time to grow the union least (to 1 % of it), the widest apart in energy
+    rank from those already chosen among equals: configurations that nest inside the union cost almost nothing to
+    store, one that does not makes every shared tensor larger."""
     if not front:
         raise AutoCompressError("an adaptive package needs a Pareto front, but the run has none; has it run?")
     by_energy = sorted(range(len(front)), key=lambda i: (front[i]["energy_mj"], -front[i]["accuracy"]))
@@ -116,10 +124,20 @@ def choose_configurations(front: list[dict[str, Any]], count: int) -> list[int]:
     splits = [i for i in range(len(front)) if (front[i].get("policy") or {}).get("split")]
     if splits and count > len(picks):  # a link the device can use is a context only a split configuration serves
         picks.add(splits[0])
-    for rank in np.linspace(0, len(by_energy) - 1, count).round().astype(int):
+    if union_size is not None:
+        rank = {index: r for r, index in enumerate(by_energy)}
+        while len(picks) < count:
+            base = union_size(sorted(picks))
+            cost = {
+                i: (round(union_size([*sorted(picks), i]) / base - 1, 2), -min(abs(rank[i] - rank[p]) for p in picks))
+                for i in range(len(front))
+                if i not in picks
+            }
+            picks.add(min(cost, key=cost.__getitem__))
+    for position in np.linspace(0, len(by_energy) - 1, count).round().astype(int):
         if len(picks) >= count:
             break
-        picks.add(by_energy[int(rank)])
+        picks.add(by_energy[int(position)])
     return sorted(picks, key=lambda i: -front[i]["accuracy"])
 
 
@@ -131,13 +149,15 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous_package(out)
-    picks = choose_configurations(record.front, options.configs)
     workload = build_workload(
         config.model, config.dataset, config.pretrained, config.weights, options.data_dir or config.data_dir,
         config.val_images, protect_first_last=resolved.space.protect_first_last,
     )  # fmt: skip
     evaluator, info, graph = workload.evaluator, workload.info, analyse(workload.model, workload.table)
-    policies = [Policy.from_dict(record.front[i]["policy"], f"pareto:{i} of '{record.folder}'") for i in picks]
+    front = [Policy.from_dict(e["policy"], f"pareto:{i} of '{record.folder}'") for i, e in enumerate(record.front)]
+    union_size = _union_params(front, workload.table) if options.share_weights else None
+    picks = choose_configurations(record.front, options.configs, union_size)
+    policies = [front[i] for i in picks]
     models: list[Any] = [None] * len(picks)
     union: torch.nn.Module | None = None
     maps: list[dict[str, list[list[int] | None]]] = []
@@ -275,6 +295,17 @@ MEASURE = (
     "bytes on disk of the files the runtime loads (each configuration's model file; with shared weights also "
     "shared.npz and the references) against the largest configuration's complete model.onnx alone"
 )
+
+
+def _union_params(policies: Sequence[Policy], table: Any) -> Callable[[Sequence[int]], float]:
+    """The parameter count the layer table predicts for the union model of some of ``policies`` (by index)."""
+    kepts = [policy.kept_channels(table) for policy in policies]
+
+    def size(indices: Sequence[int]) -> float:
+        union = {g.id: max(kepts[i][g.id] for i in indices) for g in table.groups}
+        return float(sum(shape.params for shape in table.shapes(union)))
+
+    return size
 
 
 def _clear_previous_package(out: Path) -> None:

@@ -55,6 +55,24 @@ def test_choice_keeps_the_most_accurate_and_the_cheapest() -> None:
         choose_configurations([], 2)
 
 
+def test_shared_packages_choose_configurations_that_nest() -> None:
+    """With a union size the rest grow the shared union least: a configuration that fits inside the union is
+    chosen before a cheaper-spread one that does not."""
+    front = [
+        {"accuracy": 0.99, "energy_mj": 5.0}, {"accuracy": 0.98, "energy_mj": 4.0},
+        {"accuracy": 0.97, "energy_mj": 3.0}, {"accuracy": 0.95, "energy_mj": 2.0},
+        {"accuracy": 0.90, "energy_mj": 1.0},
+    ]  # fmt: skip
+    channels = [(8, 8), (8, 6), (4, 12), (6, 4), (4, 4)]  # entry 2 does not nest inside entry 0
+
+    def union_size(indices: list[int]) -> float:
+        return float(sum(max(channels[i][g] for i in indices) for g in range(2)))
+
+    assert choose_configurations(front, 3) == [0, 2, 4]  # evenly spaced by energy: the non-nesting one
+    assert choose_configurations(front, 3, union_size) == [0, 1, 4]  # nests; as far from both as entry 3: first
+    assert choose_configurations(front, 4, union_size) == [0, 1, 3, 4]
+
+
 def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: DatasetSplits) -> None:
     model = AdaptiveModel.load(package, adapt=False)
     logits = model.predict(digits.test_x[:5].numpy())
