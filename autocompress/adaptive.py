@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from autocompress.compress.nesting import nested_models
+from autocompress.compress.layers import LayerTable
+from autocompress.compress.nesting import nested_models, union_kept
 from autocompress.compress.policy import Policy
 from autocompress.compress.reconstruction import check_mode
 from autocompress.data import Normalizer
@@ -297,12 +298,12 @@ MEASURE = (
 )
 
 
-def _union_params(policies: Sequence[Policy], table: Any) -> Callable[[Sequence[int]], float]:
+def _union_params(policies: Sequence[Policy], table: LayerTable) -> Callable[[Sequence[int]], float]:
     """The parameter count the layer table predicts for the union model of some of ``policies`` (by index)."""
     kepts = [policy.kept_channels(table) for policy in policies]
 
     def size(indices: Sequence[int]) -> float:
-        union = {g.id: max(kepts[i][g.id] for i in indices) for g in table.groups}
+        union = union_kept([kepts[i] for i in indices], table)
         return float(sum(shape.params for shape in table.shapes(union)))
 
     return size

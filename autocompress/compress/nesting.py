@@ -15,14 +15,14 @@ tensor of a configuration, which slice of the union's tensor it is.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from autocompress.compress.layers import build_layer_table
+from autocompress.compress.layers import LayerTable, build_layer_table
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.reconstruction import reconstruct_joint_sequential
 
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 EXACT = 2**24  # float32 holds every integer up to here exactly: the probe's index values
 
 
+def union_kept(kepts: Sequence[Mapping[int, int]], table: LayerTable) -> dict[int, int]:
+    """The union model's channels: in every group, the most any of the configurations keeps."""
+    return {g.id: max(kept[g.id] for kept in kepts) for g in table.groups}
+
+
 def nested_models(
     evaluator: PolicyEvaluator, policies: Sequence[Policy], reconstruct: str
 ) -> tuple[nn.Module, list[nn.Module], list[dict[str, list[list[int] | None]]]]:
@@ -41,7 +46,7 @@ def nested_models(
     (BatchNorm re-estimated unless the refit was sequential), and for each the slice map of :func:`slice_map`."""
     table = evaluator.table
     kepts = [policy.kept_channels(table) for policy in policies]
-    union = {g.id: max(kept[g.id] for kept in kepts) for g in table.groups}
+    union = union_kept(kepts, table)
     shared = evaluator.pruner.prune(union)
     shared.eval()
     sub_table = build_layer_table(shared, table.input_shape, protect=set())
