@@ -39,9 +39,9 @@ _LAZY = {
     "Policy": "autocompress.compress.policy",
     "LayerSetting": "autocompress.compress.policy",
     "CostModel": "autocompress.hardware.cost_model",
-    "export_run": "autocompress.export",
-    "ExportOptions": "autocompress.export",
-    "load_exported": "autocompress.export",
+    "export_run": "autocompress.deploy.export",
+    "ExportOptions": "autocompress.deploy.export",
+    "load_exported": "autocompress.deploy.export",
     "evaluate_policy": "autocompress.evaluation",
     "EvaluateOptions": "autocompress.evaluation",
     "DatasetSpec": "autocompress.data.sources",
@@ -54,11 +54,11 @@ if TYPE_CHECKING:
     from autocompress.data.datasets import load_dataset
     from autocompress.data.drift import DriftSpec
     from autocompress.data.sources import DatasetSpec
+    from autocompress.deploy.export import ExportOptions, export_run, load_exported
     from autocompress.env.compress_env import AutoCompressEnv
     from autocompress.env.deployment import Deployment
     from autocompress.env.episode import EpisodeResult
     from autocompress.evaluation import EvaluateOptions, evaluate_policy
-    from autocompress.export import ExportOptions, export_run, load_exported
     from autocompress.hardware.cost_model import CostModel
     from autocompress.search.agents import AgentSpec
     from autocompress.search.base import SearchContext, Searcher, register_searcher

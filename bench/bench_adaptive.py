@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from autocompress.adaptive import AdaptiveOptions, export_adaptive
+from autocompress.deploy.adaptive import AdaptiveOptions, export_adaptive
+from autocompress.deploy.simulate import shipped_traces, simulate
 from autocompress.search import SearchConfig
-from autocompress.simulate import shipped_traces, simulate
 from bench.common import RESULTS, ROOT, publish, rows_table, run_search
 
 OWN_NOTE = "Each configuration is refitted on its own (sequential least squares) and stored whole."

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
 from autocompress.compress.policy import Policy
-from autocompress.export import ExportOptions, export_run
+from autocompress.deploy.export import ExportOptions, export_run
 from autocompress.search import SearchConfig, SearchJob
 from bench.common import RESULTS, markdown_table, publish, rows_table
 

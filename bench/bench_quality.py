@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from autocompress.export import ExportOptions, export_run
+from autocompress.deploy.export import ExportOptions, export_run
 from autocompress.search import SearchConfig
 from bench.common import ONE_EPISODE, RESULTS, markdown_table, publish, rows_table, run_search
 

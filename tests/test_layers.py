@@ -16,7 +16,7 @@ LAYERS = [
     {"hardware"},
     {"env"},
     {"search"},
-    {"export", "evaluation", "testing", "runtime", "shared_weights", "adaptive", "simulate"},
+    {"deploy", "evaluation", "testing"},
     {"cli", "__main__"},
 ]
 LEVEL = {part: i for i, parts in enumerate(LAYERS) for part in parts}

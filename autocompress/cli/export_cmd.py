@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--adaptive", action="store_true",
                    help="write an adaptive package: several configurations from the run's Pareto front and "
-                   "controller.json that picks one per context (see autocompress.runtime)")  # fmt: skip
+                   "controller.json that picks one per context (see autocompress.deploy.runtime)")  # fmt: skip
     p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip
@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autocompress.export import ExportOptions, export_run, render_report
+    from autocompress.deploy.export import ExportOptions, export_run, render_report
 
     apply_threads(args.threads)
     if args.adaptive:
@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _adaptive(args: argparse.Namespace) -> int:
-    from autocompress.adaptive import AdaptiveOptions, export_adaptive
     from autocompress.cli.output import print_table
+    from autocompress.deploy.adaptive import AdaptiveOptions, export_adaptive
 
     options = AdaptiveOptions(
         configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,

@@ -192,7 +192,7 @@ def _algorithms() -> None:
 
 
 def _traces() -> None:
-    from autocompress.simulate import TRACES_DIR, load_trace, shipped_traces
+    from autocompress.deploy.simulate import TRACES_DIR, load_trace, shipped_traces
 
     rows = []
     for name in shipped_traces():

@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autocompress.cli.common import UsageError
-    from autocompress.simulate import dumps, render, simulate
+    from autocompress.deploy.simulate import dumps, render, simulate
 
     apply_threads(args.threads)
     if args.images_per_step < 1:

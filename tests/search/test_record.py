@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from autocompress.deploy.export import ExportOptions, export_run
 from autocompress.errors import AutoCompressError
-from autocompress.export import ExportOptions, export_run
 from autocompress.search import RunRecord, SearchConfig, SearchJob
 
 ENV_YAML = """\

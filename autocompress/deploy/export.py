@@ -309,7 +309,7 @@ def load_exported(path: str | Path) -> nn.Module:
     kept = {int(k): int(v) for k, v in saved["kept"].items()}
     model = ChannelPruner(base, table).prune(kept)
     if saved.get("shared"):  # a configuration of a shared-weight adaptive package: the rest is in its store
-        from autocompress.shared_weights import fill_state_dict, load_store
+        from autocompress.deploy.shared_weights import fill_state_dict, load_store
 
         fill_state_dict(saved["state_dict"], saved["shared"], load_store(Path(path).parent / saved["shared_package"]))
     model.load_state_dict(saved["state_dict"])

@@ -3,12 +3,12 @@ configuration and an oracle.
 
 A trace is a YAML file (``steps:`` a list of rows) or a CSV with the columns ``t, battery, free_memory,
 bandwidth_scale, latency_budget_ms, shift`` (missing columns keep their previous value; ``shift`` is ``none`` or any
-shift spec). Shipped traces: ``phone-day``, ``commute``, ``camera-drift`` (``autocompress/traces/``).
+shift spec). Shipped traces: ``phone-day``, ``commute``, ``camera-drift`` (``autocompress/deploy/traces/``).
 
 At each step every strategy classifies the next test images (with the step's shift applied) and is charged the
 predicted latency and energy of what it ran at the step's bandwidth:
 
-- ``adaptive``: the package's runtime (:class:`~autocompress.runtime.AdaptiveModel`): controller, drift monitor,
+- ``adaptive``: the package's runtime (:class:`~autocompress.deploy.runtime.AdaptiveModel`): controller, drift monitor,
   AdaBN when the input drifts (its forward passes charged);
 - ``static``: the single configuration of the package a user would ship: the most accurate one that meets every hard
   limit at every step of the trace (if none does, the one that breaks the fewest steps);
@@ -32,9 +32,9 @@ import yaml
 
 from autocompress.data import Normalizer
 from autocompress.data.shifts import Shift
+from autocompress.deploy.runtime import CONTEXT_FIELDS, AdaptiveModel
 from autocompress.errors import AutoCompressError
 from autocompress.runs import atomic_write_json
-from autocompress.runtime import CONTEXT_FIELDS, AdaptiveModel
 
 log = logging.getLogger(__name__)
 TRACES_DIR = Path(__file__).parent / "traces"

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autocompress.adaptive import AdaptiveOptions, choose_configurations, export_adaptive
 from autocompress.data import DatasetSplits
+from autocompress.deploy.adaptive import AdaptiveOptions, choose_configurations, export_adaptive
+from autocompress.deploy.runtime import AdaptiveModel, window_drift_score
+from autocompress.deploy.simulate import load_trace, shipped_traces, simulate
 from autocompress.errors import AutoCompressError
-from autocompress.runtime import AdaptiveModel, window_drift_score
 from autocompress.search.job import SearchJob
 from autocompress.search.record import SearchConfig
-from autocompress.simulate import load_trace, shipped_traces, simulate
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
 
 
 def test_the_readme_runtime_snippet_runs(package: Path, digits: DatasetSplits, capsys) -> None:  # type: ignore[no-untyped-def]
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Adapting on the device", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0].replace("runs/adaptive/package", str(package))
     exec(compile(block, "README.md", "exec"), {"x": digits.test_x[:4].numpy()})
@@ -155,8 +155,8 @@ def test_shared_weight_package_nests_configurations_and_stores_them_once(tmp_pat
     import onnxruntime as ort
     import torch
 
-    from autocompress.export import load_exported
-    from autocompress.shared_weights import SHARED_FILE, load_store, materialize
+    from autocompress.deploy.export import load_exported
+    from autocompress.deploy.shared_weights import SHARED_FILE, load_store, materialize
 
     config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",
                           agent="random", episodes=10, seed=1)  # fmt: skip
@@ -198,7 +198,7 @@ def test_shared_weight_package_nests_configurations_and_stores_them_once(tmp_pat
 def test_an_rl_run_ships_its_actor_as_onnx(tmp_path: Path, package: Path) -> None:
     import onnxruntime as ort
 
-    from autocompress.adaptive import export_actor
+    from autocompress.deploy.adaptive import export_actor
     from autocompress.search.rl import trained_model
 
     config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",

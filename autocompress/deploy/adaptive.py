@@ -3,9 +3,9 @@
 AdaSpring (Liu et al., IMWUT 2021) and CAQ (IEEE IoT-J 2022) keep a model adapting on the device as its context
 changes, switching among retraining-free configurations. Here the configurations come from a search's Pareto
 front, each applied for real (channels removed, least-squares reconstruction, rounded weights, ONNX verified against
-PyTorch — :func:`autocompress.export.export_run`), and the controller is a plain JSON table any runtime can read:
+PyTorch — :func:`autocompress.deploy.export.export_run`), and the controller is a plain JSON table any runtime can read:
 for each configuration its accuracy and the costs the cost model predicts at a grid of link bandwidths, plus the
-deployment's limits and the rule that maps a context to a configuration (:mod:`autocompress.runtime` implements it).
+deployment's limits and the rule that maps a context to a configuration (:mod:`~autocompress.deploy.runtime` runs it).
 
 Package layout::
 
@@ -16,7 +16,7 @@ Package layout::
 With ``share_weights`` the configurations are nested slices of one jointly refitted model
 (:mod:`autocompress.compress.nesting`): ``DIR/shared.npz`` holds the shared tensors once and each configuration's
 ONNX files become ``model.shared.onnx`` (and ``head``/``tail``) plus ``shared.json``
-(:mod:`autocompress.shared_weights`).
+(:mod:`autocompress.deploy.shared_weights`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from autocompress.compress.nesting import nested_models, union_kept
 from autocompress.compress.policy import Policy
 from autocompress.compress.reconstruction import check_mode
 from autocompress.data import Normalizer
+from autocompress.deploy.export import ExportOptions, export_run
 from autocompress.env import build_workload
 from autocompress.env.context import Context
 from autocompress.errors import AutoCompressError
-from autocompress.export import ExportOptions, export_run
 from autocompress.hardware.graph import analyse
 from autocompress.runs import atomic_write_json
 from autocompress.search.record import RunRecord
@@ -79,7 +79,7 @@ class AdaptiveOptions:
         data_dir: Dataset folder, when it moved since the search.
         share_weights: Nest the configurations as slices of one union model refitted once (each keeps only its
             BatchNorm statistics and any weights rounded to fewer bits) and store shared tensors once
-            (:mod:`autocompress.shared_weights`); otherwise each configuration is refitted on its own and stored
+            (:mod:`autocompress.deploy.shared_weights`); otherwise each configuration is refitted on its own and stored
             whole (more accurate, larger).
     """
 
@@ -269,7 +269,7 @@ def _worst(deployment: Any) -> dict[str, Any]:
 def _monitor(evaluator: Any, info: Any) -> dict[str, Any]:
     """The drift monitor's reference (training roughness), threshold and recovery level, from clean windows of the
     validation and training inputs (shuffled)."""
-    from autocompress.runtime import roughness, window_drift_score
+    from autocompress.deploy.runtime import roughness, window_drift_score
 
     inputs = Normalizer(info)(torch.cat([evaluator.val_images, evaluator.train_images])).numpy()
     reference = roughness(inputs)
@@ -314,7 +314,7 @@ def _clear_previous_package(out: Path) -> None:
     actor go first, so no file of it is loaded or counted with the new one (a stale ``c5`` or ``shared.json`` would
     be). Only what a package writes is removed: ``configs/`` when every entry in it is a ``cK`` folder, and the
     top-level files when a ``controller.json`` says the folder holds a package."""
-    from autocompress.shared_weights import SHARED_FILE
+    from autocompress.deploy.shared_weights import SHARED_FILE
 
     configs = out / "configs"
     if configs.is_dir() and all(p.is_dir() and re.fullmatch(r"c\d+", p.name) for p in configs.iterdir()):
@@ -350,13 +350,13 @@ def share_files(
     inputs: np.ndarray,
 ) -> dict[str, Any]:
     """Store once what nested configurations share: every ONNX initializer and ``model.pt`` tensor that is a slice
-    of the union model becomes a reference into ``shared.npz`` (see :mod:`autocompress.shared_weights`). Each
+    of the union model becomes a reference into ``shared.npz`` (see :mod:`autocompress.deploy.shared_weights`). Each
     stripped file is checked — its initializers rebuilt exactly, its logits equal to the complete file's — before
     the complete file is removed. Returns the package's storage on disk against its largest configuration alone."""
     import onnx
     from onnx import numpy_helper
 
-    from autocompress.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize
+    from autocompress.deploy.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize
 
     union = {name: t.detach().cpu().numpy() for name, t in union_state.items() if t.is_floating_point()}
     used: set[str] = set()
@@ -430,7 +430,7 @@ def _shared_ref(
 ) -> dict[str, Any] | None:
     """The reference into the union model that gives exactly ``array`` (an initializer named after its parameter,
     or, when the exporter renamed it, any parameter whose slice has its shape and values); ``None`` if none does."""
-    from autocompress.shared_weights import take
+    from autocompress.deploy.shared_weights import take
 
     candidates = [name] if name in slices else []
     candidates += [p for p in slices if p != name and _sliced_shape(union[p].shape, slices[p]) == array.shape]

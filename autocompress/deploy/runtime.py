@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.deploy.shared_weights import load_store
 from autocompress.errors import AutoCompressError
-from autocompress.shared_weights import load_store
 
 CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
 BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (see AdaptiveModel._adabn)
@@ -246,7 +246,7 @@ class AdaptiveModel:
         import torch
 
         from autocompress.compress.adaptation import BN_TYPES, recalibrate_batchnorm
-        from autocompress.export import load_exported
+        from autocompress.deploy.export import load_exported
 
         model = load_exported(self.folder / Path(self.configs[self.current]["path"]).parent / "model.pt")
         norms = [m for m in model.modules() if isinstance(m, BN_TYPES)]
@@ -271,7 +271,7 @@ def _session(path: Path, store: dict[str, np.ndarray]) -> Any:
     """An onnxruntime session of a configuration's file; a shared-weight file is completed from the store first."""
     import onnxruntime as ort
 
-    from autocompress.shared_weights import SUFFIX, materialize
+    from autocompress.deploy.shared_weights import SUFFIX, materialize
 
     if not path.is_file():
         raise AutoCompressError(f"the package's configuration '{path}' must exist, but does not; export it again.")

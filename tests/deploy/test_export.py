@@ -11,7 +11,7 @@ import torch
 from autocompress.cli import main
 from autocompress.compress.onnx_export import ort_predict, ort_session
 from autocompress.data import Normalizer, load_dataset
-from autocompress.export import load_exported
+from autocompress.deploy.export import load_exported
 
 QUICK = ["--model", "digits-cnn", "--dataset", "digits", "--threads", "1"]
 
@@ -138,7 +138,7 @@ def test_compare_prints_each_run(capsys, pq_run: Path, tmp_path: Path) -> None:
 
 def test_export_fails_loudly_when_onnx_disagrees(capsys, pq_run: Path, tmp_path: Path, monkeypatch) -> None:
     """A broken ONNX file (simulated: its logits shuffled) fails the export with one line; the files stay."""
-    import autocompress.export as export_module
+    import autocompress.deploy.export as export_module
 
     real = export_module.ort_predict
     monkeypatch.setattr(export_module, "ort_predict", lambda session, x: real(session, x).roll(1, dims=1))
