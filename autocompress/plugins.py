@@ -23,6 +23,33 @@ def is_plugin_spec(spec: str) -> bool:
     return bool(sep and module and attr.isidentifier() and not Path(spec).exists())
 
 
+BUILT_IN_SOURCES = ("torchvision",)  # ``torchvision:<name>`` names a built-in model family, not user code
+
+
+def code_references(data: Any) -> list[str]:
+    """Every string in ``data`` (a parsed JSON or YAML document, any depth) that names code to import."""
+    if isinstance(data, str):
+        module = data.rpartition(":")[0]
+        return [data] if is_plugin_spec(data) and module not in BUILT_IN_SOURCES else []
+    if isinstance(data, dict):
+        return [ref for value in data.values() for ref in code_references(value)]
+    if isinstance(data, list | tuple):
+        return [ref for value in data for ref in code_references(value)]
+    return []
+
+
+def require_trust(data: Any, where: str, trust_code: bool) -> None:
+    """Refuse to go on with a file that names code (``file.py:…``, ``pkg.mod:…``) unless the caller trusts it:
+    opening a run folder or a package must not run whatever a .py file it names holds."""
+    refs = code_references(data)
+    if refs and not trust_code:
+        raise AutoCompressError(
+            f"{where} names code to import ('{refs[0]}'), which runs only when the caller says so: allow it with "
+            "trust_code if you trust where the file came from.",
+            params=("trust_code",),
+        )
+
+
 @cache  # a file.py plugin is executed once per process, not once per call (shifts apply it to every batch)
 def import_object(spec: str, what: str, example: str) -> Any:
     """Return the object ``spec`` names.

@@ -52,6 +52,21 @@ def existing_run_dir(path: str | os.PathLike[str], marker: str, purpose: str = "
     return run
 
 
+def refuse_links_out(folder: Path) -> None:
+    """Refuse a run folder holding a file or folder (top level or ``checkpoints/``) that is a symlink leading out
+    of it: resuming would append to, and exporting would read, a file elsewhere."""
+    root = folder.resolve()
+    for entry in [
+        *folder.iterdir(),
+        *((folder / "checkpoints").iterdir() if (folder / "checkpoints").is_dir() else []),
+    ]:
+        if entry.is_symlink() and root not in entry.resolve().parents:
+            raise AutoCompressError(
+                f"a run folder's files must lie inside it, but '{entry}' is a symlink to '{entry.resolve()}'; "
+                "replace the link with the file."
+            )
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that a kill at any moment leaves either the old or the new content, never a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import autocompress
 PACKAGE = Path(autocompress.__file__).parent
 # Lower layers never import upper ones. Within a layer, modules may import each other (models may use data).
 LAYERS = [
-    {"errors", "config", "registry", "runs", "plugins"},
+    {"errors", "config", "registry", "runs", "plugins", "context_rules"},
     {"data", "models"},
     {"compress"},
     {"hardware"},
@@ -90,6 +90,42 @@ def test_no_module_level_import_cycle() -> None:
         if module not in state:
             visit(module, [])
     assert not cycles, cycles
+
+
+# What the on-device runtime may import of the package: itself and these leaves, none of which imports torch,
+# gymnasium, onnx or yaml (tests/deploy/test_device.py runs it with those unimportable).
+RUNTIME = "autocompress.deploy.runtime"
+RUNTIME_LEAVES = {
+    "autocompress", "autocompress.errors", "autocompress.registry", "autocompress.context_rules",
+    "autocompress.deploy", "autocompress.deploy.manifest", "autocompress.deploy.onnx_wire",
+    "autocompress.deploy.shared_weights", RUNTIME,
+}  # fmt: skip
+
+
+def test_deploy_sits_above_search_and_the_runtime_is_a_leaf() -> None:
+    assert LEVEL["deploy"] == LEVEL["search"] + 1
+    modules = _modules()
+    reached, todo = set(), [RUNTIME]
+    while todo:
+        module = todo.pop()
+        if module in reached:
+            continue
+        reached.add(module)
+        todo += [i for i, _ in _imports(modules[module]) if i in modules]
+    assert reached <= RUNTIME_LEAVES, sorted(reached - RUNTIME_LEAVES)
+    for module in reached:
+        imported = {n.split(".")[0] for n in _third_party(modules[module])}
+        optional = {"gymnasium"} if module == "autocompress.registry" else set()  # imported only where installed
+        assert imported <= {"numpy", "onnxruntime", *optional}, (module, imported)
+
+
+def _third_party(path: Path) -> set[str]:
+    import sys
+
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    return {n for n in names if n.split(".")[0] not in sys.stdlib_module_names and not n.startswith("autocompress")}
 
 
 def test_the_readme_python_snippet_runs(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -29,9 +29,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", default=None, help="dataset folder, if it moved since the search")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import file.py:… / pkg.mod:… code the run or package names (else refused)")  # fmt: skip
     p.add_argument("--adaptive", action="store_true",
                    help="write an adaptive package: several configurations from the run's Pareto front and "
-                   "controller.json that picks one per context (see autocompress.deploy.runtime)")  # fmt: skip
+                   "manifest.json the runtime picks one by per context (see autocompress.deploy.runtime)")  # fmt: skip
     p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         policy=args.policy, reconstruct=args.reconstruct, finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr, finetune_schedule=args.finetune_schedule, distill=args.distill,
-        device=args.device, test_images=args.test_images, data_dir=args.data_dir,
+        device=args.device, test_images=args.test_images, data_dir=args.data_dir, trust_code=args.trust_code,
     )  # fmt: skip
     report = export_run(args.run_dir, args.out, options)
     print(json.dumps(report, indent=2) if args.json else render_report(report))
@@ -68,15 +70,15 @@ def _adaptive(args: argparse.Namespace) -> int:
     options = AdaptiveOptions(
         configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,
         objective=args.objective, test_images=args.test_images, data_dir=args.data_dir,
-        share_weights=args.share_weights,
+        share_weights=args.share_weights, trust_code=args.trust_code,
     )  # fmt: skip
     controller = export_adaptive(args.run_dir, args.out, options)
     if args.json:
         print(json.dumps(controller, indent=2))
         return 0
     rows = [
-        [c["id"], c["val_accuracy"], c["test_accuracy"], c["macs_ratio"], c["latency_ms"][-1], c["energy_mj"][-1],
-         c["storage_bytes"], c["split"] or "-"]
+        [c["id"], c["val_accuracy"], c["test_accuracy"], c["macs_ratio"], c["costs"]["latency_ms"][-1],
+         c["costs"]["energy_mj"][-1], c["costs"]["storage_bytes"], c["split"] or "-"]
         for c in controller["configs"]
     ]  # fmt: skip
     print_table(

@@ -43,6 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exp", default="search", help="experiment name in the run folder's name")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers (default: SQLite in the run)")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the search in this run folder")
+    p.add_argument("--trust-code", action="store_true",
+                   help="with --resume: import file.py:… / pkg.mod:… code the run names")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $AUTOCOMPRESS_DATA_DIR)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default=None,
@@ -90,13 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         from autocompress.search.record import RunRecord
 
-        saved = RunRecord.open(args.resume, "resume").config.workers
+        saved = RunRecord.open(args.resume, "resume", args.trust_code).config.workers
         if args.workers is not None and args.workers != saved:
             raise UsageError(
                 f"a resumed run keeps its --workers ({saved}; its replay buffer has one column per worker), but got "
                 f"--workers {args.workers}; drop --workers."
             )
-        job = SearchJob.resume(args.resume, device=args.device)
+        job = SearchJob.resume(args.resume, device=args.device, trust_code=args.trust_code)
     else:
         if not args.model or not args.dataset:
             raise UsageError(

@@ -14,7 +14,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--trace", required=True, help="phone-day, commute, camera-drift, or a YAML/CSV trace file")
     p.add_argument("--images-per-step", type=int, default=200, help="test images classified per step (default 200)")
     p.add_argument("--out", default=None, help="folder for simulation.json/.csv/.png and TensorBoard logs")
-    p.add_argument("--data-dir", default=None, help="dataset folder, if it moved since the search")
+    p.add_argument("--data-dir", default=None, help="dataset folder (CIFAR-10; default AUTOCOMPRESS_DATA_DIR)")
+    p.add_argument("--dataset", default=None, help="the package's dataset, if its file moved (default: the manifest's)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import file.py:… / pkg.mod:… code the run or package names (else refused)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(run=run)
@@ -27,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     if args.images_per_step < 1:
         raise UsageError(f"--images-per-step >= 1 must hold, but got {args.images_per_step}.")
-    result = simulate(args.package, args.trace, args.images_per_step, args.data_dir, args.out)
+    result = simulate(
+        args.package, args.trace, args.images_per_step, args.data_dir, args.out, args.dataset, args.trust_code
+    )
     print(dumps(result) if args.json else render(result))
     return 0

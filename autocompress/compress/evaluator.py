@@ -174,6 +174,11 @@ class PolicyEvaluator:
         """The normalised training batches activation ranges are calibrated on."""
         return self._calib
 
+    @property
+    def raw_calibration_batches(self) -> list[torch.Tensor]:
+        """:attr:`calibration_batches` as the dataset stores them (what a raw-input ONNX file is calibrated on)."""
+        return self._batches(self.train_images[-self.options.calib_images :])
+
     def _batches(self, x: torch.Tensor, size: int = 256) -> list[torch.Tensor]:
         return [x[i : i + size] for i in range(0, len(x), size)]
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.data import Normalizer
 from autocompress.errors import AutoCompressError
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,31 @@ OPSET = 17
 INPUT_NAME = "input"
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, fold_batchnorm: bool = True) -> Path:
-    """Export ``model`` (eval mode) with a dynamic batch dimension; returns the path.
+def with_raw_input(model: nn.Module, normalizer: Normalizer) -> nn.Module:
+    """A copy of ``model`` that takes inputs as the dataset stores them (uint8 pixels, raw float values): a forward
+    pre-hook casts them to float32 and normalises them, so an ONNX export of the copy holds the normalisation
+    (Cast, Mul, Sub) inside the graph and any runtime feeds it raw data. A hook, not a wrapping module, keeps the
+    parameter names (and so the ONNX initializer names) the model's own, which shared-weight packages rely on."""
+    import copy
+
+    raw = copy.deepcopy(model).eval()
+    scale, shift = normalizer.scale.detach().cpu().clone(), normalizer.shift.detach().cpu().clone()
+
+    def normalise(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0].to(torch.float32) * scale - shift, *args[1:])
+
+    raw.register_forward_pre_hook(normalise)
+    return raw
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | Path,
+    fold_batchnorm: bool = True,
+    input_dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Export ``model`` (eval mode) with a dynamic batch dimension and inputs of ``input_dtype``; returns the path.
 
     ``fold_batchnorm=False`` keeps BatchNormalization nodes with their own initializers instead of folding them
     into the convolutions' weights (onnxruntime folds them when it loads the file, so inference costs the same):
@@ -33,7 +57,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = (torch.zeros(1, *input_shape),)
+    example = (torch.zeros(1, *input_shape, dtype=input_dtype),)
     quiet = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         warnings.simplefilter("ignore")
@@ -66,21 +90,32 @@ def ort_session(path: str | Path, threads: int | None = None) -> object:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+ORT_TYPES: dict[str, type[np.generic]] = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
+
+
+def input_dtype(session: object) -> type[np.generic]:
+    """The numpy dtype a session's input takes (uint8 for a raw-pixel model, float32 otherwise)."""
+    kind = session.get_inputs()[0].type  # type: ignore[attr-defined]
+    return ORT_TYPES.get(kind, np.float32)
+
+
 def ort_predict(session: object, inputs: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Logits of an onnxruntime session for normalised inputs, batch by batch."""
+    """Logits of an onnxruntime session, batch by batch, inputs given in the dtype its input takes."""
     outs = []
+    dtype = input_dtype(session)
     for i in range(0, len(inputs), batch_size):
-        batch = inputs[i : i + batch_size].numpy().astype(np.float32)
+        batch = inputs[i : i + batch_size].numpy().astype(dtype)
         outs.append(torch.from_numpy(session.run(None, {INPUT_NAME: batch})[0]))  # type: ignore[attr-defined]
     return torch.cat(outs)
 
 
 class _Calibration:
-    """onnxruntime CalibrationDataReader over normalised calibration batches."""
+    """onnxruntime CalibrationDataReader over calibration batches, in the dtype the model's input takes (uint8
+    stays uint8 for a raw-pixel model, anything else becomes float32)."""
 
     def __init__(self, batches: list[torch.Tensor]) -> None:
         self._iter: Iterator[dict[str, np.ndarray]] = iter(
-            [{INPUT_NAME: b.numpy().astype(np.float32)} for b in batches]
+            [{INPUT_NAME: b.numpy() if b.dtype == torch.uint8 else b.numpy().astype(np.float32)} for b in batches]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -3,14 +3,17 @@
 AdaSpring (Liu et al., IMWUT 2021) and CAQ (IEEE IoT-J 2022) keep a model adapting on the device as its context
 changes, switching among retraining-free configurations. Here the configurations come from a search's Pareto
 front, each applied for real (channels removed, least-squares reconstruction, rounded weights, ONNX verified against
-PyTorch — :func:`autocompress.deploy.export.export_run`), and the controller is a plain JSON table any runtime can read:
-for each configuration its accuracy and the costs the cost model predicts at a grid of link bandwidths, plus the
-deployment's limits and the rule that maps a context to a configuration (:mod:`~autocompress.deploy.runtime` runs it).
+PyTorch — :func:`autocompress.deploy.export.export_run`), and the package's manifest
+(:mod:`~autocompress.deploy.manifest`) holds for each configuration its accuracy and the costs the cost model
+predicts at a grid of link bandwidths, plus the deployment's limits; :mod:`~autocompress.deploy.runtime` picks one
+per context by the rules of :mod:`autocompress.context_rules`.
 
-Package layout::
+Package layout (nothing in it points outside the folder; move it anywhere)::
 
-    DIR/controller.json         the table, the rule, the input statistics and the drift monitor's threshold
-    DIR/configs/cK/model.onnx   configuration K (and its model.pt, policy.json, report.md)
+    DIR/manifest.json           the typed, versioned manifest (configurations, costs, limits, input, drift monitor)
+    DIR/configs/cK/model.onnx   configuration K, raw input in, BatchNorm kept as nodes for AdaBN on the device
+                                (and its model.pt, policy.json, report.md)
+    DIR/reference/model.onnx    the uncompressed model (raw input), for ``simulate``; the runtime never loads it
     DIR/actor.onnx              for runs of an RL agent: its trained actor (observation → per-layer action)
 
 With ``share_weights`` the configurations are nested slices of one jointly refitted model
@@ -21,6 +24,7 @@ ONNX files become ``model.shared.onnx`` (and ``head``/``tail``) plus ``shared.js
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -35,32 +39,24 @@ import torch
 
 from autocompress.compress.layers import LayerTable
 from autocompress.compress.nesting import nested_models, union_kept
+from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, with_raw_input
 from autocompress.compress.policy import Policy
 from autocompress.compress.reconstruction import check_mode
 from autocompress.data import Normalizer
-from autocompress.deploy.export import ExportOptions, export_run
+from autocompress.deploy.export import ExportOptions, export_run, input_spec
+from autocompress.deploy.manifest import Configuration, Costs, Limits, Manifest, Monitor, Reference
+from autocompress.deploy.runtime import roughness, window_drift_score
+from autocompress.deploy.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize, take
 from autocompress.env import build_workload
-from autocompress.env.context import Context
+from autocompress.env.context import Context, worst_context
 from autocompress.errors import AutoCompressError
 from autocompress.hardware.graph import analyse
-from autocompress.runs import atomic_write_json
 from autocompress.search.record import RunRecord
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
 BANDWIDTH_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)  # fractions of the link's nominal bandwidth; 0: no link
 MONITOR_WINDOW = 32  # inputs per drift-monitor window
-RULE = (
-    "feasible: peak_memory_bytes <= ram_bytes * free_memory, storage_bytes <= flash_bytes, and at the context's "
-    "bandwidth (the grid point at or below it; split configurations need a link) latency_ms <= the latency budget "
-    "and energy_mj <= the hard energy budget * battery. The reference is the most accurate configuration feasible "
-    "in worst_context (no link, the least battery and memory, the tightest latency budget): the model one would "
-    "ship alone. objective 'energy': among feasible configurations whose accuracy is at least the reference's minus "
-    "accuracy_tolerance, the one with the least energy (if none, the most accurate feasible). objective 'accuracy': "
-    "the least energy within accuracy_tolerance of the most accurate feasible one. If none is feasible, the one with "
-    "the least latency (a violation, logged)."
-)
 OBJECTIVES = ("energy", "accuracy")
 
 
@@ -74,13 +70,15 @@ class AdaptiveOptions:
         reconstruct: Least-squares refit of each configuration (``sequential``, ``fast`` or ``none``).
         accuracy_tolerance: Accuracy the controller may give up for less energy (0.01: one point).
         objective: ``energy`` (the least energy that keeps the accuracy of the model one would ship alone) or
-            ``accuracy`` (the most accurate configuration the context allows); see ``RULE``.
+            ``accuracy`` (the most accurate configuration the context allows); see
+            :meth:`~autocompress.deploy.runtime.AdaptiveModel.choose`.
         test_images: Test images each configuration is measured on (default: all).
         data_dir: Dataset folder, when it moved since the search.
         share_weights: Nest the configurations as slices of one union model refitted once (each keeps only its
             BatchNorm statistics and any weights rounded to fewer bits) and store shared tensors once
             (:mod:`autocompress.deploy.shared_weights`); otherwise each configuration is refitted on its own and stored
             whole (more accurate, larger).
+        trust_code: Package a run whose config names code (``file.py:…``, ``pkg.mod:…``), importing it.
     """
 
     configs: int = 4
@@ -90,6 +88,7 @@ class AdaptiveOptions:
     test_images: int | None = None
     data_dir: str | None = None
     share_weights: bool = False
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         check_mode(self.reconstruct)
@@ -143,8 +142,9 @@ def choose_configurations(
 
 
 def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveOptions) -> dict[str, Any]:
-    """Write the adaptive package of a run into ``out_dir``; returns the controller (also ``controller.json``)."""
-    record = RunRecord.open(run_dir, "export")
+    """Write the adaptive package of a run into ``out_dir``; returns its manifest (also ``manifest.json``) as a
+    dict."""
+    record = RunRecord.open(run_dir, "export", options.trust_code)
     config, resolved = record.config, record.resolved
     deployment = resolved.deployment
     out = Path(out_dir)
@@ -168,74 +168,78 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     for k, index in enumerate(picks):
         folder = out / "configs" / f"c{k}"
         log.info("configuration %d/%d: pareto:%d → %s", k + 1, len(picks), index, folder)
+        # BatchNorm stays as nodes (onnxruntime folds them at load, so inference costs the same): the runtime
+        # re-estimates their statistics when the input drifts (AdaBN), with onnxruntime alone
         report = export_run(
             run_dir, folder,
             ExportOptions(policy=f"pareto:{index}", reconstruct=options.reconstruct, test_images=options.test_images,
-                          data_dir=options.data_dir, latency_repeats=10),
-            model=models[k], fold_batchnorm=not options.share_weights,
+                          data_dir=options.data_dir, latency_repeats=10, trust_code=options.trust_code),
+            model=models[k], fold_batchnorm=False,
         )  # fmt: skip
         policy = policies[k]
-        # clean accuracy (the front's was under a context); a nested configuration's is its slice's, not the policy's
-        val_accuracy = (
-            evaluator.accuracy(models[k], evaluator.val_inputs(None))
-            if options.share_weights
-            else evaluator.evaluate(policy).accuracy
-        )
         entries.append(
-            {
-                "id": f"c{k}",
-                "path": f"configs/c{k}/model.onnx",
-                "pareto_index": index,
-                "val_accuracy": val_accuracy,
-                "search_accuracy": record.front[index]["accuracy"],
-                "test_accuracy": report["test_accuracy"],
-                "macs_ratio": report["macs_ratio"],
-                "split": policy.split,
-                "adapt": policy.adapt,
-                **_costs(deployment, evaluator, graph, policy),
-            }
+            Configuration(
+                id=f"c{k}",
+                path=f"configs/c{k}/model.onnx",
+                pareto_index=index,
+                # clean accuracy of the file the runtime runs (the front's was under a context, and the search's
+                # refit is not the one exported)
+                val_accuracy=_accuracy(ort_session(folder / "model.onnx"), evaluator),
+                search_accuracy=record.front[index]["accuracy"],
+                test_accuracy=report["test_accuracy"],
+                macs_ratio=report["macs_ratio"],
+                split=policy.split,
+                adapt=policy.adapt,
+                costs=_costs(deployment, evaluator, graph, policy),
+            )
         )
-    reference = _costs(deployment, evaluator, graph, Policy(config.model))
-    controller = {
-        "format": FORMAT,
-        "run": str(record.folder),
-        "model": config.model,
-        "dataset": config.dataset,
-        "input": {
-            "shape": list(info.input_shape),
-            "dtype": info.dtype,
-            "scale": info.scale,
-            "mean": list(info.mean) if info.mean else None,
-            "std": list(info.std) if info.std else None,
-        },
-        "deployment": {
-            "env": deployment.preset.name,
-            "device": deployment.device.name,
-            "link": deployment.link.name if deployment.link else None,
-            "ram_bytes": deployment.device.ram_bytes,
-            "flash_bytes": deployment.device.flash_bytes,
-            "hard_budgets": deployment.budgets(None, hard=True),
-            "soft_budgets": deployment.budgets(None, hard=False),
-        },
-        "bandwidth_grid": list(BANDWIDTH_GRID),
-        "rule": RULE,
-        "objective": options.objective,
-        "accuracy_tolerance": options.accuracy_tolerance,
-        "worst_context": _worst(deployment),
-        "monitor": _monitor(evaluator, info),
-        "configs": entries,
-        "uncompressed": {"val_accuracy": evaluator.evaluate(Policy(config.model)).accuracy, **reference},
-        "storage": _storage(entries, out),
-    }
+    reference = _reference(out, workload, evaluator)
+    worst = worst_context(deployment.preset.context).to_dict()
+    del worst["shift"]
+    manifest = Manifest(
+        model=config.model, dataset=info.ref or config.dataset, input=input_spec(info),
+        deployment=Limits(
+            env=deployment.preset.name, device=deployment.device.name,
+            link=deployment.link.name if deployment.link else None, ram_bytes=deployment.device.ram_bytes,
+            flash_bytes=deployment.device.flash_bytes, hard_budgets=deployment.budgets(None, hard=True),
+            soft_budgets=deployment.budgets(None, hard=False),
+        ),
+        bandwidth_grid=BANDWIDTH_GRID, objective=options.objective, accuracy_tolerance=options.accuracy_tolerance,
+        worst_context=worst, monitor=_monitor(evaluator, info), configs=tuple(entries),
+        uncompressed=Reference(
+            path=reference, val_accuracy=_accuracy(ort_session(out / reference), evaluator),
+            costs=_costs(deployment, evaluator, graph, Policy(config.model)),
+        ),
+        shared_weights=options.share_weights,
+    )  # fmt: skip
+    storage = _storage(manifest.configs, out)
     if union is not None:
-        inputs = Normalizer(info)(workload.splits.test_x[:64]).numpy()
-        controller["storage"] = share_files(out, entries, union.state_dict(), maps, inputs)
-    controller["actor"] = export_actor(record.folder, out)
-    atomic_write_json(out / "controller.json", controller)
-    return controller
+        storage, paths = share_files(out, manifest.configs, union.state_dict(), maps, workload.splits.test_x[:64])
+        manifest = dataclasses.replace(
+            manifest, configs=tuple(dataclasses.replace(c, path=paths[c.id]) for c in manifest.configs)
+        )
+    actor = export_actor(record.folder, out, options.trust_code)
+    manifest = dataclasses.replace(manifest, storage=storage, actor=actor)
+    manifest.save(out)
+    Manifest.load(out)  # what the runtime will read: checked once here
+    return manifest.to_dict()
 
 
-def _costs(deployment: Any, evaluator: Any, graph: Any, policy: Policy) -> dict[str, Any]:
+def _accuracy(session: Any, evaluator: Any) -> float:
+    """Validation accuracy of a raw-input ONNX session."""
+    logits = ort_predict(session, evaluator.val_images)
+    return float((logits.argmax(1) == evaluator.val_labels).float().mean())
+
+
+def _reference(out: Path, workload: Any, evaluator: Any) -> str:
+    """The uncompressed model as a raw-input ONNX file inside the package (what ``simulate`` compares with)."""
+    path = "reference/model.onnx"
+    model = with_raw_input(workload.model, evaluator.normalize)
+    export_onnx(model, evaluator.info.input_shape, out / path, True, workload.splits.test_x.dtype)
+    return path
+
+
+def _costs(deployment: Any, evaluator: Any, graph: Any, policy: Policy) -> Costs:
     """Latency and energy per inference at each bandwidth of the grid (``None`` where a split has no link)."""
     latency: list[float | None] = []
     energy: list[float | None] = []
@@ -251,26 +255,12 @@ def _costs(deployment: Any, evaluator: Any, graph: Any, policy: Policy) -> dict[
         latency.append(report.latency_ms)
         energy.append(report.energy_mj)
     assert report is not None
-    return {
-        "latency_ms": latency,
-        "energy_mj": energy,
-        "storage_bytes": report.storage_bytes,
-        "peak_memory_bytes": report.peak_memory_bytes,
-    }
+    return Costs(tuple(latency), tuple(energy), int(report.storage_bytes), int(report.peak_memory_bytes))
 
 
-def _worst(deployment: Any) -> dict[str, Any]:
-    spec = deployment.preset.context
-    budget = min(spec.latency_budget_ms) if spec.latency_budget_ms else None
-    return {"battery": min(spec.battery), "free_memory": min(spec.free_memory), "bandwidth_scale": 0.0,
-            "latency_budget_ms": budget}  # fmt: skip
-
-
-def _monitor(evaluator: Any, info: Any) -> dict[str, Any]:
+def _monitor(evaluator: Any, info: Any) -> Monitor:
     """The drift monitor's reference (training roughness), threshold and recovery level, from clean windows of the
     validation and training inputs (shuffled)."""
-    from autocompress.deploy.runtime import roughness, window_drift_score
-
     inputs = Normalizer(info)(torch.cat([evaluator.val_images, evaluator.train_images])).numpy()
     reference = roughness(inputs)
     order = np.random.default_rng(0).permutation(len(inputs))
@@ -278,18 +268,14 @@ def _monitor(evaluator: Any, info: Any) -> dict[str, Any]:
         window_drift_score(inputs[order[i : i + MONITOR_WINDOW]], reference)
         for i in range(0, len(inputs) - MONITOR_WINDOW + 1, MONITOR_WINDOW)
     ] or [window_drift_score(inputs, reference)]
-    return {
-        "window": MONITOR_WINDOW,
-        # Measured on CIFAR-10 (windows of 32): clean 0.15 ± 0.06, at most 0.37; gaussian_noise:3 at least 0.47,
-        # brightness:4 0.65, blur:3 0.37–0.60. The worst clean window plus one standard deviation separates them;
-        # the runtime declares the drift over below the worst clean window (hysteresis, no flapping).
-        "threshold": float(max(scores) + np.std(scores)),
-        "recover_below": float(max(scores)),
-        "clean_max": float(max(scores)),
-        "clean_mean": float(np.mean(scores)),
-        "roughness": reference.round(6).tolist(),
-        "adapt_inputs": 256,
-    }
+    # Measured on CIFAR-10 (windows of 32): clean 0.15 ± 0.06, at most 0.37; gaussian_noise:3 at least 0.47,
+    # brightness:4 0.65, blur:3 0.37–0.60. The worst clean window plus one standard deviation separates them;
+    # the runtime declares the drift over below the worst clean window (hysteresis, no flapping).
+    return Monitor(
+        window=MONITOR_WINDOW, threshold=float(max(scores) + np.std(scores)), recover_below=float(max(scores)),
+        clean_max=float(max(scores)), clean_mean=float(np.mean(scores)), roughness=tuple(reference.round(6).tolist()),
+        adapt_inputs=256,
+    )  # fmt: skip
 
 
 MEASURE = (
@@ -313,23 +299,22 @@ def _clear_previous_package(out: Path) -> None:
     """A package exported again into the same folder replaces the earlier one: its configurations, shared store and
     actor go first, so no file of it is loaded or counted with the new one (a stale ``c5`` or ``shared.json`` would
     be). Only what a package writes is removed: ``configs/`` when every entry in it is a ``cK`` folder, and the
-    top-level files when a ``controller.json`` says the folder holds a package."""
-    from autocompress.deploy.shared_weights import SHARED_FILE
-
+    top-level files when a manifest says the folder holds a package."""
     configs = out / "configs"
     if configs.is_dir() and all(p.is_dir() and re.fullmatch(r"c\d+", p.name) for p in configs.iterdir()):
         shutil.rmtree(configs)
-    if (out / "controller.json").is_file():
-        for name in (SHARED_FILE, "actor.onnx", "controller.json"):
+    if (out / "manifest.json").is_file() or (out / "controller.json").is_file():
+        shutil.rmtree(out / "reference", ignore_errors=True)
+        for name in (SHARED_FILE, "actor.onnx", "controller.json", "manifest.json"):
             (out / name).unlink(missing_ok=True)
 
 
-def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+def _storage(entries: Sequence[Configuration], out: Path) -> dict[str, Any]:
     """The package's storage on disk against its largest configuration alone (and the same at the configurations'
     bits, as the cost model counts them)."""
-    sizes = [(out / e["path"]).stat().st_size for e in entries]
-    others = [p for p in out.glob("configs/*/*.onnx") if p not in {out / e["path"] for e in entries}]
-    at_bits = [e["storage_bytes"] for e in entries]
+    sizes = [(out / e.path).stat().st_size for e in entries]
+    others = [p for p in out.glob("configs/*/*.onnx") if p not in {out / e.path for e in entries}]
+    at_bits = [e.costs.storage_bytes for e in entries]
     return {
         "shared_weights": False,
         "measure": MEASURE,
@@ -344,30 +329,29 @@ def _storage(entries: list[dict[str, Any]], out: Path) -> dict[str, Any]:
 
 def share_files(
     out: Path,
-    entries: list[dict[str, Any]],
+    entries: Sequence[Configuration],
     union_state: dict[str, torch.Tensor],
     maps: list[dict[str, list[list[int] | None]]],
-    inputs: np.ndarray,
-) -> dict[str, Any]:
+    inputs: torch.Tensor,
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Store once what nested configurations share: every ONNX initializer and ``model.pt`` tensor that is a slice
     of the union model becomes a reference into ``shared.npz`` (see :mod:`autocompress.deploy.shared_weights`). Each
     stripped file is checked — its initializers rebuilt exactly, its logits equal to the complete file's — before
-    the complete file is removed. Returns the package's storage on disk against its largest configuration alone."""
-    import onnx
+    the complete file is removed. Returns the package's storage on disk against its largest configuration alone,
+    and each configuration's model file."""
+    import onnx  # the training side's dependency, not the device's
     from onnx import numpy_helper
-
-    from autocompress.deploy.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize
 
     union = {name: t.detach().cpu().numpy() for name, t in union_state.items() if t.is_floating_point()}
     used: set[str] = set()
     private = 0
     standalone: dict[str, int] = {}
     for entry, slices in zip(entries, maps, strict=True):
-        folder = out / Path(entry["path"]).parent
+        folder = out / Path(entry.path).parent
         refs_by_file: dict[str, dict[str, Any]] = {}
         for path in sorted(p for p in folder.glob("*.onnx") if not p.name.endswith(SUFFIX)):
             if path.name == "model.onnx":
-                standalone[entry["id"]] = path.stat().st_size
+                standalone[entry.id] = path.stat().st_size
             model = onnx.load(str(path))
             refs, keep, kept_bytes = {}, [], 0
             for init in model.graph.initializer:
@@ -392,22 +376,23 @@ def share_files(
     arrays: dict[str, Any] = {name: union[name] for name in sorted(used)}
     np.savez(out / SHARED_FILE, **arrays)
     store = load_store(out)
+    paths = {}
     for entry in entries:
-        folder = out / Path(entry["path"]).parent
+        folder = out / Path(entry.path).parent
         for name in json.loads((folder / REFS_FILE).read_text()):
             full = folder / name.replace(SUFFIX, ".onnx")
             rebuilt = materialize(folder, name, store)
             original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(full)).graph.initializer}
-            again = {i.name: numpy_helper.to_array(i) for i in rebuilt.graph.initializer}
+            again = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(rebuilt).graph.initializer}
             if original.keys() != again.keys() or any(not np.array_equal(original[k], again[k]) for k in original):
                 raise AutoCompressError(f"a shared configuration must rebuild exactly, but {folder / name} does not.")
             if name == "model" + SUFFIX:
                 _check_same_logits(full, rebuilt, inputs)
             full.unlink()
-        if (folder / f"model{SUFFIX}").is_file():
-            entry["path"] = f"{Path(entry['path']).parent.as_posix()}/model{SUFFIX}"
+        shared = (folder / f"model{SUFFIX}").is_file()
+        paths[entry.id] = f"{Path(entry.path).parent.as_posix()}/model{SUFFIX}" if shared else entry.path
     # what the runtime loads: the store, each configuration's model file and the references
-    loaded = [out / SHARED_FILE, *(out / e["path"] for e in entries), *out.glob(f"configs/*/{REFS_FILE}")]
+    loaded = [out / SHARED_FILE, *(out / paths[e.id] for e in entries), *out.glob(f"configs/*/{REFS_FILE}")]
     package = sum(p.stat().st_size for p in loaded)
     others = [p for p in out.glob("configs/*/*.onnx") if p not in loaded]
     largest = max(standalone.values()) if standalone else 0
@@ -422,7 +407,7 @@ def share_files(
         "private_tensor_bytes": private,
         "torch_bytes_on_disk": sum(p.stat().st_size for p in out.glob("configs/*/model.pt")),
         "configs_bytes_alone": standalone,
-    }
+    }, paths
 
 
 def _shared_ref(
@@ -430,8 +415,6 @@ def _shared_ref(
 ) -> dict[str, Any] | None:
     """The reference into the union model that gives exactly ``array`` (an initializer named after its parameter,
     or, when the exporter renamed it, any parameter whose slice has its shape and values); ``None`` if none does."""
-    from autocompress.deploy.shared_weights import take
-
     candidates = [name] if name in slices else []
     candidates += [p for p in slices if p != name and _sliced_shape(union[p].shape, slices[p]) == array.shape]
     for param in candidates:
@@ -458,16 +441,16 @@ def _share_torch(
             refs[name] = ref
             used.add(name)
             del saved["state_dict"][name]
-    saved["shared"], saved["shared_package"] = refs, "../.."
+    saved["shared"] = refs  # the store is the package's shared.npz, two folders up
     atomic_torch_save(path, saved)
 
 
-def _check_same_logits(full: Path, rebuilt: Any, inputs: np.ndarray) -> None:
+def _check_same_logits(full: Path, rebuilt: bytes, inputs: torch.Tensor) -> None:
     import onnxruntime as ort
 
     sessions = [ort.InferenceSession(str(full), providers=["CPUExecutionProvider"]),
-                ort.InferenceSession(rebuilt.SerializeToString(), providers=["CPUExecutionProvider"])]  # fmt: skip
-    a, b = (s.run(None, {s.get_inputs()[0].name: inputs})[0] for s in sessions)
+                ort.InferenceSession(rebuilt, providers=["CPUExecutionProvider"])]  # fmt: skip
+    a, b = (ort_predict(s, inputs).numpy() for s in sessions)
     if not np.array_equal(a, b):
         raise AutoCompressError(
             f"a shared configuration must give the complete file's logits, but {full.name} differs by "
@@ -489,7 +472,7 @@ class _DeterministicActor(torch.nn.Module):
         return self.policy._predict(observation, deterministic=True)
 
 
-def export_actor(run_dir: str | Path, out: str | Path) -> dict[str, Any] | None:
+def export_actor(run_dir: str | Path, out: str | Path, trust_code: bool = False) -> dict[str, Any] | None:
     """For a run searched by an RL agent, write its trained actor as ``actor.onnx`` (observation → action, before
     clipping to [-1, 1]), checked against the agent on observations of a rollout in the run's environment; ``None``
     for other agents or a run without a checkpoint.
@@ -504,11 +487,11 @@ def export_actor(run_dir: str | Path, out: str | Path) -> dict[str, Any] | None:
     from autocompress.search.job import SearchJob
     from autocompress.search.rl import trained_model
 
-    record = RunRecord.open(run_dir, "export")
+    record = RunRecord.open(run_dir, "export", trust_code)
     algorithm = record.resolved.agent.algorithm
     if algorithm not in RL_ALGORITHMS or not (record.folder / "checkpoints" / "agent.json").is_file():
         return None
-    job = SearchJob.resume(record.folder, device="cpu")  # the actor's observations need no GPU
+    job = SearchJob.resume(record.folder, device="cpu", trust_code=trust_code)  # the actor's observations need no GPU
     agent, env = trained_model(job), job.env
     actor = _DeterministicActor(agent.policy).eval()
     observations = []

@@ -5,7 +5,9 @@ BatchNorm repaired, optionally fine-tuned, weights rounded to their bits, activa
 
 - ``policy.json`` — the policy document;
 - ``model.pt`` — the compressed weights with what :func:`load_exported` needs to rebuild the module (no pickle);
-- ``model.onnx`` — the same network for onnxruntime in float arithmetic on the rounded weights; and
+- ``model.onnx`` — the same network for onnxruntime in float arithmetic on the rounded weights, taking inputs as
+  the dataset stores them (uint8 pixels or raw float values; the normalisation is inside the graph, and the report's
+  ``input`` says dtype, shape and layout); and
   ``model.int8.onnx`` when every layer is at ≤ 8-bit weights and 8-bit activations (onnxruntime static QDQ
   quantization, the real int8 path); ``head.onnx``/``tail.onnx`` for a split policy;
 - ``report.json`` / ``report.md`` — test accuracy measured from the exported ONNX files, the PyTorch/ONNX agreement
@@ -29,24 +31,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from autocompress.compress.finetune import FinetuneOptions, finetune
 from autocompress.compress.layers import build_layer_table
-from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, quantize_int8
+from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, quantize_int8, with_raw_input
 from autocompress.compress.policy import SPLIT_INPUT, Policy
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer
 from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.split import split_model
-from autocompress.data import Normalizer
+from autocompress.data import DatasetInfo, Normalizer
+from autocompress.deploy.manifest import LAYOUTS, InputSpec
+from autocompress.deploy.shared_weights import load_store, take
 from autocompress.env import build_workload
 from autocompress.env.deployment import Deployment
 from autocompress.errors import AutoCompressError
 from autocompress.hardware.graph import GraphInfo
 from autocompress.hardware.measure import ort_latency
 from autocompress.models import load_model
+from autocompress.plugins import require_trust
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.record import RunRecord, SearchConfig
 
@@ -77,6 +83,7 @@ class ExportOptions:
         test_images: Test images the accuracy is measured on (default: the whole test split).
         data_dir: Dataset folder, when it moved since the search.
         latency_repeats: Repeats of the onnxruntime host latency measurement (median reported).
+        trust_code: Export a run whose config names code (``file.py:…``, ``pkg.mod:…``), importing it.
     """
 
     policy: str = "best"
@@ -89,6 +96,7 @@ class ExportOptions:
     test_images: int | None = None
     data_dir: str | None = None
     latency_repeats: int = 50
+    trust_code: bool = False
 
     def finetune_options(self) -> FinetuneOptions:
         return FinetuneOptions(
@@ -126,7 +134,7 @@ def export_run(
         fold_batchnorm: Fold BatchNorm into the ONNX files' convolution weights (see
             :func:`~autocompress.compress.onnx_export.export_onnx`).
     """
-    record = RunRecord.open(run_dir, "export")
+    record = RunRecord.open(run_dir, "export", options.trust_code)
     run, config, resolved = record.folder, record.config, record.resolved
     entry = record.select(options.policy)
     policy = Policy.from_dict(entry["policy"], f"policy of '{run}'")
@@ -150,7 +158,8 @@ def export_run(
 
     macs = sum(s.macs for s in evaluator.table.shapes(kept))
     count = len(splits.test_y) if options.test_images is None else min(options.test_images, len(splits.test_y))
-    inputs, labels = Normalizer(splits.info)(splits.test_x[:count]), splits.test_y[:count]
+    normalise = Normalizer(splits.info)
+    raw, labels = splits.test_x[:count], splits.test_y[:count]
     shape = splits.info.input_shape
     report: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -159,6 +168,7 @@ def export_run(
         "model": config.model,
         "dataset": config.dataset,
         "test_images": count,
+        "input": input_spec(splits.info).__dict__ | {"shape": list(shape)},
         "search_val_accuracy": entry["accuracy"],
         "reconstruct": options.reconstruct,
         "finetune_epochs": options.finetune_epochs,
@@ -168,23 +178,23 @@ def export_run(
         "macs_ratio": macs / evaluator.table.macs,
         "params": sum(p.numel() for p in model.parameters()),
     }
-    plain = _without_hooks(model)
+    plain = with_raw_input(_without_hooks(model), normalise)
     with torch.inference_mode():
-        simulated = torch.cat([model(inputs[i : i + 500]) for i in range(0, count, 500)])
-        torch_logits = torch.cat([plain(inputs[i : i + 500]) for i in range(0, count, 500)])
+        simulated = torch.cat([model(normalise(raw[i : i + 500])) for i in range(0, count, 500)])
+        torch_logits = torch.cat([plain(raw[i : i + 500]) for i in range(0, count, 500)])
     report["test_accuracy_simulated"] = _accuracy(simulated, labels)
-    report["files"] = _export_files(out, plain, policy, evaluator, shape, fold_batchnorm)
+    report["files"] = _export_files(out, _without_hooks(model), normalise, policy, evaluator, raw.dtype, fold_batchnorm)
     session = ort_session(out / "model.onnx")
-    onnx_logits = ort_predict(session, inputs)
+    onnx_logits = ort_predict(session, raw)
     report["test_accuracy"] = _accuracy(onnx_logits, labels)
     report["verification"] = verify(torch_logits, onnx_logits)
     report["host_latency_ms"] = {"onnx_fp32": ort_latency(session, shape, repeats=options.latency_repeats).median_ms}
     if (out / "model.int8.onnx").exists():
         int8 = ort_session(out / "model.int8.onnx")
-        report["test_accuracy_int8"] = _accuracy(ort_predict(int8, inputs), labels)
+        report["test_accuracy_int8"] = _accuracy(ort_predict(int8, raw), labels)
         report["host_latency_ms"]["onnx_int8"] = ort_latency(int8, shape, repeats=options.latency_repeats).median_ms
     if policy.split not in (None, SPLIT_INPUT):
-        report["verification"]["split"] = _verify_split(out, inputs[:256], torch_logits[:256])
+        report["verification"]["split"] = _verify_split(out, raw[:256], torch_logits[:256])
         report["verification"]["passed"] &= report["verification"]["split"]["passed"]
     report["device"] = predicted_costs(resolved.deployment, workload.graph, evaluator, policy)
     report["adapt"] = policy.adapt
@@ -198,22 +208,38 @@ def export_run(
     return report
 
 
+def input_spec(info: DatasetInfo) -> InputSpec:
+    """What the exported files take: the dataset's inputs as it stores them (normalised inside the graph)."""
+    note = "scikit-learn's load_digits() images (0..16) × 255/16, rounded to uint8" if info.ref == "digits" else ""
+    return InputSpec(
+        dtype=info.dtype, shape=tuple(info.input_shape), layout=LAYOUTS[len(info.input_shape)], scale=info.scale,
+        mean=tuple(info.mean) if info.mean else None, std=tuple(info.std) if info.std else None, note=note,
+    )  # fmt: skip
+
+
 def _export_files(
-    out: Path, plain: nn.Module, policy: Policy, evaluator: Any, shape: tuple[int, ...], fold_batchnorm: bool
+    out: Path,
+    plain: nn.Module,
+    normalise: Normalizer,
+    policy: Policy,
+    evaluator: Any,
+    dtype: torch.dtype,
+    fold_batchnorm: bool,
 ) -> list[str]:
     """model.onnx (float arithmetic on the rounded weights), model.int8.onnx where every layer is int8-ready, and
-    head/tail files for a split policy."""
+    head/tail files for a split policy; the whole model and the head take raw inputs (``dtype``)."""
     files = ["policy.json", "model.pt", "model.onnx"]
-    export_onnx(plain, shape, out / "model.onnx", fold_batchnorm)
+    shape = evaluator.info.input_shape
+    export_onnx(with_raw_input(plain, normalise), shape, out / "model.onnx", fold_batchnorm, dtype)
     settings = [policy.setting(layer.name) for layer in evaluator.table.layers]
     if all(s.wbits <= 8 and s.abits == 8 for s in settings):
         # Weights already lie on their (<= 8-bit) grids; onnxruntime re-quantizes them per channel at 8 bits and
         # calibrates the activations on the same training batches the search calibrated on.
-        quantize_int8(out / "model.onnx", out / "model.int8.onnx", evaluator.calibration_batches)
+        quantize_int8(out / "model.onnx", out / "model.int8.onnx", evaluator.raw_calibration_batches)
         files.append("model.int8.onnx")
     if policy.split not in (None, SPLIT_INPUT):
         head, tail = split_model(plain, str(policy.split))
-        export_onnx(head, shape, out / "head.onnx", fold_batchnorm)
+        export_onnx(with_raw_input(head, normalise), shape, out / "head.onnx", fold_batchnorm, dtype)
         with torch.inference_mode():
             crossing = head(torch.zeros(1, *shape))
         export_onnx(tail, tuple(crossing.shape[1:]), out / "tail.onnx", fold_batchnorm)
@@ -289,8 +315,9 @@ def _save_model(
     )
 
 
-def load_exported(path: str | Path) -> nn.Module:
-    """Rebuild the compressed PyTorch module from an export's ``model.pt`` (weights only, no unpickling).
+def load_exported(path: str | Path, trust_code: bool = False) -> nn.Module:
+    """Rebuild the compressed PyTorch module from an export's ``model.pt`` (weights only, no unpickling); a file
+    whose model or dataset names code (``file.py:…``, ``pkg.mod:…``) is refused unless ``trust_code``.
 
     The architecture is built without weights, pruned to the saved channel counts (which channels go does not
     matter: every weight is then replaced) and loaded; activation quantization hooks are re-attached with the
@@ -303,20 +330,30 @@ def load_exported(path: str | Path) -> nn.Module:
         raise AutoCompressError(
             f"model.pt format {FORMAT_VERSION} is needed, but '{path}' holds {saved.get('format')}."
         )
+    require_trust([saved.get("model"), saved.get("dataset")], f"'{path}'", trust_code)
     info = dataset_info(saved["dataset"])
     base = load_model(saved["model"], info.num_classes, info.input_shape, saved["dataset"])
     table = build_layer_table(base, info.input_shape, protect=set())
     kept = {int(k): int(v) for k, v in saved["kept"].items()}
     model = ChannelPruner(base, table).prune(kept)
     if saved.get("shared"):  # a configuration of a shared-weight adaptive package: the rest is in its store
-        from autocompress.deploy.shared_weights import fill_state_dict, load_store
-
-        fill_state_dict(saved["state_dict"], saved["shared"], load_store(Path(path).parent / saved["shared_package"]))
+        _fill_state_dict(saved["state_dict"], saved["shared"], load_store(Path(path).parent / "../.."))
     model.load_state_dict(saved["state_dict"])
     if saved["activation_bits"]:
         acts = ActivationQuantizer(model, saved["activation_bits"])
         acts.ranges = {k: (float(v[0]), float(v[1])) for k, v in saved["activation_ranges"].items()}
     return model.eval()
+
+
+def _fill_state_dict(state: dict[str, Any], refs: dict[str, dict[str, Any]], store: dict[str, np.ndarray]) -> None:
+    """Put the shared tensors a ``model.pt`` refers to back into its state dict (as torch tensors)."""
+    for name, ref in refs.items():
+        if ref["tensor"] not in store:
+            raise AutoCompressError(
+                f"the shared store (shared.npz of the package) must hold '{ref['tensor']}', but it does not or is "
+                "missing; a configuration's model.pt works only inside its package."
+            )
+        state[name] = torch.from_numpy(np.ascontiguousarray(take(store[ref["tensor"]], ref["index"])))
 
 
 def render_report(report: dict[str, Any]) -> str:

@@ -1,10 +1,12 @@
 """The on-device side of an adaptive package: pick a configuration per context, switch in microseconds, watch the
-input for drift, adapt BatchNorm statistics when it drifts.
+input for drift, adapt BatchNorm statistics when it drifts. It imports numpy and onnxruntime only (a device
+installs just those, README "On the device"); the package's ``manifest.json`` says what it needs.
 
-Inference runs through onnxruntime with numpy inputs; every configuration's session is opened at load, so a switch
-is a table lookup. Two parts still need PyTorch: adaptation (AdaBN re-estimates BatchNorm statistics of the
-configuration's ``model.pt`` on the buffered drifted inputs, and predictions then run in PyTorch until the drift
-clears) and nothing else — the controller and the drift monitor are numpy.
+Inference runs through onnxruntime on inputs as the dataset stores them (the models normalise inside their graph);
+every configuration's session is opened at load, so a switch is a table lookup. Adaptation is AdaBN in
+onnxruntime: one run of the configuration in BatchNorm training mode over the buffered drifted inputs gives every
+layer's statistics (:func:`~autocompress.deploy.onnx_wire.statistics_model`), and a session with the mixed
+statistics in place of the training ones predicts until the drift clears.
 
     model = AdaptiveModel.load("runs/pkg")
     model.update_context(battery=0.3, bandwidth_scale=0.0, latency_budget_ms=40)
@@ -14,19 +16,24 @@ clears) and nothing else — the controller and the drift monitor are numpy.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from autocompress.deploy.shared_weights import load_store
+from autocompress import context_rules
+from autocompress.context_rules import CONTEXT_FIELDS
+from autocompress.deploy import onnx_wire
+from autocompress.deploy.manifest import Configuration, Costs, Manifest, inside
+from autocompress.deploy.shared_weights import load_store, materialize
 from autocompress.errors import AutoCompressError
 
-CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
 BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (see AdaptiveModel._adabn)
+__all__ = ["CONTEXT_FIELDS", "AdaptiveModel", "Choice", "roughness", "window_drift_score"]
 
 
 def roughness(inputs: np.ndarray) -> np.ndarray:
@@ -36,7 +43,7 @@ def roughness(inputs: np.ndarray) -> np.ndarray:
     return np.diff(inputs, axis=-1).std(axis=axes) + 1e-6
 
 
-def window_drift_score(inputs: np.ndarray, reference_roughness: np.ndarray | list[float] | None = None) -> float:
+def window_drift_score(inputs: np.ndarray, reference_roughness: np.ndarray | Sequence[float] | None = None) -> float:
     """How far a window of normalised inputs (N×C×…) is from the training distribution (mean 0, std 1 per channel
     and, when given, the training roughness): the mean over channels of |mean| + |log std| + |log(roughness /
     training roughness)|. Clean windows of 32 score about 0.05–0.4."""
@@ -62,95 +69,81 @@ class AdaptiveModel:
     """An adaptive package loaded for inference (see the module docstring).
 
     Args:
-        folder: The package written by ``autocompress export --adaptive``.
-        adapt: Run AdaBN when the drift monitor fires (needs torch); ``False`` only logs the drift.
+        folder: The package written by ``autocompress export --adaptive`` (anywhere: it names nothing outside).
+        adapt: Run AdaBN when the drift monitor fires; ``False`` only logs the drift.
+        threads: onnxruntime intra-op threads per session.
     """
 
-    def __init__(self, folder: str | Path, adapt: bool = True) -> None:
+    def __init__(self, folder: str | Path, adapt: bool = True, threads: int = 1) -> None:
         self.folder = Path(folder)
-        path = self.folder / "controller.json"
-        if not path.is_file():
-            raise AutoCompressError(
-                f"an adaptive package must hold controller.json, but '{self.folder}' does not; write one with "
-                "autocompress export RUN --adaptive --out DIR."
-            )
-        self.table: dict[str, Any] = json.loads(path.read_text())
-        self.configs = {c["id"]: c for c in self.table["configs"]}
+        self.manifest = Manifest.load(self.folder)
+        self.configs: dict[str, Configuration] = {c.id: c for c in self.manifest.configs}
         self.context: dict[str, float | None] = {
             "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0, "latency_budget_ms": None,
         }  # fmt: skip
         self.events: list[dict[str, Any]] = []
-        self.adapt_enabled = adapt
-        store = load_store(self.folder)  # shared weights, when the package has them
-        self._sessions = {cid: _session(self.folder / c["path"], store) for cid, c in self.configs.items()}
-        spec = self.table["input"]
-        channels = spec["shape"][0]
-        shape = (1, channels, *([1] * (len(spec["shape"]) - 1)))
-        mean = np.array(spec["mean"] or [0.0] * channels, np.float32).reshape(shape)
-        std = np.array(spec["std"] or [1.0] * channels, np.float32).reshape(shape)
-        self._scale, self._mean, self._std = np.float32(spec["scale"]), mean, std
+        self.adapt_enabled, self.threads = adapt, threads
+        self._store = load_store(self.folder)  # shared weights, when the package has them
+        self._sessions = {cid: self._session(self._model_bytes(cid)) for cid in self.configs}
         self._window: list[np.ndarray] = []
-        self._adapted: Any = None  # the AdaBN-adapted torch model while the input drifts
+        self._adapted: Any = None  # the AdaBN-adapted session while the input drifts
         self._drifting, self._adapted_on = False, 0
         self._buffer: list[np.ndarray] = []
         self.drift_score = 0.0
         self.inputs_seen = 0
-        worst = self.table.get("worst_context", {"battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 0.0})
-        alone = [c for c in self.configs if not self.check(c, {"latency_budget_ms": None, **worst})]
-        self.reference = max(alone or list(self.configs), key=lambda c: self.configs[c]["val_accuracy"])
+        worst = {"latency_budget_ms": None, **self.manifest.worst_context}
+        alone = [c for c in self.configs if not self.check(c, worst)]
+        self.reference = max(alone or list(self.configs), key=lambda c: self.configs[c].val_accuracy)
         self.current = self.choose(self.context).config
         self.switch_ms: list[float] = []
 
     @classmethod
-    def load(cls, folder: str | Path, adapt: bool = True) -> AdaptiveModel:
-        return cls(folder, adapt)
+    def load(cls, folder: str | Path, adapt: bool = True, threads: int = 1) -> AdaptiveModel:
+        return cls(folder, adapt, threads)
 
     # --- the controller ---------------------------------------------------------------------------------------
 
     def costs(self, config: str, bandwidth_scale: float) -> tuple[float | None, float | None]:
         """Predicted latency (ms) and energy (mJ) of a configuration at a bandwidth: the grid point at or below it."""
-        return self.entry_costs(self.configs[config], bandwidth_scale)
+        return self.entry_costs(self.configs[config].costs, bandwidth_scale)
 
-    def entry_costs(self, entry: dict[str, Any], bandwidth_scale: float) -> tuple[float | None, float | None]:
-        """:meth:`costs` of a table entry (a configuration, or the ``uncompressed`` reference)."""
-        grid = self.table["bandwidth_grid"]
-        index = max(i for i, b in enumerate(grid) if b <= max(0.0, bandwidth_scale) + 1e-9)
-        return entry["latency_ms"][index], entry["energy_mj"][index]
+    def entry_costs(self, costs: Costs, bandwidth_scale: float) -> tuple[float | None, float | None]:
+        """:meth:`costs` of a cost table (a configuration's, or the uncompressed model's)."""
+        index = context_rules.grid_index(self.manifest.bandwidth_grid, bandwidth_scale)
+        return costs.latency_ms[index], costs.energy_mj[index]
 
     def check(self, config: str, context: dict[str, Any]) -> list[str]:
         """The hard limits ``config`` breaks in ``context`` (empty: feasible)."""
-        return self.check_entry(self.configs[config], context)
+        return self.check_entry(self.configs[config].costs, context)
 
-    def check_entry(self, entry: dict[str, Any], context: dict[str, Any]) -> list[str]:
-        """:meth:`check` of a table entry (a configuration, or the ``uncompressed`` reference)."""
-        limits = self.table["deployment"]
-        budgets = limits["hard_budgets"]
-        latency, energy = self.entry_costs(entry, float(context["bandwidth_scale"] or 0.0))
+    def check_entry(self, costs: Costs, context: dict[str, Any]) -> list[str]:
+        """:meth:`check` of a cost table, by the rules of :mod:`autocompress.context_rules`."""
+        limits = self.manifest.deployment
+        latency, energy = self.entry_costs(costs, float(context.get("bandwidth_scale") or 0.0))
         if latency is None or energy is None:
             return ["needs a link"]
-        broken = []
-        if entry["peak_memory_bytes"] > limits["ram_bytes"] * float(context["free_memory"]):
-            broken.append("memory")
-        if entry["storage_bytes"] > limits["flash_bytes"]:
-            broken.append("flash")
-        budget = context.get("latency_budget_ms") or budgets.get("latency_ms")
-        if budget is not None and latency > float(budget):
-            broken.append("latency")
-        if "energy_mj" in budgets and energy > budgets["energy_mj"] * float(context["battery"]):
-            broken.append("energy")
-        if "storage_bytes" in budgets and entry["storage_bytes"] > budgets["storage_bytes"]:
-            broken.append("storage")
-        return broken
+        budgets = context_rules.budgets(
+            limits.hard_budgets, True, float(context.get("battery", 1.0)), context.get("latency_budget_ms")
+        )
+        values = {"latency_ms": latency, "energy_mj": energy, "storage_bytes": costs.storage_bytes,
+                  "peak_memory_bytes": costs.peak_memory_bytes}  # fmt: skip
+        free = float(context.get("free_memory", 1.0))
+        return context_rules.violations(values, budgets, limits.ram_bytes, limits.flash_bytes, free)
 
     def choose(self, context: dict[str, Any]) -> Choice:
-        """The configuration the rule in ``controller.json`` picks for ``context``."""
+        """The configuration for ``context``. Feasible: every hard limit met (:meth:`check`). The reference is the
+        most accurate configuration feasible in the manifest's worst context: the model one would ship alone.
+        Objective ``energy``: among feasible configurations at least as accurate as the reference minus the
+        tolerance, the one with the least energy (if none, the most accurate feasible). Objective ``accuracy``: the
+        least energy within the tolerance of the most accurate feasible one. If none is feasible, the one with the
+        least latency (a violation, logged)."""
         feasible = [cid for cid in self.configs if not self.check(cid, context)]
-        bandwidth = float(context["bandwidth_scale"] or 0.0)
+        bandwidth = float(context.get("bandwidth_scale") or 0.0)
         if feasible:
-            accuracy = {c: self.configs[c]["val_accuracy"] for c in feasible}
-            tolerance = self.table["accuracy_tolerance"]
-            if self.table.get("objective", "energy") == "energy":
-                floor = self.configs[self.reference]["val_accuracy"] - tolerance
+            accuracy = {c: self.configs[c].val_accuracy for c in feasible}
+            tolerance = self.manifest.accuracy_tolerance
+            if self.manifest.objective == "energy":
+                floor = self.configs[self.reference].val_accuracy - tolerance
             else:
                 floor = max(accuracy.values()) - tolerance
             close = [c for c in feasible if accuracy[c] >= floor] or [max(feasible, key=accuracy.__getitem__)]
@@ -186,46 +179,37 @@ class AdaptiveModel:
 
     # --- inference and the drift monitor ------------------------------------------------------------------------
 
-    def normalise(self, x: np.ndarray) -> np.ndarray:
-        """Inputs as the dataset stores them → the normalised float32 the models take."""
-        return ((x.astype(np.float32) * self._scale - self._mean) / self._std).astype(np.float32)
+    def predict(self, x: Any) -> np.ndarray:
+        """Logits of a batch (as the dataset stores it: uint8 pixels or float values) by the current configuration,
+        adapted while the input drifts."""
+        raw = self.manifest.input.check(x)
+        self.inputs_seen += len(raw)
+        self._watch(raw)
+        session = self._adapted or self._sessions[self.current]
+        return session.run(None, {session.get_inputs()[0].name: raw})[0]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits of a batch (as stored: uint8 pixels or float values) by the current configuration."""
-        inputs = self.normalise(np.asarray(x))
-        self.inputs_seen += len(inputs)
-        self._watch(inputs)
-        if self._adapted is not None:
-            import torch
-
-            with torch.inference_mode():
-                return self._adapted(torch.from_numpy(inputs)).numpy()
-        return self.run(self.current, inputs)
-
-    def run(self, config: str, inputs: np.ndarray) -> np.ndarray:
-        """Logits of normalised ``inputs`` by one configuration's ONNX session (no monitoring, no adaptation)."""
+    def run(self, config: str, x: Any) -> np.ndarray:
+        """Logits of raw inputs by one configuration's ONNX session (no monitoring, no adaptation)."""
         session = self._sessions[config]
-        return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+        return session.run(None, {session.get_inputs()[0].name: self.manifest.input.check(x)})[0]
 
-    def _watch(self, inputs: np.ndarray) -> None:
-        monitor = self.table["monitor"]
-        self._window = [*self._window, *inputs][-monitor["window"] :]
-        if len(self._window) < monitor["window"]:
+    def _watch(self, raw: np.ndarray) -> None:
+        monitor = self.manifest.monitor
+        self._window = [*self._window, *raw][-monitor.window :]
+        if len(self._window) < monitor.window:
             return
-        self.drift_score = window_drift_score(np.stack(self._window), monitor.get("roughness"))
-        drifting = self.drift_score > monitor["threshold"] or (
-            self._drifting and self.drift_score > monitor.get("recover_below", monitor["threshold"])
-        )
+        self.drift_score = window_drift_score(self.manifest.input.normalise(np.stack(self._window)), monitor.roughness)
+        drifting = self.drift_score > monitor.threshold or (self._drifting and self.drift_score > monitor.recover_below)
         if drifting:
             if not self._drifting:
                 self.events.append(
                     {"event": "drift", "score": self.drift_score, "config": self.current, "input": self.inputs_seen}
                 )
                 self._drifting, self._buffer, self._adapted_on = True, [], 0
-            self._buffer = [*self._buffer, *inputs][-monitor.get("adapt_inputs", 256) :]
+            self._buffer = [*self._buffer, *raw][-monitor.adapt_inputs :]
             # AdaBN on the drifted inputs seen so far, again each time the buffer has doubled (32, 64, 128, 256):
             # a first, quick repair, then better statistics as the drift goes on.
-            if self.adapt_enabled and len(self._buffer) >= max(monitor["window"], 2 * self._adapted_on):
+            if self.adapt_enabled and len(self._buffer) >= max(monitor.window, 2 * self._adapted_on):
                 self._adapted = self._adabn(np.stack(self._buffer))
                 self._adapted_on = len(self._buffer)
                 self.events.append({"event": "adapt", "method": "adabn", "config": self.current,
@@ -238,44 +222,48 @@ class AdaptiveModel:
 
     def _adabn(self, window: np.ndarray) -> Any:
         """AdaBN (Li et al. 2016) with a source prior (Schneider et al., NeurIPS 2020): the current configuration's
-        BatchNorm statistics become ``n / (n + PRIOR)`` target statistics (from the ``n`` buffered drifted inputs)
+        BatchNorm statistics become ``n / (n + PRIOR)`` target statistics (from the ``n`` buffered drifted inputs,
+        each layer's computed on inputs the layers before it normalised by theirs, as PyTorch's train mode does)
         plus the rest of the training ones. Measured on ResNet-20 at half its MACs with 256 drifted inputs, full
         replacement cost 0.8–1.5 pt against no adaptation, a prior of 256 gained 4.3 (brightness:4) and 5.7
         (gaussian_noise:3) pt; priors of 16, 64, 512, 1024 gained less. The prior shrinks as the drift score
-        rises above the threshold (a strong drift, e.g. a fog veil over digits, wants the target statistics)."""
-        import torch
-
-        from autocompress.compress.adaptation import BN_TYPES, recalibrate_batchnorm
-        from autocompress.deploy.export import load_exported
-
-        model = load_exported(self.folder / Path(self.configs[self.current]["path"]).parent / "model.pt")
-        norms = [m for m in model.modules() if isinstance(m, BN_TYPES)]
-        source = [(_stat(m.running_mean).clone(), _stat(m.running_var).clone()) for m in norms]
-        recalibrate_batchnorm(model, [torch.from_numpy(window)])
-        # The stronger the drift, the less the training statistics are worth: the prior shrinks with the score.
-        prior = BN_PRIOR * min(1.0, self.table["monitor"]["threshold"] / max(self.drift_score, 1e-6))
+        rises above the threshold (a strong drift, e.g. a fog veil over digits, wants the target statistics).
+        Returns the session that predicts with the mixed statistics (``None`` for a model without BatchNorm)."""
+        model = self._model_bytes(self.current)
+        nodes = onnx_wire.batchnorm_nodes(model)
+        if not nodes:
+            return None
+        source = onnx_wire.initializers(model, {name for _, mean, var in nodes for name in (mean, var)})
+        stats_model, outputs = onnx_wire.statistics_model(model)
+        stats = self._session(stats_model)
+        target = stats.run(outputs, {stats.get_inputs()[0].name: window})
+        prior = BN_PRIOR * min(1.0, self.manifest.monitor.threshold / max(self.drift_score, 1e-6))
         weight = len(window) / (len(window) + prior)
-        with torch.no_grad():
-            for m, (mean, var) in zip(norms, source, strict=True):
-                _stat(m.running_mean).mul_(weight).add_((1 - weight) * mean)
-                _stat(m.running_var).mul_(weight).add_((1 - weight) * var)
-        return model.eval()
+        mixed: dict[str, np.ndarray] = {}
+        # The batch variance is the biased one (PyTorch keeps the unbiased): the factor n / (n - 1), n = inputs ×
+        # positions per channel (≥ 4,096 for 256 inputs of 4×4 maps), is below the mixing's precision.
+        for k, (_, mean, var) in enumerate(nodes):
+            mixed[mean] = (weight * target[2 * k] + (1 - weight) * source[mean]).astype(np.float32)
+            mixed[var] = (weight * target[2 * k + 1] + (1 - weight) * source[var]).astype(np.float32)
+        # (SessionOptions.add_initializer does not override an initializer the file holds: measured, no effect)
+        return self._session(onnx_wire.replace_initializers(model, mixed))
 
+    # --- files --------------------------------------------------------------------------------------------------
 
-def _stat(value: Any) -> Any:
-    assert value is not None, "BatchNorm layers of an exported model track running statistics"
-    return value
+    def _model_bytes(self, config: str) -> bytes:
+        path = inside(self.folder, self.configs[config].path, f"configs[{config}].path")
+        if not path.is_file():
+            raise AutoCompressError(f"the package's configuration '{path}' must exist, but does not; export it again.")
+        return materialize(path.parent, path.name, self._store)
 
-
-def _session(path: Path, store: dict[str, np.ndarray]) -> Any:
-    """An onnxruntime session of a configuration's file; a shared-weight file is completed from the store first."""
-    import onnxruntime as ort
-
-    from autocompress.deploy.shared_weights import SUFFIX, materialize
-
-    if not path.is_file():
-        raise AutoCompressError(f"the package's configuration '{path}' must exist, but does not; export it again.")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    source = materialize(path.parent, path.name, store).SerializeToString() if path.name.endswith(SUFFIX) else str(path)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    def _session(self, model: bytes) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a corrupt file
+            raise AutoCompressError(
+                f"a configuration of the package '{self.folder}' must be a valid ONNX model, but onnxruntime "
+                f"cannot load it ({str(exc).splitlines()[0][:200]}); export the package again."
+            ) from None

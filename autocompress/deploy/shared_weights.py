@@ -1,4 +1,4 @@
-"""Weights several configurations of an adaptive package share (the on-device side: numpy and onnx, no torch).
+"""Weights several configurations of an adaptive package share (the on-device side: numpy only).
 
 In a shared package (``export --adaptive --share-weights``) the configurations are nested: every channel group of a
 smaller configuration keeps a subset of the channels of one *union* model (each group keeps the most channels any
@@ -13,8 +13,8 @@ Layout::
     DIR/configs/cK/model.shared.onnx    the ONNX file without its shared initializers (likewise head/tail files)
     DIR/configs/cK/shared.json          {file name: {initializer name: {"tensor": key, "index": [...]}}}
 
-:func:`materialize` rebuilds a complete ONNX model from them (what the runtime loads into onnxruntime);
-``onnx.save(materialize(...), "model.onnx")`` gives a file any runtime reads.
+:func:`materialize` rebuilds a complete ONNX model from them (the bytes the runtime loads into onnxruntime);
+``Path("model.onnx").write_bytes(materialize(...))`` gives a file any runtime reads.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from autocompress.deploy.manifest import inside
+from autocompress.deploy.onnx_wire import add_initializers
 from autocompress.errors import AutoCompressError
 
 SHARED_FILE = "shared.npz"
@@ -55,36 +56,24 @@ def load_store(package: str | Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def materialize(config_dir: str | Path, file: str, store: Mapping[str, np.ndarray]) -> Any:
-    """The complete ONNX model of a configuration's ``file`` (e.g. ``model.shared.onnx``), its shared
-    initializers filled in from ``store`` (see :func:`load_store`)."""
-    import onnx
-    from onnx import numpy_helper
-
+def materialize(config_dir: str | Path, file: str, store: Mapping[str, np.ndarray]) -> bytes:
+    """The complete ONNX model (protobuf bytes) of a configuration's ``file`` (e.g. ``model.shared.onnx``), its
+    shared initializers filled in from ``store`` (see :func:`load_store`); a plain file is returned as it is."""
     folder = Path(config_dir)
-    model = onnx.load(str(folder / file))
+    data = inside(folder, file, "a configuration's file").read_bytes()
+    if not file.endswith(SUFFIX):
+        return data
     refs_path = folder / REFS_FILE
-    refs = json.loads(refs_path.read_text()).get(file, {}) if refs_path.is_file() else {}
+    try:
+        refs = json.loads(refs_path.read_text()).get(file, {}) if refs_path.is_file() else {}
+    except (ValueError, AttributeError) as exc:
+        raise AutoCompressError(f"'{refs_path}' must be the package's JSON references, but is not ({exc}).") from None
+    arrays = {}
     for name, ref in refs.items():
         if ref["tensor"] not in store:
             raise AutoCompressError(
                 f"the shared store must hold '{ref['tensor']}' for {folder / file}, but it does not; export the "
                 "package again."
             )
-        model.graph.initializer.append(numpy_helper.from_array(take(store[ref["tensor"]], ref["index"]), name))
-    return model
-
-
-def fill_state_dict(
-    state: dict[str, Any], refs: Mapping[str, Mapping[str, Any]], store: Mapping[str, np.ndarray]
-) -> None:
-    """Put the shared tensors a ``model.pt`` refers to back into its state dict (as torch tensors)."""
-    import torch
-
-    for name, ref in refs.items():
-        if ref["tensor"] not in store:
-            raise AutoCompressError(
-                f"the shared store (shared.npz of the package) must hold '{ref['tensor']}', but it does not or is "
-                "missing; a configuration's model.pt works only inside its package."
-            )
-        state[name] = torch.from_numpy(np.ascontiguousarray(take(store[ref["tensor"]], ref["index"])))
+        arrays[name] = take(store[ref["tensor"]], ref["index"])
+    return add_initializers(data, arrays)

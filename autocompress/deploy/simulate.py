@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
-from autocompress.data import Normalizer
+from autocompress.data import load_dataset
 from autocompress.data.shifts import Shift
+from autocompress.deploy.manifest import inside
 from autocompress.deploy.runtime import CONTEXT_FIELDS, AdaptiveModel
 from autocompress.errors import AutoCompressError
+from autocompress.plugins import require_trust
 from autocompress.runs import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -116,24 +117,35 @@ def simulate(
     images_per_step: int = 200,
     data_dir: str | None = None,
     out_dir: str | Path | None = None,
+    dataset: str | None = None,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """Replay ``trace`` over the package; returns per-step rows and totals (written to ``out_dir`` with a plot)."""
-    from autocompress.env import build_workload
-    from autocompress.search.record import RunRecord
+    """Replay ``trace`` over the package; returns per-step rows and totals (written to ``out_dir`` with a plot).
 
+    The package is all it needs (no run folder): the test split of its manifest's dataset (or ``dataset``, e.g.
+    where the file moved; ``data_dir`` for CIFAR-10) feeds every strategy, the uncompressed one through the
+    package's ``reference/model.onnx``. ``trust_code`` allows a ``file.py:…``/``pkg.mod:…`` dataset in the
+    manifest or shift in the trace (a reference given as ``dataset`` is the caller's own choice).
+    """
     name, steps = load_trace(trace)
     model = AdaptiveModel.load(package)
-    table = model.table
-    record = RunRecord.open(table["run"], "export")
-    config = record.config
-    workload = build_workload(
-        config.model, config.dataset, config.pretrained, config.weights, data_dir or config.data_dir,
-        config.val_images, protect_first_last=record.resolved.space.protect_first_last,
-    )  # fmt: skip
-    splits = workload.splits
-    info, normalise = splits.info, Normalizer(splits.info)
+    manifest = model.manifest
+    require_trust(manifest.dataset, f"the package '{package}'", trust_code)
+    require_trust([str(step.shift) for step in steps], f"the trace '{trace}'", trust_code)
+    splits = load_dataset(dataset or manifest.dataset, data_dir)
+    info = splits.info
+    if tuple(info.input_shape) != manifest.input.shape or info.dtype != manifest.input.dtype:
+        raise AutoCompressError(
+            f"the dataset must give the package's inputs ({manifest.input.dtype} {list(manifest.input.shape)}), but "
+            f"'{dataset or manifest.dataset}' gives {info.dtype} {list(info.input_shape)}; pass the dataset the "
+            "package was made for.",
+            params=("dataset",),
+        )
+    if manifest.uncompressed.path is None:
+        raise AutoCompressError(f"the package '{package}' must ship reference/model.onnx; export it again.")
+    full_model = model._session(inside(model.folder, manifest.uncompressed.path, "uncompressed.path").read_bytes())
     static = _static_choice(model, steps)
-    reference = table["uncompressed"]
+    reference = manifest.uncompressed.costs
     rows: list[dict[str, Any]] = []
     cursor = 0
     for index, step in enumerate(steps):
@@ -161,8 +173,7 @@ def simulate(
         rows.append(_row(index, step, "static", static, _run(model, static, raw), y, latency, energy, 0.0,
                          model.check(static, step.context())))  # fmt: skip
         # uncompressed
-        with torch.inference_mode():
-            full = workload.model(normalise(x)).numpy()
+        full = full_model.run(None, {full_model.get_inputs()[0].name: model.manifest.input.check(raw)})[0]
         latency, energy = model.entry_costs(reference, bandwidth)
         rows.append(_row(index, step, "uncompressed", "full", full, y, latency, energy, 0.0,
                          model.check_entry(reference, step.context())))  # fmt: skip
@@ -198,7 +209,7 @@ def _onsets(steps: list[TraceStep], images: int) -> list[dict[str, Any]]:
 
 
 def _run(model: AdaptiveModel, config: str, raw: np.ndarray) -> np.ndarray:
-    return model.run(config, model.normalise(raw))
+    return model.run(config, raw)
 
 
 def _static_choice(model: AdaptiveModel, steps: list[TraceStep]) -> str:
@@ -207,7 +218,7 @@ def _static_choice(model: AdaptiveModel, steps: list[TraceStep]) -> str:
     def broken(config: str) -> int:
         return sum(bool(model.check(config, s.context())) for s in steps)
 
-    return min(model.configs, key=lambda c: (broken(c), -model.configs[c]["val_accuracy"]))
+    return min(model.configs, key=lambda c: (broken(c), -model.configs[c].val_accuracy))
 
 
 def _row(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from autocompress import context_rules
 from autocompress.data.drift import DriftData
 from autocompress.data.shifts import Shift
 from autocompress.env.presets import ContextSpec
@@ -68,10 +69,5 @@ def override_context(context: Context, fields: dict[str, Any]) -> Context:
 
 def worst_context(spec: ContextSpec) -> Context:
     """The context with the tightest limits, checked when the environment is built."""
-    return Context(
-        battery=min(spec.battery),
-        free_memory=min(spec.free_memory),
-        bandwidth_scale=min(spec.bandwidth_scale),
-        latency_budget_ms=min(spec.latency_budget_ms) if spec.latency_budget_ms else None,
-        shift=None,
-    )
+    least = context_rules.worst({name: getattr(spec, name) for name in context_rules.CONTEXT_FIELDS})
+    return Context(**least, shift=None)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from autocompress import context_rules
 from autocompress.compress.layers import LayerTable
 from autocompress.config import from_mapping
 from autocompress.env.context import Context
@@ -108,14 +109,11 @@ class Deployment:
         return CostModel(table, graph, self.device, self.link_in(context), self.edge, interval)
 
     def budgets(self, context: Context | None, hard: bool) -> dict[str, float]:
-        """The hard (or soft) budgets in ``context``: energy scaled by the battery, latency replaced when drawn."""
+        """The hard (or soft) budgets in ``context`` (:func:`autocompress.context_rules.budgets`)."""
         values = {name: b.value for name, b in self.preset.budgets.items() if b.hard == hard}
-        if context is not None:
-            if "energy_mj" in values:
-                values["energy_mj"] *= context.battery
-            if context.latency_budget_ms is not None and "latency_ms" in values:
-                values["latency_ms"] = context.latency_budget_ms
-        return values
+        if context is None:
+            return values
+        return context_rules.budgets(values, hard, context.battery, context.latency_budget_ms)
 
     def limits(self, context: Context) -> Limits:
         """Hard limits in ``context``: the hard budgets, RAM scaled by the free-memory fraction, and flash."""

@@ -77,6 +77,10 @@ def ort_latency(
     """Time one onnxruntime run on a random batch."""
     import numpy as np
 
-    name = session.get_inputs()[0].name  # type: ignore[attr-defined]
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    spec = session.get_inputs()[0]  # type: ignore[attr-defined]
+    name, rng = spec.name, np.random.default_rng(0)
+    if spec.type == "tensor(uint8)":  # a raw-pixel model
+        x = rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8)
+    else:
+        x = rng.standard_normal((batch, *input_shape)).astype(np.float32)
     return time_callable(lambda: session.run(None, {name: x}), warmup, repeats)  # type: ignore[attr-defined]

@@ -80,10 +80,11 @@ class SearchJob:
         return cls(config, RunRecord.create(folder, config, resolved), env, agent)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, device: str | None = None) -> SearchJob:
+    def resume(cls, run_dir: str | Path, device: str | None = None, trust_code: bool = False) -> SearchJob:
         """Continue the search in ``run_dir`` with the configuration and presets it saved (``device``, where
-        policies are scored, may change: it does not change what a policy scores)."""
-        record = RunRecord.open(run_dir, "resume")
+        policies are scored, may change: it does not change what a policy scores); ``trust_code`` allows a run
+        that names code (see :meth:`RunRecord.open`)."""
+        record = RunRecord.open(run_dir, "resume", trust_code)
         resolved = record.resolved
         config = record.config if device is None else dataclasses.replace(record.config, device=device)
         return cls(config, record, _build_env(config, resolved.deployment, resolved.space), resolved.agent)

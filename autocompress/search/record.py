@@ -24,7 +24,15 @@ from autocompress.env.deployment import Deployment
 from autocompress.env.episode import OBJECTIVES, EpisodeResult
 from autocompress.env.presets import EnvPreset, SpaceSpec
 from autocompress.errors import AutoCompressError, ConfigError
-from autocompress.runs import atomic_write_json, command_line, existing_run_dir, new_run_dir, system_report
+from autocompress.plugins import require_trust
+from autocompress.runs import (
+    atomic_write_json,
+    command_line,
+    existing_run_dir,
+    new_run_dir,
+    refuse_links_out,
+    system_report,
+)
 from autocompress.search.agents import AgentSpec
 
 CONFIG, PROGRESS, BEST, PARETO, SUMMARY = (
@@ -204,6 +212,7 @@ class RunRecord:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        refuse_links_out(folder)
         raw = _read_json(folder / CONFIG)
         if not isinstance(raw, dict):
             raise AutoCompressError(f"'{folder / CONFIG}' must hold a search's config as JSON, but it does not.")
@@ -228,10 +237,18 @@ class RunRecord:
         return cls(folder)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], purpose: str = "resume") -> RunRecord:
-        """An existing run folder; ``purpose`` (``resume``, ``export``, ``compare``) names the caller in errors."""
+    def open(cls, path: str | os.PathLike[str], purpose: str = "resume", trust_code: bool = False) -> RunRecord:
+        """An existing run folder; ``purpose`` (``resume``, ``export``, ``compare``) names the caller in errors.
+
+        To resume or export (which build the run's model, dataset and presets), a run whose config names code
+        (``file.py:…``, ``pkg.mod:…``) is refused unless ``trust_code``: opening a folder must not run the code a
+        file in it names. A file of the folder that is a symlink leading out of it is refused too.
+        """
         folder = existing_run_dir(path, CONFIG, purpose)
-        return cls(folder)
+        record = cls(folder)
+        if purpose in ("resume", "export"):
+            require_trust(record._raw, f"the run '{folder}'", trust_code)
+        return record
 
     # --- what the folder holds -----------------------------------------------------------------------------------
 

@@ -40,7 +40,12 @@ def train_search_export(capsys: pytest.CaptureFixture[str], tmp: Path, model: st
     ]  # fmt: skip
     code, _, err = run_cli(capsys, *search)
     assert code == 0, err
-    code, _, err = run_cli(capsys, "export", str(tmp / "search"), "--out", str(tmp / "export"))
+    export = ["export", str(tmp / "search"), "--out", str(tmp / "export")]
+    if ".py:" in dataset:  # the run names code: exported only when the user says so
+        code, _, err = run_cli(capsys, *export)
+        assert code == 1 and "names code to import" in err and "--trust-code" in err
+        export.append("--trust-code")
+    code, _, err = run_cli(capsys, *export)
     assert code == 0, err
     report = json.loads((tmp / "export" / "report.json").read_text())
     assert report["verification"]["passed"] and (tmp / "export" / "model.onnx").is_file()

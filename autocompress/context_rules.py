@@ -1,0 +1,67 @@
+"""How a deployment context becomes limits and budgets — one set of rules, used by the environment
+(:class:`~autocompress.env.deployment.Deployment`), the package builder (:mod:`~autocompress.deploy.adaptive`) and
+the on-device runtime and simulator (:class:`~autocompress.deploy.runtime.AdaptiveModel`). Standard library only:
+it runs on the device.
+
+- battery (0..1] scales the energy budget per inference;
+- free_memory (0..1] scales the device's RAM a configuration may use;
+- bandwidth_scale multiplies the link's nominal rates (0: no link); costs are looked up at the grid point at or
+  below it (:func:`grid_index`), so a package never assumes more bandwidth than the context has;
+- latency_budget_ms, when the context gives one, is a hard latency budget that replaces the preset's;
+- the worst context takes the least of every range (:func:`worst`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
+RELATIVE_SLACK = 1e-9  # a cost equal to its limit up to rounding meets it
+
+
+def budgets(
+    preset: Mapping[str, float], hard: bool, battery: float = 1.0, latency_budget_ms: float | None = None
+) -> dict[str, float]:
+    """The preset's hard (or soft) budgets in a context: energy × battery; a context's latency budget becomes the
+    hard latency budget (and removes a soft one)."""
+    values = dict(preset)
+    if "energy_mj" in values:
+        values["energy_mj"] *= battery
+    if latency_budget_ms is not None:
+        if hard:
+            values["latency_ms"] = float(latency_budget_ms)
+        else:
+            values.pop("latency_ms", None)
+    return values
+
+
+def within(value: float, limit: float) -> bool:
+    return value <= limit * (1 + RELATIVE_SLACK)
+
+
+def grid_index(grid: Sequence[float], bandwidth_scale: float) -> int:
+    """The point of a rising bandwidth grid (starting at 0) at or below ``bandwidth_scale``."""
+    return max(i for i, b in enumerate(grid) if b <= max(0.0, bandwidth_scale) + 1e-9)
+
+
+def violations(
+    costs: Mapping[str, float],
+    hard_budgets: Mapping[str, float],
+    ram_bytes: float,
+    flash_bytes: float,
+    free_memory: float = 1.0,
+) -> list[str]:
+    """The hard limits a configuration with ``costs`` (``latency_ms``, ``energy_mj``, ``storage_bytes``,
+    ``peak_memory_bytes``, …) breaks, given budgets already in the context (:func:`budgets`): each budget it
+    exceeds, ``ram`` when its peak memory exceeds the free RAM, ``flash`` when its storage exceeds the flash."""
+    broken = [name for name, limit in hard_budgets.items() if name in costs and not within(costs[name], limit)]
+    if not within(costs["peak_memory_bytes"], ram_bytes * free_memory):
+        broken.append("ram")
+    if not within(costs["storage_bytes"], flash_bytes):
+        broken.append("flash")
+    return broken
+
+
+def worst(ranges: Mapping[str, Sequence[float] | None]) -> dict[str, float | None]:
+    """The context with the tightest limits: the least of each field's range (``None``: the field is not drawn)."""
+    return {name: min(values) if (values := ranges.get(name)) else None for name in CONTEXT_FIELDS}
