@@ -44,7 +44,7 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
     )  # fmt: skip
     run_search(folder / "search", config)
     package = folder / ("package-shared" if args.share_weights else "package")
-    if not (package / "controller.json").exists():
+    if not (package / "manifest.json").exists():
         options = AdaptiveOptions(
             configs=args.configs, test_images=args.test_images, data_dir=args.data_dir,
             share_weights=args.share_weights,
@@ -107,7 +107,7 @@ def main() -> None:
     rows, configs, raw = [], [], {}
     for env in args.envs:
         package = package_for(root, args.model, args.dataset, env, args)
-        table = json.loads((package / "controller.json").read_text())
+        table = json.loads((package / "manifest.json").read_text())
         for trace in traces:
             sims = package.parent / f"sim-{package.name}-{trace}"
             result = simulate(package, trace, args.images_per_step, args.data_dir, sims)
@@ -130,7 +130,7 @@ def main() -> None:
             configs.append({
                 "env": env, "config": c["id"], "val acc": round(c["val_accuracy"], 4),
                 "test acc": round(c["test_accuracy"], 4), "MACs ratio": round(c["macs_ratio"], 3),
-                "split": c["split"] or "-", "storage B (at its bits)": c["storage_bytes"],
+                "split": c["split"] or "-", "storage B (at its bits)": c["costs"]["storage_bytes"],
             })  # fmt: skip
     summary = []
     for env in args.envs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from autocompress import context_rules
 from autocompress.compress.adaptation import AdaptationCost
 from autocompress.compress.layers import round_channels
 from autocompress.env.deployment import Limits
@@ -126,8 +127,7 @@ class BudgetGuard:
     def violations(self, state: Assignment) -> list[str]:
         """Names of the hard limits ``state`` breaks (``ram`` and ``flash`` for the device's memory)."""
         values = self.evaluate(state)
-        broken = [name for name, limit in self.limits.hard.items() if values[name] > limit * (1 + 1e-9)]
-        return broken + [m for m in ("ram", "flash") if not values[f"fits_{m}"]]
+        return context_rules.violations(values, self.limits.hard, self.limits.ram_bytes, self.limits.flash_bytes)
 
     def feasible_after(self, state: Assignment, next_step: int) -> bool:
         return not self.violations(self.minimum_from(state, next_step))
