@@ -11,10 +11,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from autocompress.env.presets import RewardSpec
+
+class RewardSpec(Protocol):
+    """What a reward function reads of the preset's ``reward:`` section
+    (:class:`autocompress.env.presets.RewardSpec` — a protocol here, since the presets import this registry)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def cost(self) -> str: ...
+    @property
+    def weights(self) -> Mapping[str, float]: ...
+    @property
+    def penalty(self) -> float: ...
 
 
 @dataclass(frozen=True)

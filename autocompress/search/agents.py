@@ -8,7 +8,7 @@ from typing import Any
 from autocompress.config import load_config, require
 from autocompress.env.presets import preset_names, resolve_preset
 from autocompress.errors import did_you_mean
-from autocompress.search.base import searcher_names
+from autocompress.search.registry import register_searcher, searcher_names
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class AgentSpec:
         algorithm: A registered searcher (``ddpg``, ``td3``, ``sac``, ``ppo``, ``tpe``, ``nsga2``, ``random``,
             ``uniform``, or one added with :func:`~autocompress.search.base.register_searcher`).
         hyperparameters: Passed to the algorithm (SB3 model or Optuna sampler keyword arguments).
+        searcher: Where a user's searcher lives (``"package.module:Class"``), recorded by a run so that a new
+            process knows ``algorithm`` without registering it (see :mod:`autocompress.search.registry`).
     """
 
     name: str
@@ -31,8 +33,11 @@ class AgentSpec:
     baseline_decay: float = 0.95
     buffer_episodes: int = 100
     episodes_per_update: int = 8
+    searcher: str | None = None
 
     def __post_init__(self) -> None:
+        if self.searcher is not None and self.algorithm not in searcher_names():
+            register_searcher(self.algorithm, self.searcher, from_run=True)  # imported only when it runs
         names = searcher_names()
         require(
             self.algorithm in names,

@@ -8,7 +8,6 @@ one searcher through its lifecycle. Searchers only see a :class:`SearchContext`,
 from __future__ import annotations
 
 import abc
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from autocompress.env.episode import EpisodeResult
-from autocompress.errors import unknown_name_error
+from autocompress.search.registry import register_searcher, searcher_factory, searcher_names
+
+__all__ = ["SearchContext", "Searcher", "make_searcher", "register_searcher", "searcher_names"]
 
 if TYPE_CHECKING:
     from autocompress.env import AutoCompressEnv, SearchSpace
@@ -149,38 +150,8 @@ class Searcher(abc.ABC):
 
 
 SearcherFactory = Callable[["AgentSpec"], Searcher]
-# name -> a factory, or "module:attribute" so that a searcher's heavy imports happen only when it is used
-_REGISTRY: dict[str, SearcherFactory | str] = {
-    **{name: "autocompress.search.rl:SB3Searcher" for name in ("ddpg", "td3", "sac", "ppo")},
-    **{name: "autocompress.search.optuna_search:OptunaSearcher" for name in ("tpe", "nsga2")},
-    "random": "autocompress.search.baselines:RandomSearcher",
-    "uniform": "autocompress.search.baselines:UniformSearcher",
-    "tp-taylor": "autocompress.search.baselines:OneShotSearcher",
-    "tp-magnitude": "autocompress.search.baselines:OneShotSearcher",
-}
-
-
-def register_searcher(name: str, factory: SearcherFactory | str) -> None:
-    """Make ``name`` usable as an agent's ``algorithm`` (and as ``agent=`` / ``--agent`` without a preset file).
-
-    Args:
-        name: The algorithm name.
-        factory: A :class:`Searcher` subclass (or any callable taking the :class:`AgentSpec`), or its import path
-            ``"package.module:Class"``.
-    """
-    _REGISTRY[name] = factory
-
-
-def searcher_names() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def make_searcher(agent: AgentSpec) -> Searcher:
-    """The searcher of ``agent.algorithm``, built from the registry."""
-    if agent.algorithm not in _REGISTRY:
-        raise unknown_name_error("algorithm", agent.algorithm, _REGISTRY)
-    factory = _REGISTRY[agent.algorithm]
-    if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-    return factory(agent)
+    """The searcher of ``agent.algorithm``, built from the registry (:mod:`autocompress.search.registry`)."""
+    return searcher_factory(agent.algorithm)(agent)

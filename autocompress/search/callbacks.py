@@ -8,17 +8,29 @@ so the run record already holds the episode when they see it.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from autocompress.search.record import Episode, RunRecord
-
-if TYPE_CHECKING:
-    from autocompress.search.job import SearchJob
+from autocompress.search.agents import AgentSpec
+from autocompress.search.record import Episode, RunRecord, SearchConfig
 
 log = logging.getLogger(__name__)
 FIGURE_EVERY = 25
+
+
+class SearchJob(Protocol):
+    """What a callback sees of the running :class:`autocompress.search.job.SearchJob` (a protocol: the job imports
+    the callbacks, not the reverse)."""
+
+    config: SearchConfig
+    record: RunRecord
+    agent: AgentSpec
+    env: Any  # the job's AutoCompressEnv
+
+    @property
+    def run_dir(self) -> Path: ...
 
 
 class SearchCallback:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import random
 import time
@@ -31,8 +32,11 @@ from autocompress.search.callbacks import (
     TensorBoardCallback,
 )
 from autocompress.search.record import Episode, ResolvedPresets, RunRecord, SearchConfig
+from autocompress.search.registry import BUILT_IN, searcher_reference
 
 __all__ = ["SearchConfig", "SearchJob"]
+
+log = logging.getLogger(__name__)
 
 
 class SearchJob:
@@ -60,6 +64,14 @@ class SearchJob:
         fails to set up is removed again)."""
         deployment = Deployment.from_preset(config.env, config.budgets)
         space, agent = load_space_preset(config.space), load_agent(config.agent)
+        reference = agent.searcher or searcher_reference(agent.algorithm)
+        if reference is None and agent.algorithm not in BUILT_IN:
+            log.warning(
+                "searcher '%s' is defined where another process cannot import it (e.g. a script run as __main__); "
+                "register it as 'package.module:Class' so that export and --resume in a new process find it",
+                agent.algorithm,
+            )
+        agent = dataclasses.replace(agent, searcher=reference)
         if config.workers > 1 and not make_searcher(agent).parallel_envs:
             raise ConfigError(
                 f"workers > 1 needs an agent that plays environments in parallel (ddpg, td3, sac, ppo), but got "

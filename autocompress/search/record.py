@@ -34,6 +34,7 @@ from autocompress.runs import (
     system_report,
 )
 from autocompress.search.agents import AgentSpec
+from autocompress.search.registry import registered_by_caller, searcher_reference
 
 CONFIG, PROGRESS, BEST, PARETO, SUMMARY = (
     "config.json",
@@ -247,8 +248,17 @@ class RunRecord:
         folder = existing_run_dir(path, CONFIG, purpose)
         record = cls(folder)
         if purpose in ("resume", "export"):
-            require_trust(record._raw, f"the run '{folder}'", trust_code)
+            require_trust(record._untrusted_code(), f"the run '{folder}'", trust_code)
         return record
+
+    def _untrusted_code(self) -> dict[str, Any]:
+        """The run's config without a searcher reference this process registered itself (the caller's say-so)."""
+        raw = json.loads(json.dumps(self._raw))
+        agent = (raw.get("resolved") or {}).get("agent") or {}
+        name = str(agent.get("algorithm")) if isinstance(agent, dict) else ""
+        if name and registered_by_caller(name) and searcher_reference(name) == agent.get("searcher"):
+            del agent["searcher"]
+        return raw
 
     # --- what the folder holds -----------------------------------------------------------------------------------
 

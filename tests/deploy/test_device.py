@@ -330,3 +330,44 @@ def test_a_fresh_venv_with_numpy_and_onnxruntime_only_runs_a_package(
                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert textwrap.dedent(out.stdout).split(" ", 1)[1].strip() == "[]"
+
+
+SEARCHER = """
+from autocompress.search.baselines import RandomSearcher
+
+
+class GreedyKeep(RandomSearcher):
+    '''A user's searcher (random draws, under its own name).'''
+"""
+
+
+def test_a_run_made_with_a_users_searcher_reopens_in_a_new_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The run records where the searcher lives ("module:Class"); a new process exports it and resumes it."""
+    from autocompress.search import SearchCallback, register_searcher
+
+    (tmp_path / "mysearch.py").write_text(SEARCHER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mysearch  # type: ignore[import-not-found]
+
+    register_searcher("greedy-keep", mysearch.GreedyKeep)
+
+    class StopAfterTwo(SearchCallback):
+        def on_episode_end(self, episode):  # type: ignore[no-untyped-def,override]
+            return self.record.episodes_done < 2
+
+    config = SearchConfig(model="digits-cnn", dataset="digits", agent="greedy-keep", episodes=4, seed=0)
+    job = SearchJob.create(config, tmp_path / "run")
+    job.run(callbacks=[StopAfterTwo()])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["agent"]
+    assert saved["searcher"] == "mysearch:GreedyKeep"
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "AUTOCOMPRESS_RUNS_DIR": str(tmp_path / "runs")}
+    cli = [sys.executable, "-m", "autocompress"]
+    refused = subprocess.run([*cli, "export", str(tmp_path / "run"), "--out", str(tmp_path / "out")],
+                             capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+    assert refused.returncode == 1 and "mysearch:GreedyKeep" in refused.stderr and "--trust-code" in refused.stderr
+    for verb in (["search", "--resume", str(tmp_path / "run")], ["export", str(tmp_path / "run"), "--out",
+                                                                   str(tmp_path / "out")]):  # fmt: skip
+        done = subprocess.run([*cli, "-q", *verb, "--trust-code"], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-1500:]
+    assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 4
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["verification"]["passed"]
