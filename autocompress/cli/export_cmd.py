@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
                    help="import file.py:… / pkg.mod:… code the run or package names (else refused)")  # fmt: skip
     p.add_argument("--adaptive", action="store_true",
                    help="write an adaptive package: several configurations from the run's Pareto front and "
-                   "manifest.json the runtime picks one by per context (see autocompress.deploy.runtime)")  # fmt: skip
+                   "a manifest.json by which the runtime picks one per context")  # fmt: skip
     p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip

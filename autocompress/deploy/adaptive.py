@@ -43,7 +43,7 @@ from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_sess
 from autocompress.compress.policy import Policy
 from autocompress.compress.reconstruction import check_mode
 from autocompress.data import Normalizer
-from autocompress.deploy.export import ExportOptions, export_run, input_spec
+from autocompress.deploy.export import ExportOptions, export_run, input_spec, render_report
 from autocompress.deploy.manifest import Configuration, Costs, Limits, Manifest, Monitor, Reference
 from autocompress.deploy.runtime import roughness, window_drift_score
 from autocompress.deploy.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize, take
@@ -51,6 +51,7 @@ from autocompress.env import build_workload
 from autocompress.env.context import Context, worst_context
 from autocompress.errors import AutoCompressError
 from autocompress.hardware.graph import analyse
+from autocompress.runs import atomic_write_json
 from autocompress.search.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,9 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
             model=models[k], fold_batchnorm=False,
         )  # fmt: skip
         policy = policies[k]
+        del report["run"]  # a package names nothing outside itself, its configurations' reports included
+        atomic_write_json(folder / "report.json", report)
+        (folder / "report.md").write_text(render_report(report))
         entries.append(
             Configuration(
                 id=f"c{k}",

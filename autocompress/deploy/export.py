@@ -388,6 +388,8 @@ def render_report(report: dict[str, Any]) -> str:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     return (
-        f"# Export of {report['model']} ({report['policy_choice']} policy)\n\n_{stamp} · run `{report['run']}`_\n\n"
+        f"# Export of {report['model']} ({report['policy_choice']} policy)\n\n_{stamp}"
+        + (f" · run `{report['run']}`" if "run" in report else "")
+        + "_\n\n"
         f"| | |\n|---|---|\n{table}\n\nFiles: {', '.join(f'`{f}`' for f in report['files'])}\n"
     )
