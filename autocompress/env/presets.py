@@ -13,6 +13,7 @@ from autocompress.config import load_config, require
 from autocompress.data.shifts import Shift
 from autocompress.env.rewards import REWARDS
 from autocompress.errors import ConfigError, did_you_mean, unknown_name_error
+from autocompress.plugins import is_plugin_spec
 
 PACKAGE_PRESETS = Path(__file__).resolve().parent.parent / "presets"  # inside an installed wheel
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent  # an editable install or a checkout
@@ -65,9 +66,9 @@ class RewardSpec:
 
     def __post_init__(self) -> None:
         require(
-            self.mode in REWARDS,
-            f"reward.mode must be one of {', '.join(REWARDS)}, but got '{self.mode}'."
-            + did_you_mean(self.mode, REWARDS),
+            self.mode in REWARDS or is_plugin_spec(self.mode),
+            f"reward.mode must be one of {', '.join(REWARDS)} or a function given as package.module:name "
+            f"(or file.py:name), but got '{self.mode}'." + did_you_mean(self.mode, REWARDS),
         )
         for name, weight in self.weights.items():
             require(name in COST_NAMES, f"reward weights must name {', '.join(COST_NAMES)}, but got '{name}'.")

@@ -4,6 +4,9 @@
 - ``acc_log_cost``: −error × ln(cost), AMC's resource-aware reward (cost in its natural unit, e.g. MACs).
 - ``weighted``: accuracy − Σ wᵢ × costᵢ / referenceᵢ, costs normalised by the uncompressed model's on the device.
 - ``constrained``: accuracy − penalty × Σ max(0, costᵢ / soft budgetᵢ − 1) over the soft budgets.
+- your own: ``mode: mypkg.rewards:mine`` (or ``file.py:mine``), a function ``(spec, RewardInputs) -> float``. The
+  run records the reference with its presets, so a new process that resumes or exports the run finds it (and
+  imports it only with ``trust_code``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from autocompress.plugins import import_object
 
 
 class RewardSpec(Protocol):
@@ -86,4 +91,5 @@ def compute_reward(
     energy_weight_scale: float = 1.0,
 ) -> float:
     """The reward of one finished episode under ``spec`` (see :class:`RewardInputs` for the arguments)."""
-    return REWARDS[spec.mode](spec, RewardInputs(accuracy, costs, reference, soft_budgets, energy_weight_scale))
+    function = REWARDS.get(spec.mode) or import_object(spec.mode, "a reward function", "mypkg.rewards:mine")
+    return float(function(spec, RewardInputs(accuracy, costs, reference, soft_budgets, energy_weight_scale)))

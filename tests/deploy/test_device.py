@@ -374,3 +374,33 @@ def test_a_run_made_with_a_users_searcher_reopens_in_a_new_process(tmp_path: Pat
         assert done.returncode == 0, done.stderr[-1500:]
     assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 4
     assert json.loads((tmp_path / "out" / "report.json").read_text())["verification"]["passed"]
+
+
+def test_a_users_reward_by_reference_is_recorded_and_reopened(tmp_path: Path) -> None:
+    (tmp_path / "myreward.py").write_text("def mine(spec, x):\n    return 2.0 * x.accuracy - 1.0\n")
+    env = tmp_path / "env.yaml"
+    env.write_text(f"name: my-host\ndescription: mine\ndevice: host\nreward: {{mode: {tmp_path}/myreward.py:mine}}\n")
+    config = SearchConfig(model="digits-cnn", dataset="digits", env=str(env), agent="random", episodes=4, seed=0)
+    job = SearchJob.create(config, tmp_path / "run")
+    env.unlink()  # the run holds what it needs
+    job.run(callbacks=[_StopAfter(2)])
+    rows = (tmp_path / "run" / "progress.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(","), strict=True))
+    assert float(first["reward"]) == pytest.approx(2 * float(first["accuracy"]) - 1, abs=1e-6)
+    cli = [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(tmp_path / "run")]
+    refused = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 1 and "myreward.py:mine" in refused.stderr
+    done = subprocess.run([*cli, "--trust-code"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 4
+
+
+def _StopAfter(count: int):  # type: ignore[no-untyped-def]
+    from autocompress.search import SearchCallback
+
+    class Stop(SearchCallback):
+        def on_episode_end(self, episode):  # type: ignore[no-untyped-def,override]
+            return self.record.episodes_done < count
+
+    return Stop()
