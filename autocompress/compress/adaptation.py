@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError, did_you_mean
+from autocompress.plugins import import_object, is_plugin_spec
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 TENT_LR = 1e-3
@@ -158,10 +159,30 @@ ADAPTATIONS: dict[str, AdaptationMethod] = {
 }
 
 
+def is_adaptation(name: object) -> bool:
+    """Whether ``name`` is a built-in adaptation or a reference to a user's (``pkg.mod:attr`` / ``file.py:attr``)."""
+    return isinstance(name, str) and (name in ADAPTATIONS or is_plugin_spec(name))
+
+
+def adaptation_choices() -> str:
+    return ", ".join(ADAPTATIONS) + " or a reference 'pkg.mod:attr' to an AdaptationMethod"
+
+
 def adaptation_method(name: str) -> AdaptationMethod:
-    """The adaptation registered as ``name``; an unknown name is a one-line error with the nearest match."""
-    if name not in ADAPTATIONS:
-        raise AutoCompressError(
-            f"adapt must be one of {', '.join(ADAPTATIONS)}, but got {name!r}.{did_you_mean(str(name), ADAPTATIONS)}"
-        )
-    return ADAPTATIONS[name]
+    """The adaptation registered as ``name``, or the :class:`AdaptationMethod` a reference names (imported here: the
+    caller has passed the trust gate of :func:`autocompress.plugins.require_trust`); an unknown name is a one-line
+    error with the nearest match."""
+    if name in ADAPTATIONS:
+        return ADAPTATIONS[name]
+    if is_plugin_spec(name):
+        method = import_object(name, "an adaptation", "mypkg.adapt:mine")
+        if not isinstance(method, AdaptationMethod):
+            raise AutoCompressError(
+                f"an adaptation reference must name an autocompress.compress.adaptation.AdaptationMethod, but "
+                f"'{name}' is a {type(method).__name__}; wrap your function as AdaptationMethod(name, run, estimate, "
+                "description)."
+            )
+        return method
+    raise AutoCompressError(
+        f"adapt must be one of {adaptation_choices()}, but got {name!r}.{did_you_mean(str(name), ADAPTATIONS)}"
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocompress.compress.adaptation import ADAPTATIONS
+from autocompress.compress.adaptation import ADAPTATIONS, adaptation_choices, is_adaptation
 from autocompress.compress.layers import LayerTable
 from autocompress.errors import PolicyError, did_you_mean
 
@@ -91,9 +91,9 @@ class Policy:
     def __post_init__(self) -> None:
         if self.version != POLICY_VERSION:
             raise PolicyError(f"policy version must be {POLICY_VERSION}, but got {self.version!r}.")
-        if self.adapt not in ADAPTATIONS:
+        if not is_adaptation(self.adapt):
             raise PolicyError(
-                f"adapt must be one of {', '.join(ADAPTATIONS)}, but got {self.adapt!r}."
+                f"adapt must be one of {adaptation_choices()}, but got {self.adapt!r}."
                 + did_you_mean(str(self.adapt), ADAPTATIONS)
             )
         if not isinstance(self.round_to, int) or self.round_to < 1:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from autocompress.compress.adaptation import ADAPTATIONS
+from autocompress.compress.adaptation import ADAPTATIONS, adaptation_choices, is_adaptation
 from autocompress.config import load_config, require
 from autocompress.data.shifts import Shift
 from autocompress.env.rewards import REWARDS
@@ -186,8 +186,8 @@ class SpaceSpec:
         if self.adapt is not None:
             for method in self.adapt:
                 require(
-                    method in ADAPTATIONS,
-                    f"adapt choices are {', '.join(ADAPTATIONS)}, but got '{method}'."
+                    is_adaptation(method),
+                    f"adapt choices are {adaptation_choices()}, but got '{method}'."
                     + did_you_mean(method, ADAPTATIONS),
                 )
         require(

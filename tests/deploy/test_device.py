@@ -404,3 +404,45 @@ def _StopAfter(count: int):  # type: ignore[no-untyped-def]
             return self.record.episodes_done < count
 
     return Stop()
+
+
+ADAPTATION = """
+from autocompress.compress.adaptation import AdaptationCost, AdaptationMethod, recalibrate_batchnorm
+
+CALLS = []
+
+
+def _run(model, batches):
+    CALLS.append(len(batches))
+    return recalibrate_batchnorm(model, batches[:1])
+
+
+half_adabn = AdaptationMethod("half-adabn", _run, lambda n: AdaptationCost(forward_images=n // 2), "AdaBN on 1 batch")
+"""
+
+
+def test_a_users_adaptation_by_reference_is_searched_recorded_and_reopened(tmp_path: Path) -> None:
+    from autocompress.compress.adaptation import adaptation_method
+
+    (tmp_path / "myadapt.py").write_text(ADAPTATION)
+    ref = f"{tmp_path}/myadapt.py:half_adabn"
+    space = tmp_path / "space.yaml"
+    space.write_text(f"name: mine\ndescription: mine\nkeep: {{min: 0.5, max: 1.0}}\nadapt: [none, '{ref}']\n")
+    assert adaptation_method(ref).estimate(64).forward_images == 32
+    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space=str(space),
+                          agent="random", episodes=6, seed=0)  # fmt: skip
+    job = SearchJob.create(config, tmp_path / "run")
+    space.unlink()  # the run holds what it needs
+    job.run(callbacks=[_StopAfter(3)])
+    assert ref in (tmp_path / "run" / "config.json").read_text()
+    cli = [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(tmp_path / "run")]
+    refused = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 1 and "myadapt.py:half_adabn" in refused.stderr
+    done = subprocess.run([*cli, "--trust-code"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-1500:]
+    rows = (tmp_path / "run" / "progress.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6
+    adapt = rows[0].split(",").index("adapt")
+    assert any(row.split(",")[adapt] == ref for row in rows[1:])  # searched, scored and logged under its reference
+    with pytest.raises(AutoCompressError, match="AdaptationMethod"):
+        adaptation_method(f"{tmp_path}/myadapt.py:CALLS")
