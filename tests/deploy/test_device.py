@@ -446,3 +446,21 @@ def test_a_users_adaptation_by_reference_is_searched_recorded_and_reopened(tmp_p
     assert any(row.split(",")[adapt] == ref for row in rows[1:])  # searched, scored and logged under its reference
     with pytest.raises(AutoCompressError, match="AdaptationMethod"):
         adaptation_method(f"{tmp_path}/myadapt.py:CALLS")
+
+
+@pytest.mark.slow
+def test_raw_cifar10_bytes_from_the_official_file_give_the_reports_accuracy(tmp_path: Path, cifar_dir: Path) -> None:
+    """The exported ResNet-20 takes CIFAR-10 as ``test_batch.bin`` stores it (uint8, N×3×32×32, no normalisation
+    by the user), read here straight from the file, not through the tool's loader."""
+    config = SearchConfig(model="resnet20", dataset="cifar10", data_dir=str(cifar_dir), pretrained=True,
+                          env="raspberry-pi-4", space="prune-quant", agent="random", episodes=2, seed=0,
+                          val_images=200)  # fmt: skip
+    SearchJob.create(config, tmp_path / "run").run()
+    report = export_run(tmp_path / "run", tmp_path / "out", ExportOptions(test_images=500, latency_repeats=3))
+    assert report["input"]["dtype"] == "uint8" and report["input"]["layout"] == "NCHW"
+    records = np.fromfile(cifar_dir / "cifar-10-batches-bin" / "test_batch.bin", dtype=np.uint8).reshape(-1, 3073)
+    labels, images = records[:500, 0], records[:500, 1:].reshape(-1, 3, 32, 32)
+    session = onnxruntime.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert _accuracy(logits, torch.from_numpy(labels.astype(np.int64))) == pytest.approx(report["test_accuracy"])
+    assert report["test_accuracy"] > 0.3  # a compressed ResNet-20 without fine-tune, far above chance (0.1)
