@@ -464,3 +464,22 @@ def test_raw_cifar10_bytes_from_the_official_file_give_the_reports_accuracy(tmp_
     logits = session.run(None, {session.get_inputs()[0].name: images})[0]
     assert _accuracy(logits, torch.from_numpy(labels.astype(np.int64))) == pytest.approx(report["test_accuracy"])
     assert report["test_accuracy"] > 0.3  # a compressed ResNet-20 without fine-tune, far above chance (0.1)
+
+
+def test_an_installed_packages_searcher_entry_point_is_found_by_name(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An installed distribution declaring ``[autocompress.searchers] greedy-ep = mysearch:GreedyKeep`` (here a
+    dist-info folder on sys.path, as pip writes it) is an agent by name, and a run records its reference."""
+    from autocompress.search.registry import searcher_names
+
+    (tmp_path / "mysearch.py").write_text(SEARCHER)
+    info = tmp_path / "mysearch-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mysearch\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[autocompress.searchers]\ngreedy-ep = mysearch:GreedyKeep\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "greedy-ep" in searcher_names()
+    config = SearchConfig(model="digits-cnn", dataset="digits", agent="greedy-ep", episodes=2, seed=0)
+    SearchJob.create(config, tmp_path / "run").run()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["agent"]
+    assert saved["searcher"] == "mysearch:GreedyKeep"
+    assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 2
