@@ -27,7 +27,8 @@ from autocompress.errors import AutoCompressError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "autocompress-package"
-VERSION = 2  # 1 was controller.json (round 2): it named the run folder and took normalised inputs
+VERSION = 3  # 1 was controller.json (round 2): it named the run folder and took normalised inputs; 2 had a
+# drift monitor against all classes pooled
 LAYOUTS = {2: "NCL", 3: "NCHW"}  # by the rank of one example
 INPUT_DTYPES = ("uint8", "float32")
 
@@ -130,16 +131,28 @@ class Limits:
 
 @dataclass(frozen=True)
 class Monitor:
-    """The drift monitor: window size, thresholds and the training inputs' statistics (see
-    :func:`~autocompress.deploy.runtime.window_drift_score`)."""
+    """The drift monitor: window size, thresholds and, per class, the clean inputs' feature means and standard
+    deviations (``classes × features``; see :func:`~autocompress.deploy.runtime.window_drift_score`)."""
 
     window: int
     threshold: float
     recover_below: float
     clean_max: float
     clean_mean: float
-    roughness: tuple[float, ...]
+    features: tuple[str, ...]
+    class_mean: tuple[tuple[float, ...], ...]
+    class_std: tuple[tuple[float, ...], ...]
     adapt_inputs: int
+    calibration: str = ""
+
+    def __post_init__(self) -> None:
+        width = {len(row) for row in (*self.class_mean, *self.class_std)}
+        if width != {len(self.features)} or len(self.class_mean) != len(self.class_std) or not self.class_mean:
+            raise ManifestError(
+                f"monitor.class_mean and class_std must be classes × {len(self.features)} features, but are not."
+            )
+        if min(min(row) for row in self.class_std) <= 0:
+            raise ManifestError("monitor.class_std must be positive, but holds a value <= 0.")
 
 
 @dataclass(frozen=True)

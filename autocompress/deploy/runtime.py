@@ -33,27 +33,42 @@ from autocompress.deploy.shared_weights import load_store, materialize
 from autocompress.errors import AutoCompressError
 
 BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (see AdaptiveModel._adabn)
-__all__ = ["CONTEXT_FIELDS", "AdaptiveModel", "Choice", "roughness", "window_drift_score"]
+__all__ = ["CONTEXT_FIELDS", "AdaptiveModel", "Choice", "feature_names", "input_features", "window_drift_score"]
 
 
-def roughness(inputs: np.ndarray) -> np.ndarray:
-    """Per channel, the standard deviation of differences between neighbouring values along the last axis (pixels
-    in a row, time steps): sensor noise raises it, blur lowers it, while brightness or gain leave the mean and std."""
-    axes = (0, *range(2, inputs.ndim))
-    return np.diff(inputs, axis=-1).std(axis=axes) + 1e-6
+def input_features(inputs: np.ndarray) -> np.ndarray:
+    """Per input of a batch of normalised inputs (N×C×…), per channel: the mean, the log standard deviation, the log
+    roughness (mean absolute difference of neighbouring values along the last axis: noise raises it, blur lowers
+    it) and, for images at least 16 wide, the log blockiness (differences across 8-pixel block borders against those
+    inside blocks: JPEG raises it). Returns N×F."""
+    axes = tuple(range(2, inputs.ndim))
+    steps = np.abs(np.diff(inputs, axis=-1))
+    features = [inputs.mean(axis=axes), np.log(inputs.std(axis=axes) + 1e-2), np.log(steps.mean(axis=axes) + 1e-2)]
+    if inputs.ndim == 4 and inputs.shape[-1] >= 16:
+        down = np.abs(np.diff(inputs, axis=-2))
+        border = np.arange(steps.shape[-1]) % 8 == 7
+        across = steps[..., border].mean(axis=(2, 3)) + down[..., border, :].mean(axis=(2, 3))
+        within = steps[..., ~border].mean(axis=(2, 3)) + down[..., ~border, :].mean(axis=(2, 3))
+        features.append(np.log((across + 1e-2) / (within + 1e-2)))
+    return np.concatenate(features, axis=1).astype(np.float64)
 
 
-def window_drift_score(inputs: np.ndarray, reference_roughness: np.ndarray | Sequence[float] | None = None) -> float:
-    """How far a window of normalised inputs (N×C×…) is from the training distribution (mean 0, std 1 per channel
-    and, when given, the training roughness): the mean over channels of |mean| + |log std| + |log(roughness /
-    training roughness)|. Clean windows of 32 score about 0.05–0.4."""
-    axes = (0, *range(2, inputs.ndim))
-    mean = inputs.mean(axis=axes)
-    std = inputs.std(axis=axes) + 1e-6
-    score = np.abs(mean) + np.abs(np.log(std))
-    if reference_roughness is not None:
-        score = score + np.abs(np.log(roughness(inputs) / np.asarray(reference_roughness)))
-    return float(np.mean(score))
+def feature_names(shape: Sequence[int]) -> list[str]:
+    """The names of :func:`input_features`' columns for inputs of one example's ``shape`` (C×…)."""
+    kinds = ["mean", "log_std", "log_roughness"] + (["log_blockiness"] if len(shape) == 3 and shape[-1] >= 16 else [])
+    return [f"{kind}[{c}]" for kind in kinds for c in range(shape[0])]
+
+
+def window_drift_score(
+    features: np.ndarray, predicted: np.ndarray, class_mean: np.ndarray, class_std: np.ndarray
+) -> float:
+    """How far a window of inputs is from the clean training inputs *of the classes predicted for them*: each
+    input's features (:func:`input_features`) become z-scores against the clean statistics of its predicted class,
+    and the score is the largest |mean z| over the features. Comparing each input with its own class keeps a clean
+    stream whose classes arrive in order (sorted test splits, a camera watching one object) at clean scores, where a
+    score against all classes pooled fires on every window; a drift moves the features away from every class."""
+    z = (features - class_mean[predicted]) / class_std[predicted]
+    return float(np.abs(z.mean(axis=0)).max())
 
 
 @dataclass
@@ -85,7 +100,9 @@ class AdaptiveModel:
         self.adapt_enabled, self.threads = adapt, threads
         self._store = load_store(self.folder)  # shared weights, when the package has them
         self._sessions = {cid: self._session(self._model_bytes(cid)) for cid in self.configs}
-        self._window: list[np.ndarray] = []
+        self._window: list[tuple[np.ndarray, int]] = []  # (features, predicted class) of the last inputs
+        self._class_mean = np.asarray(self.manifest.monitor.class_mean, np.float64)
+        self._class_std = np.asarray(self.manifest.monitor.class_std, np.float64)
         self._adapted: Any = None  # the AdaBN-adapted session while the input drifts
         self._drifting, self._adapted_on = False, 0
         self._buffer: list[np.ndarray] = []
@@ -184,21 +201,24 @@ class AdaptiveModel:
         adapted while the input drifts."""
         raw = self.manifest.input.check(x)
         self.inputs_seen += len(raw)
-        self._watch(raw)
         session = self._adapted or self._sessions[self.current]
-        return session.run(None, {session.get_inputs()[0].name: raw})[0]
+        logits = session.run(None, {session.get_inputs()[0].name: raw})[0]
+        self._watch(raw, logits.argmax(axis=1))  # an adaptation it starts serves the next inputs
+        return logits
 
     def run(self, config: str, x: Any) -> np.ndarray:
         """Logits of raw inputs by one configuration's ONNX session (no monitoring, no adaptation)."""
         session = self._sessions[config]
         return session.run(None, {session.get_inputs()[0].name: self.manifest.input.check(x)})[0]
 
-    def _watch(self, raw: np.ndarray) -> None:
+    def _watch(self, raw: np.ndarray, predicted: np.ndarray) -> None:
         monitor = self.manifest.monitor
-        self._window = [*self._window, *raw][-monitor.window :]
+        features = input_features(self.manifest.input.normalise(raw))
+        self._window = [*self._window, *zip(features, predicted, strict=True)][-monitor.window :]
         if len(self._window) < monitor.window:
             return
-        self.drift_score = window_drift_score(self.manifest.input.normalise(np.stack(self._window)), monitor.roughness)
+        window = np.stack([f for f, _ in self._window]), np.array([p for _, p in self._window])
+        self.drift_score = window_drift_score(*window, self._class_mean, self._class_std)
         drifting = self.drift_score > monitor.threshold or (self._drifting and self.drift_score > monitor.recover_below)
         if drifting:
             if not self._drifting:

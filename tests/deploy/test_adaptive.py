@@ -11,7 +11,7 @@ import pytest
 
 from autocompress.data import DatasetSplits
 from autocompress.deploy.adaptive import AdaptiveOptions, choose_configurations, export_adaptive
-from autocompress.deploy.runtime import AdaptiveModel, window_drift_score
+from autocompress.deploy.runtime import AdaptiveModel, input_features, window_drift_score
 from autocompress.deploy.simulate import load_trace, shipped_traces, simulate
 from autocompress.errors import AutoCompressError
 from autocompress.search.job import SearchJob
@@ -31,7 +31,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_package_holds_verified_configurations_and_a_plain_table(package: Path) -> None:
     table = json.loads((package / "manifest.json").read_text())
-    assert table["format"] == "autocompress-package" and table["version"] == 2 and "run" not in table
+    assert table["format"] == "autocompress-package" and table["version"] == 3 and "run" not in table
     assert 1 <= len(table["configs"]) <= 3
     for entry in table["configs"]:
         assert (package / entry["path"]).is_file()
@@ -115,10 +115,21 @@ def test_drift_monitor_triggers_adabn_and_recovers(package: Path, digits: Datase
     assert model.events[-1]["event"] == "recover"
 
 
-def test_drift_score_is_small_on_training_statistics() -> None:
+def test_drift_score_compares_each_input_with_its_own_class() -> None:
+    """Two classes of very different brightness: a window of one class alone scores as low as a mixed one (each
+    input is compared with its predicted class), a brightened window of either scores high."""
     rng = np.random.default_rng(0)
-    assert window_drift_score(rng.standard_normal((32, 3, 8, 8)).astype(np.float32)) < 0.1
-    assert window_drift_score(rng.standard_normal((32, 3, 8, 8)).astype(np.float32) * 3 + 1) > 1
+    classes = [rng.standard_normal((64, 1, 8, 8)) * 0.5 - 1, rng.standard_normal((64, 1, 8, 8)) * 0.5 + 1]
+    features = [input_features(c.astype(np.float32)) for c in classes]
+    mean = np.stack([f.mean(axis=0) for f in features])
+    std = np.stack([f.std(axis=0) + 1e-3 for f in features])
+    one = np.zeros(32, int)
+    assert window_drift_score(features[0][:32], one, mean, std) < 0.6
+    assert window_drift_score(features[1][:32], one + 1, mean, std) < 0.6
+    pooled = np.concatenate(features).mean(axis=0, keepdims=True), np.concatenate(features).std(axis=0, keepdims=True)
+    assert window_drift_score(features[0][:32], one, *pooled) > 0.9  # the pooled score fires on one class alone
+    bright = input_features((classes[0][:32] + 1.5).astype(np.float32))
+    assert window_drift_score(bright, one, mean, std) > 3
 
 
 def test_simulation_compares_four_strategies(package: Path, tmp_path: Path) -> None:

@@ -104,7 +104,8 @@ def test_manifest_is_strict_and_its_paths_stay_inside(made: tuple[Path, Path], t
             AdaptiveModel.load(package)
         assert "\n" not in str(info.value)
 
-    refused(lambda d: d.update(version=99), "of version 2, but is")
+    refused(lambda d: d.update(version=99), "of version 3, but is")
+    refused(lambda d: d["monitor"]["class_std"][0].pop(), "classes × .* features")
     refused(lambda d: d.pop("monitor"), "must have the field 'monitor'")
     refused(lambda d: d["monitor"].update(window="32"), r"manifest.monitor.window must be int")
     refused(lambda d: d.update(extra=1), "but also 'extra'")
