@@ -3,7 +3,8 @@
 the on-device runtime and simulator (:class:`~autocompress.deploy.runtime.AdaptiveModel`). Standard library only:
 it runs on the device.
 
-- battery (0..1] scales the energy budget per inference;
+- battery (0..1] scales the preset's hard energy budget per inference, and becomes an energy budget of its own by
+  :func:`battery_energy_budget` (the battery governor), whatever the preset's budgets are;
 - free_memory (0..1] scales the device's RAM a configuration may use;
 - bandwidth_scale multiplies the link's nominal rates (0: no link); costs are looked up at the grid point at or
   below it (:func:`grid_index`), so a package never assumes more bandwidth than the context has;
@@ -33,6 +34,33 @@ def budgets(
         else:
             values.pop("latency_ms", None)
     return values
+
+
+BATTERY_FULL = 0.8  # at or above this charge the governor allows the most accurate configuration's energy
+BATTERY_LOW = 0.2  # at or below it, the cheapest configuration's
+
+
+def battery_energy_budget(battery: float, least_mj: float, most_mj: float) -> float:
+    """The energy per inference the battery governor allows at a charge of ``battery``: ``most_mj`` (the most
+    accurate runnable configuration's energy) at or above :data:`BATTERY_FULL`, ``least_mj`` (the cheapest's) at or
+    below :data:`BATTERY_LOW`, and geometrically between (equal steps of charge buy equal ratios of energy). The
+    budget moves with the package's own energy range, so it binds whatever the preset's energy budget is (none, soft
+    or hard), and the cheapest configuration always meets it."""
+    if most_mj <= least_mj or least_mj <= 0:
+        return max(least_mj, most_mj)
+    fraction = min(1.0, max(0.0, (battery - BATTERY_LOW) / (BATTERY_FULL - BATTERY_LOW)))
+    return float(least_mj * (most_mj / least_mj) ** fraction)
+
+
+def dominated(points: Sequence[Sequence[float]]) -> list[bool]:
+    """For points (higher first coordinate better, lower others better — e.g. accuracy, energy, latency): whether
+    another point is at least as good in every coordinate and better in one."""
+
+    def beats(a: Sequence[float], b: Sequence[float]) -> bool:
+        at_least = a[0] >= b[0] and all(x <= y for x, y in zip(a[1:], b[1:], strict=True))
+        return at_least and tuple(a) != tuple(b)
+
+    return [any(beats(other, point) for other in points if other is not point) for point in points]
 
 
 def within(value: float, limit: float) -> bool:

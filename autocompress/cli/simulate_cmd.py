@@ -16,6 +16,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default=None, help="folder for simulation.json/.csv/.png and TensorBoard logs")
     p.add_argument("--data-dir", default=None, help="dataset folder (CIFAR-10; default AUTOCOMPRESS_DATA_DIR)")
     p.add_argument("--dataset", default=None, help="the package's dataset, if its file moved (default: the manifest's)")
+    p.add_argument(
+        "--order",
+        choices=("stored", "by-class"),
+        default="stored",
+        help="test images as stored, or sorted by class (a clean stream whose classes arrive in order)",
+    )
     p.add_argument("--trust-code", action="store_true",
                    help="import file.py:… / pkg.mod:… code the run or package names (else refused)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -31,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     if args.images_per_step < 1:
         raise UsageError(f"--images-per-step >= 1 must hold, but got {args.images_per_step}.")
     result = simulate(
-        args.package, args.trace, args.images_per_step, args.data_dir, args.out, args.dataset, args.trust_code
+        args.package,
+        args.trace,
+        args.images_per_step,
+        args.data_dir,
+        args.out,
+        args.dataset,
+        args.trust_code,
+        order=args.order,
     )
     print(dumps(result) if args.json else render(result))
     return 0

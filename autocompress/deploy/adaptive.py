@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autocompress import context_rules
 from autocompress.compress.layers import LayerTable
 from autocompress.compress.nesting import nested_models, union_kept
 from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, with_raw_input
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 BANDWIDTH_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)  # fractions of the link's nominal bandwidth; 0: no link
 MONITOR_WINDOW = 32  # inputs per drift-monitor window
 OBJECTIVES = ("energy", "accuracy")
+LADDER = (1.0, 0.5, 0.25)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class AdaptiveOptions:
             :meth:`~autocompress.deploy.runtime.AdaptiveModel.choose`.
         test_images: Test images each configuration is measured on (default: all).
         data_dir: Dataset folder, when it moved since the search.
+        ladder: Fractions of the unpruned model's MACs (e.g. 1.0, 0.5, 0.25) at which configurations derived from
+            the run's most accurate policy join the Pareto front's (:func:`ladder_policies`): a search at one budget
+            gives configurations of about one size, a context that changes wants sizes from the full model down;
+            ``()`` ships the front's alone. Configurations another one beats on accuracy, energy and latency at
+            every bandwidth are left out.
         share_weights: Nest the configurations as slices of one union model refitted once (each keeps only its
             BatchNorm statistics and any weights rounded to fewer bits) and store shared tensors once
             (:mod:`autocompress.deploy.shared_weights`); otherwise each configuration is refitted on its own and stored
@@ -85,14 +92,20 @@ class AdaptiveOptions:
     configs: int = 4
     reconstruct: str = "sequential"
     accuracy_tolerance: float = 0.01
-    objective: str = "energy"
+    objective: str = "accuracy"
     test_images: int | None = None
     data_dir: str | None = None
     share_weights: bool = False
     trust_code: bool = False
+    ladder: tuple[float, ...] = LADDER
 
     def __post_init__(self) -> None:
         check_mode(self.reconstruct)
+        if not all(isinstance(t, float | int) and 0 < t <= 1 for t in self.ladder):
+            raise AutoCompressError(
+                f"ladder must hold fractions of the model's MACs in (0, 1], but got {list(self.ladder)}.",
+                params=("ladder",),
+            )
         if self.configs < 1:
             raise AutoCompressError(f"configs >= 1 must hold, but got configs={self.configs}.", params=("configs",))
         if self.objective not in OBJECTIVES:
@@ -142,6 +155,37 @@ def choose_configurations(
     return sorted(picks, key=lambda i: -front[i]["accuracy"])
 
 
+def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -> list[Policy]:
+    """Policies derived from ``base`` at fractions ``targets`` of the model's MACs: each layer keeps
+    ``keep^α`` of its channels (α = 0: every channel, α = 1: ``base``, larger: fewer — the search's choice of which
+    layers to thin stays, only how far is scaled), α found by bisection for the MACs target (the smallest
+    reachable where protected layers prevent it); bits, adaptation and rounding as ``base``, no split. Layers
+    ``base`` keeps whole are thinned as if it kept 95 % of them, so a bits-only policy still spans."""
+    names = [layer.name for layer in table.layers]
+    weight = {n: -np.log(min(base.setting(n).keep, 0.95)) for n in names}
+
+    def at(alpha: float) -> Policy:
+        layers = {
+            n: dataclasses.replace(base.setting(n), keep=float(max(1e-3, np.exp(-alpha * weight[n])))) for n in names
+        }
+        return dataclasses.replace(base, layers=layers, split=None)
+
+    def ratio(policy: Policy) -> float:
+        return sum(shape.macs for shape in table.shapes(policy.kept_channels(table))) / table.macs
+
+    policies = []
+    for target in targets:
+        low, high = 0.0, 64.0
+        if ratio(at(0.0)) <= target:
+            policies.append(at(0.0))
+            continue
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (low, middle) if ratio(at(middle)) <= target else (middle, high)
+        policies.append(at(high))
+    return policies
+
+
 def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveOptions) -> dict[str, Any]:
     """Write the adaptive package of a run into ``out_dir``; returns its manifest (also ``manifest.json``) as a
     dict."""
@@ -160,6 +204,14 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     union_size = _union_params(front, workload.table) if options.share_weights else None
     picks = choose_configurations(record.front, options.configs, union_size)
     policies = [front[i] for i in picks]
+    origins = [f"pareto:{i}" for i in picks]
+    known = {p.key() for p in policies}
+    for target, derived in zip(options.ladder, ladder_policies(front[0], workload.table, options.ladder), strict=True):
+        if derived.key() not in known:
+            known.add(derived.key())
+            picks.append(-1)
+            policies.append(derived)
+            origins.append(f"ladder:{target:g} of pareto:0")
     models: list[Any] = [None] * len(picks)
     union: torch.nn.Module | None = None
     maps: list[dict[str, list[list[int] | None]]] = []
@@ -168,16 +220,17 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     entries = []
     for k, index in enumerate(picks):
         folder = out / "configs" / f"c{k}"
-        log.info("configuration %d/%d: pareto:%d → %s", k + 1, len(picks), index, folder)
+        log.info("configuration %d/%d: %s → %s", k + 1, len(picks), origins[k], folder)
         # BatchNorm stays as nodes (onnxruntime folds them at load, so inference costs the same): the runtime
         # re-estimates their statistics when the input drifts (AdaBN), with onnxruntime alone
         report = export_run(
             run_dir, folder,
-            ExportOptions(policy=f"pareto:{index}", reconstruct=options.reconstruct, test_images=options.test_images,
+            ExportOptions(reconstruct=options.reconstruct, test_images=options.test_images,
                           data_dir=options.data_dir, latency_repeats=10, trust_code=options.trust_code),
-            model=models[k], fold_batchnorm=False,
+            model=models[k], fold_batchnorm=False, policy=policies[k],
         )  # fmt: skip
         policy = policies[k]
+        val_accuracy = _accuracy(ort_session(folder / "model.onnx"), evaluator)
         del report["run"]  # a package names nothing outside itself, its configurations' reports included
         atomic_write_json(folder / "report.json", report)
         (folder / "report.md").write_text(render_report(report))
@@ -186,10 +239,11 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
                 id=f"c{k}",
                 path=f"configs/c{k}/model.onnx",
                 pareto_index=index,
+                origin=origins[k],
                 # clean accuracy of the file the runtime runs (the front's was under a context, and the search's
                 # refit is not the one exported)
-                val_accuracy=_accuracy(ort_session(folder / "model.onnx"), evaluator),
-                search_accuracy=record.front[index]["accuracy"],
+                val_accuracy=val_accuracy,
+                search_accuracy=record.front[index]["accuracy"] if index >= 0 else val_accuracy,
                 test_accuracy=report["test_accuracy"],
                 macs_ratio=report["macs_ratio"],
                 split=policy.split,
@@ -197,6 +251,7 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
                 costs=_costs(deployment, evaluator, graph, policy),
             )
         )
+    entries, maps = _without_dominated(out, entries, maps)
     reference = _reference(out, workload, evaluator)
     worst = worst_context(deployment.preset.context).to_dict()
     del worst["shift"]
@@ -227,6 +282,25 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     manifest.save(out)
     Manifest.load(out)  # what the runtime will read: checked once here
     return manifest.to_dict()
+
+
+def _without_dominated(
+    out: Path, entries: list[Configuration], maps: list[dict[str, list[list[int] | None]]]
+) -> tuple[list[Configuration], list[dict[str, list[list[int] | None]]]]:
+    """Leave out (and delete) every configuration that another beats on validation accuracy, energy and latency at
+    every bandwidth of the grid: the controller would never pick it."""
+
+    def point(c: Configuration) -> list[float]:
+        cost = [v if v is not None else float("inf") for v in (*c.costs.latency_ms, *c.costs.energy_mj)]
+        return [c.val_accuracy, *cost]
+
+    beaten = context_rules.dominated([point(c) for c in entries])
+    for entry, out_of in zip(entries, beaten, strict=True):
+        if out_of:
+            log.info("configuration %s (%s) is dominated: left out", entry.id, entry.origin)
+            shutil.rmtree(out / Path(entry.path).parent)
+    kept = [i for i, out_of in enumerate(beaten) if not out_of]
+    return [entries[i] for i in kept], [maps[i] for i in kept] if maps else maps
 
 
 def _accuracy(session: Any, evaluator: Any) -> float:

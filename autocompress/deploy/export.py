@@ -121,6 +121,7 @@ def export_run(
     options: ExportOptions,
     model: nn.Module | None = None,
     fold_batchnorm: bool = True,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there).
 
@@ -133,11 +134,16 @@ def export_run(
             refitted by ``options.reconstruct``.
         fold_batchnorm: Fold BatchNorm into the ONNX files' convolution weights (see
             :func:`~autocompress.compress.onnx_export.export_onnx`).
+        policy: A policy to export in place of ``options.policy`` (an adaptive package's ladder configurations,
+            derived from the run's; checked against the run's model).
     """
     record = RunRecord.open(run_dir, "export", options.trust_code)
     run, config, resolved = record.folder, record.config, record.resolved
-    entry = record.select(options.policy)
-    policy = Policy.from_dict(entry["policy"], f"policy of '{run}'")
+    if policy is None:
+        entry = record.select(options.policy)
+        policy = Policy.from_dict(entry["policy"], f"policy of '{run}'")
+    else:
+        entry = {"accuracy": None, "policy": policy.to_dict()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workload = build_workload(
@@ -164,7 +170,7 @@ def export_run(
     report: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "run": str(run),
-        "policy_choice": options.policy,
+        "policy_choice": options.policy if entry["accuracy"] is not None else "given",
         "model": config.model,
         "dataset": config.dataset,
         "test_images": count,
@@ -363,7 +369,7 @@ def render_report(report: dict[str, Any]) -> str:
     rows = [
         ("test accuracy (model.onnx, onnxruntime)", f"{report['test_accuracy']:.4f} on {report['test_images']} images"),
         ("test accuracy simulated in PyTorch (activation fake-quant)", f"{report['test_accuracy_simulated']:.4f}"),
-        ("validation accuracy during the search", f"{report['search_val_accuracy']:.4f}"),
+        ("validation accuracy during the search", _number(report["search_val_accuracy"])),
         ("fine-tune epochs", str(report["finetune_epochs"])),
         ("MACs (ratio of the original)", f"{report['macs'] / 1e6:.2f} M ({report['macs_ratio']:.3f})"),
         ("parameters", f"{report['params']:,}"),
@@ -393,3 +399,7 @@ def render_report(report: dict[str, Any]) -> str:
         + "_\n\n"
         f"| | |\n|---|---|\n{table}\n\nFiles: {', '.join(f'`{f}`' for f in report['files'])}\n"
     )
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"

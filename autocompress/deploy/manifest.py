@@ -172,7 +172,8 @@ class Configuration:
 
     id: str
     path: str
-    pareto_index: int
+    pareto_index: int  # -1: not on the run's front (a ladder configuration)
+    origin: str  # pareto:K, or ladder:F of pareto:K (derived at F of the MACs)
     val_accuracy: float
     search_accuracy: float
     test_accuracy: float

@@ -33,6 +33,9 @@ from autocompress.deploy.shared_weights import load_store, materialize
 from autocompress.errors import AutoCompressError
 
 BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (see AdaptiveModel._adabn)
+HYSTERESIS = 0.005  # accuracy below the floor the controller accepts to keep its configuration (see choose)
+STAY_ENERGY = 0.05  # energy above the pick's the controller accepts to keep its configuration
+SWITCH_HORIZON = 2000  # inputs over which re-adapting a new configuration to a drift is paid back
 __all__ = ["CONTEXT_FIELDS", "AdaptiveModel", "Choice", "feature_names", "input_features", "window_drift_score"]
 
 
@@ -148,27 +151,55 @@ class AdaptiveModel:
         return context_rules.violations(values, budgets, limits.ram_bytes, limits.flash_bytes, free)
 
     def choose(self, context: dict[str, Any]) -> Choice:
-        """The configuration for ``context``. Feasible: every hard limit met (:meth:`check`). The reference is the
-        most accurate configuration feasible in the manifest's worst context: the model one would ship alone.
-        Objective ``energy``: among feasible configurations at least as accurate as the reference minus the
-        tolerance, the one with the least energy (if none, the most accurate feasible). Objective ``accuracy``: the
-        least energy within the tolerance of the most accurate feasible one. If none is feasible, the one with the
-        least latency (a violation, logged)."""
+        """The configuration for ``context``:
+
+        1. feasible: every hard limit met (:meth:`check`);
+        2. within the battery governor's energy budget
+           (:func:`~autocompress.context_rules.battery_energy_budget`: between the most accurate feasible
+           configuration's energy at a full battery and the cheapest's at a low one);
+        3. objective ``accuracy`` (default): the least energy among those within the tolerance of the most accurate
+           of them; ``energy``: the least energy among those at least as accurate as the reference (the most
+           accurate configuration feasible in the manifest's worst context) minus the tolerance;
+        4. hysteresis: the current configuration stays while it meets 1–2, is within :data:`HYSTERESIS` of the
+           accuracy floor and spends at most :data:`STAY_ENERGY` more than the pick; while the input drifts, a new
+           configuration is charged its AdaBN passes (``adapt_inputs`` forward passes spread over
+           :data:`SWITCH_HORIZON` inputs).
+
+        If none is feasible, the one with the least latency (a violation, logged)."""
         feasible = [cid for cid in self.configs if not self.check(cid, context)]
         bandwidth = float(context.get("bandwidth_scale") or 0.0)
-        if feasible:
-            accuracy = {c: self.configs[c].val_accuracy for c in feasible}
-            tolerance = self.manifest.accuracy_tolerance
-            if self.manifest.objective == "energy":
-                floor = self.configs[self.reference].val_accuracy - tolerance
-            else:
-                floor = max(accuracy.values()) - tolerance
-            close = [c for c in feasible if accuracy[c] >= floor] or [max(feasible, key=accuracy.__getitem__)]
-            pick = min(close, key=lambda c: (self.costs(c, bandwidth)[1], -accuracy[c]))
-            return Choice(pick, True)
-        runnable = [c for c in self.configs if self.costs(c, bandwidth)[0] is not None]
-        pick = min(runnable, key=lambda c: self.costs(c, bandwidth)[0])  # type: ignore[arg-type,return-value]
-        return Choice(pick, False, self.check(pick, context))
+        if not feasible:
+            runnable = [c for c in self.configs if self.costs(c, bandwidth)[0] is not None]
+            pick = min(runnable, key=lambda c: self.costs(c, bandwidth)[0])  # type: ignore[arg-type,return-value]
+            return Choice(pick, False, self.check(pick, context))
+        accuracy = {c: self.configs[c].val_accuracy for c in feasible}
+        energy = {c: float(self.costs(c, bandwidth)[1] or 0.0) for c in feasible}
+        best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
+        budget = context_rules.battery_energy_budget(
+            float(context.get("battery", 1.0)), min(energy.values()), energy[best]
+        )
+        allowed = [c for c in feasible if context_rules.within(energy[c], budget)]
+        tolerance = self.manifest.accuracy_tolerance
+        if self.manifest.objective == "energy":
+            floor = self.configs[self.reference].val_accuracy - tolerance
+        else:
+            floor = max(accuracy[c] for c in allowed) - tolerance
+        close = [c for c in allowed if accuracy[c] >= floor] or [max(allowed, key=accuracy.__getitem__)]
+        readapt = 1 + self.manifest.monitor.adapt_inputs / SWITCH_HORIZON if self._drifting else 1.0
+        current = getattr(self, "current", None)  # None while loading
+
+        def spend(c: str) -> float:
+            return energy[c] * (1.0 if c == current else readapt)
+
+        pick = min(close, key=lambda c: (spend(c), -accuracy[c]))
+        if (
+            current in allowed
+            and current != pick
+            and accuracy[current] >= floor - HYSTERESIS
+            and energy[current] <= spend(pick) * (1 + STAY_ENERGY)
+        ):
+            pick = current
+        return Choice(pick, True)
 
     def update_context(self, **fields: float | None) -> str:
         """Change context fields (battery, free_memory, bandwidth_scale, latency_budget_ms) and switch to the

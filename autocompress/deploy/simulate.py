@@ -3,15 +3,20 @@ configuration and an oracle.
 
 A trace is a YAML file (``steps:`` a list of rows) or a CSV with the columns ``t, battery, free_memory,
 bandwidth_scale, latency_budget_ms, shift`` (missing columns keep their previous value; ``shift`` is ``none`` or any
-shift spec). Shipped traces: ``phone-day``, ``commute``, ``camera-drift`` (``autocompress/deploy/traces/``).
+shift spec; ``note`` is free text; any other key is refused in one line). Shipped traces
+(``autocompress/deploy/traces/``): ``phone-day``, ``commute``, ``camera-drift``, ``battery-day`` (a drain to 8 %
+and a charge), ``link-drop`` (a link that fades and drops) and ``latency-tighten`` (a latency budget that tightens
+under load).
 
 At each step every strategy classifies the next test images (with the step's shift applied) and is charged the
 predicted latency and energy of what it ran at the step's bandwidth:
 
 - ``adaptive``: the package's runtime (:class:`~autocompress.deploy.runtime.AdaptiveModel`): controller, drift monitor,
   AdaBN when the input drifts (its forward passes charged);
-- ``static``: the single configuration of the package a user would ship: the most accurate one that meets every hard
-  limit at every step of the trace (if none does, the one that breaks the fewest steps);
+- ``static_accurate``: the package's most accurate configuration, whatever the context — what one ships without
+  adaptation (its budget violations counted);
+- ``static_feasible``: the most accurate configuration that meets every hard limit at every step of the trace (if
+  none does, the one that breaks the fewest steps);
 - ``uncompressed``: the trained model as it is;
 - ``oracle``: at each step the feasible configuration that measures most accurate on that step's images.
 """
@@ -33,13 +38,15 @@ from autocompress.data import load_dataset
 from autocompress.data.shifts import Shift
 from autocompress.deploy.manifest import inside
 from autocompress.deploy.runtime import CONTEXT_FIELDS, AdaptiveModel
-from autocompress.errors import AutoCompressError
+from autocompress.errors import AutoCompressError, did_you_mean
 from autocompress.plugins import require_trust
 from autocompress.runs import atomic_write_json
 
 log = logging.getLogger(__name__)
 TRACES_DIR = Path(__file__).parent / "traces"
-STRATEGIES = ("adaptive", "static", "uncompressed", "oracle")
+STRATEGIES = ("adaptive", "static_accurate", "static_feasible", "uncompressed", "oracle")
+TRACE_KEYS = ("t", "battery", "free_memory", "bandwidth_scale", "latency_budget_ms", "shift", "note")  # note: text
+ORDERS = ("stored", "by-class")
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,19 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
         raise AutoCompressError(f"the trace '{path}' must hold at least one step, but holds none.", params=("trace",))
     steps, state = [], {"t": 0.0, "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0,
                         "latency_budget_ms": None, "shift": "none"}  # fmt: skip
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise AutoCompressError(f"the trace '{path}' must list its steps as mappings, but does not.", params=("trace",))
     for i, row in enumerate(rows):
+        unknown = sorted(set(row) - set(TRACE_KEYS))
+        if unknown:
+            raise AutoCompressError(
+                f"a trace step has the keys {', '.join(TRACE_KEYS)}, but step {i} of '{path}' has '{unknown[0]}'"
+                f"{did_you_mean(str(unknown[0]), TRACE_KEYS)}",
+                params=("trace",),
+            )
         for key, value in row.items():
+            if key == "note":
+                continue
             if key in state and value not in (None, ""):
                 state[key] = value if key == "shift" else _number(value, key, i, path)
             elif key in state and key == "latency_budget_ms":
@@ -119,14 +137,19 @@ def simulate(
     out_dir: str | Path | None = None,
     dataset: str | None = None,
     trust_code: bool = False,
+    order: str = "stored",
 ) -> dict[str, Any]:
     """Replay ``trace`` over the package; returns per-step rows and totals (written to ``out_dir`` with a plot).
 
     The package is all it needs (no run folder): the test split of its manifest's dataset (or ``dataset``, e.g.
     where the file moved; ``data_dir`` for CIFAR-10) feeds every strategy, the uncompressed one through the
     package's ``reference/model.onnx``. ``trust_code`` allows a ``file.py:…``/``pkg.mod:…`` dataset in the
-    manifest or shift in the trace (a reference given as ``dataset`` is the caller's own choice).
+    manifest or shift in the trace (a reference given as ``dataset`` is the caller's own choice). ``order``:
+    the test split as stored, or ``by-class`` (every image of class 0 first, then class 1, …: a clean stream whose
+    classes arrive in order, as sorted UCR/UEA test splits do — the drift monitor must not fire on it).
     """
+    if order not in ORDERS:
+        raise AutoCompressError(f"order must be one of {', '.join(ORDERS)}, but got '{order}'.", params=("order",))
     name, steps = load_trace(trace)
     model = AdaptiveModel.load(package)
     manifest = model.manifest
@@ -145,11 +168,15 @@ def simulate(
         raise AutoCompressError(f"the package '{package}' must ship reference/model.onnx; export it again.")
     full_model = model._session(inside(model.folder, manifest.uncompressed.path, "uncompressed.path").read_bytes())
     static = _static_choice(model, steps)
+    accurate = max(model.configs, key=lambda c: model.configs[c].val_accuracy)
+    stream = np.arange(len(splits.test_y))
+    if order == "by-class":
+        stream = np.argsort(splits.test_y.numpy(), kind="stable")
     reference = manifest.uncompressed.costs
     rows: list[dict[str, Any]] = []
     cursor = 0
     for index, step in enumerate(steps):
-        picks = np.arange(cursor, cursor + images_per_step) % len(splits.test_y)
+        picks = stream[np.arange(cursor, cursor + images_per_step) % len(stream)]
         cursor += images_per_step
         x, y = splits.test_x[picks], splits.test_y[picks].numpy()
         shift = None if step.shift in ("none", None) else Shift.parse(str(step.shift))
@@ -168,10 +195,10 @@ def simulate(
         extra = sum(e["inputs"] for e in adapted) * (energy or 0.0)  # AdaBN: one forward pass per buffered input
         rows.append(_row(index, step, "adaptive", model.current, logits, y, latency, energy, extra,
                          model.check(model.current, step.context())))  # fmt: skip
-        # static
-        latency, energy = model.costs(static, bandwidth)
-        rows.append(_row(index, step, "static", static, _run(model, static, raw), y, latency, energy, 0.0,
-                         model.check(static, step.context())))  # fmt: skip
+        for strategy, config in (("static_accurate", accurate), ("static_feasible", static)):
+            latency, energy = model.costs(config, bandwidth)
+            rows.append(_row(index, step, strategy, config, _run(model, config, raw), y, latency, energy, 0.0,
+                             model.check(config, step.context())))  # fmt: skip
         # uncompressed
         full = full_model.run(None, {full_model.get_inputs()[0].name: model.manifest.input.check(raw)})[0]
         latency, energy = model.entry_costs(reference, bandwidth)
@@ -189,6 +216,8 @@ def simulate(
         "package": str(package),
         "images_per_step": images_per_step,
         "static_config": static,
+        "static_accurate_config": accurate,
+        "order": order,
         "shift_onsets": _onsets(steps, images_per_step),
         "totals": _totals(rows, model, images_per_step),
         "events": model.events,
@@ -266,32 +295,55 @@ def _write(out: Path, result: dict[str, Any]) -> None:
 
 
 def _plot(path: Path, result: dict[str, Any]) -> None:
+    """Context, configuration, accuracy and energy over the trace's time (seconds, minutes or hours as it spans);
+    drift periods shaded; the adaptive energy includes AdaBN's passes (dotted: without them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    steps = sorted({r["step"] for r in rows})
-    fig, axes = plt.subplots(4, 1, figsize=(9, 9), sharex=True)
     first = [r for r in rows if r["strategy"] == "adaptive"]
-    axes[0].plot(steps, [r["battery"] for r in first], label="battery")
-    axes[0].plot(steps, [r["bandwidth_scale"] for r in first], label="bandwidth")
-    axes[0].plot(steps, [r["free_memory"] for r in first], label="free memory")
-    axes[0].set_ylabel("context")
-    axes[0].legend(loc="lower left", fontsize=8)
+    span = max(r["t"] for r in first) if first else 0.0
+    unit, scale = ("h", 3600.0) if span >= 4 * 3600 else ("min", 60.0) if span >= 600 else ("s", 1.0)
+    times = [r["t"] / scale for r in first]
+    fig, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
+    axes[0].step(times, [r["battery"] for r in first], where="post", label="battery")
+    axes[0].step(times, [r["bandwidth_scale"] for r in first], where="post", label="bandwidth (× nominal)")
+    axes[0].step(times, [r["free_memory"] for r in first], where="post", label="free memory")
+    budgets = [r["latency_budget_ms"] for r in first]
+    if any(b is not None for b in budgets):
+        twin = axes[0].twinx()
+        twin.step(times, [np.nan if b is None else b for b in budgets], where="post", color="black", ls="--",
+                  label="latency budget (ms)")  # fmt: skip
+        twin.set_ylabel("latency budget (ms)")
+        twin.legend(loc="upper right", fontsize=8)
+    axes[0].set_ylabel("context (fraction)")
     configs = sorted({r["config"] for r in rows})
     for strategy in STRATEGIES:
         mine = [r for r in rows if r["strategy"] == strategy]
-        axes[1].step(steps, [configs.index(r["config"]) for r in mine], where="post", label=strategy)
-        axes[2].plot(steps, [r["accuracy"] for r in mine], label=strategy)
-        axes[3].plot(steps, [(r["energy_mj"] or 0.0) for r in mine], label=strategy)
+        axes[1].step(times, [configs.index(r["config"]) for r in mine], where="post", label=strategy)
+        axes[2].step(times, [r["accuracy"] for r in mine], where="post", label=strategy)
+        energy = [(r["energy_mj"] or 0.0) + r["adapt_energy_mj"] / result["images_per_step"] for r in mine]
+        axes[3].step(times, energy, where="post", label=strategy)
+    axes[3].step(times, [r["energy_mj"] or 0.0 for r in first], where="post", color="C0", ls=":",
+                 label="adaptive without AdaBN's passes")  # fmt: skip
     axes[1].set_yticks(range(len(configs)), configs)
     axes[1].set_ylabel("configuration")
     axes[2].set_ylabel("accuracy")
     axes[3].set_ylabel("energy / inference (mJ)")
-    axes[3].set_xlabel(f"step of trace '{result['trace']}'")
-    axes[2].legend(fontsize=8)
+    axes[3].set_xlabel(f"time ({unit}) — trace '{result['trace']}'")
+    for i, r in enumerate(first):
+        if r["shift"] not in ("none", None):
+            end = times[i + 1] if i + 1 < len(times) else times[i] + (times[i] - times[i - 1] if i else 1.0)
+            for axis in axes:
+                axis.axvspan(times[i], end, color="orange", alpha=0.15, lw=0)
+    for axis in axes:
+        handles, labels = axis.get_legend_handles_labels()
+        if any(r["shift"] not in ("none", None) for r in first):
+            handles.append(matplotlib.patches.Patch(color="orange", alpha=0.3))
+            labels.append("input drifts")
+        axis.legend(handles, labels, loc="upper left", fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -313,7 +365,8 @@ def render(result: dict[str, Any]) -> str:
     """A markdown table of the totals."""
     lines = [
         f"Trace '{result['trace']}', {result['images_per_step']} test images per step; "
-        f"static = {result['static_config']}",
+        f"static_accurate = {result['static_accurate_config']}, static_feasible = {result['static_config']}, "
+        f"test images {result.get('order', 'stored')}",
         "",
         "| strategy | mean accuracy | energy (mJ) | mean latency (ms) | steps with a violation | switches |",
         "|---|---|---|---|---|---|",

@@ -78,18 +78,30 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
     model = AdaptiveModel.load(package, adapt=False)
     logits = model.predict(digits.test_x[:5].numpy())
     assert logits.shape == (5, 10)
-    for fields in ({"bandwidth_scale": 0.0}, {"battery": 0.2, "free_memory": 0.5}, {"bandwidth_scale": 1.0}):
+    from autocompress.context_rules import battery_energy_budget
+    from autocompress.deploy.runtime import HYSTERESIS, STAY_ENERGY
+
+    contexts = ({"bandwidth_scale": 0.0}, {"battery": 0.5, "free_memory": 0.5}, {"battery": 0.1},
+                {"battery": 1.0, "bandwidth_scale": 1.0})  # fmt: skip
+    for fields in contexts:
         chosen = model.update_context(**fields)
         assert not model.check(chosen, model.context)  # the rule's pick meets every hard limit
         feasible = [c for c in model.configs if not model.check(c, model.context)]
         accuracy = {c: model.configs[c].val_accuracy for c in feasible}
-        floor = model.configs[model.reference].val_accuracy - model.manifest.accuracy_tolerance
-        good = [c for c in feasible if accuracy[c] >= floor] or [max(feasible, key=accuracy.__getitem__)]
-        energy = {c: model.costs(c, model.context["bandwidth_scale"])[1] for c in good}
-        assert chosen in good and energy[chosen] == min(energy.values())  # the least energy that keeps accuracy
+        energy = {c: float(model.costs(c, model.context["bandwidth_scale"])[1] or 0) for c in feasible}
+        best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
+        budget = battery_energy_budget(model.context["battery"], min(energy.values()), energy[best])
+        allowed = [c for c in feasible if energy[c] <= budget * (1 + 1e-9)]
+        assert chosen in allowed  # within the battery governor's budget
+        floor = max(accuracy[c] for c in allowed) - model.manifest.accuracy_tolerance
+        assert accuracy[chosen] >= floor - HYSTERESIS  # as accurate as the budget allows, to the tolerance
+        cheaper = [c for c in allowed if accuracy[c] >= floor and energy[c] * (1 + STAY_ENERGY) < energy[chosen]]
+        assert not cheaper  # and no configuration as good spends clearly less
+        if model.context["battery"] <= 0.2:
+            assert energy[chosen] == min(energy.values())  # a low battery gets the cheapest
     model.update_context(latency_budget_ms=1e-6)
     assert model.events[-1]["event"] == "violation" and "latency_ms" in model.events[-1]["broken"]
-    assert len(model.switch_ms) == 4 and max(model.switch_ms) < 50
+    assert len(model.switch_ms) == 5 and max(model.switch_ms) < 50
     with pytest.raises(AutoCompressError, match="a context has the fields"):
         model.update_context(wifi=1.0)
 
@@ -136,10 +148,12 @@ def test_simulation_compares_four_strategies(package: Path, tmp_path: Path) -> N
     trace = tmp_path / "t.csv"
     trace.write_text("t,battery,bandwidth_scale,shift\n0,1.0,1.0,none\n1,0.5,0.0,none\n2,0.3,0.25,noise:3\n")
     result = simulate(package, str(trace), images_per_step=40, out_dir=tmp_path / "sim")
-    assert set(result["totals"]) == {"adaptive", "static", "uncompressed", "oracle"}
-    assert len(result["rows"]) == 12 and (tmp_path / "sim" / "simulation.png").stat().st_size > 1000
-    assert result["totals"]["oracle"]["mean_accuracy"] >= result["totals"]["static"]["mean_accuracy"] - 1e-9
-    assert result["totals"]["adaptive"]["violation_steps"] <= result["totals"]["static"]["violation_steps"]
+    totals = result["totals"]
+    assert set(totals) == {"adaptive", "static_accurate", "static_feasible", "uncompressed", "oracle"}
+    assert len(result["rows"]) == 15 and (tmp_path / "sim" / "simulation.png").stat().st_size > 1000
+    assert totals["oracle"]["mean_accuracy"] >= totals["static_feasible"]["mean_accuracy"] - 1e-9
+    assert totals["adaptive"]["violation_steps"] <= totals["static_feasible"]["violation_steps"]
+    assert totals["static_accurate"]["mean_accuracy"] >= totals["static_feasible"]["mean_accuracy"] - 0.05
 
 
 def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
@@ -227,3 +241,9 @@ def test_an_rl_run_ships_its_actor_as_onnx(tmp_path: Path, package: Path) -> Non
     assert np.allclose(ours, agent.predict(observations, deterministic=True)[0], atol=1e-5)
     # a TPE run has no actor to ship
     assert json.loads((package / "manifest.json").read_text())["actor"] is None
+
+
+def test_a_typo_in_a_trace_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "typo.yaml").write_text("steps:\n- {t: 0, batery: 0.5}\n")
+    with pytest.raises(AutoCompressError, match="has 'batery'.*battery"):
+        load_trace(str(tmp_path / "typo.yaml"))

@@ -243,7 +243,7 @@ def test_adabn_in_onnxruntime_matches_pytorch_train_mode(made: tuple[Path, Path]
     from autocompress.data import Normalizer
 
     package = made[1]
-    path = package / "configs" / "c0"
+    path = (package / json.loads((package / MANIFEST_FILE).read_text())["configs"][0]["path"]).parent
     model_bytes = (path / "model.onnx").read_bytes()
     stats_model, outputs = onnx_wire.statistics_model(model_bytes)
     session = onnxruntime.InferenceSession(stats_model, providers=["CPUExecutionProvider"])
