@@ -37,9 +37,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
     p.add_argument("--accuracy-tolerance", type=float, default=0.01,
                    help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip
-    p.add_argument("--objective", default="energy",
-                   help="adaptive controller: energy (default: least energy at the accuracy of the model one would "
-                   "ship alone) or accuracy (most accurate the context allows)")  # fmt: skip
+    p.add_argument("--objective", default="accuracy",
+                   help="adaptive controller: accuracy (default: the most accurate the context and the battery allow, "
+                   "least energy within the tolerance) or energy (least energy at the accuracy of the model one "
+                   "would ship alone)")  # fmt: skip
+    p.add_argument("--ladder", default="1.0,0.5,0.25",
+                   help="adaptive package: MACs fractions at which configurations derived from the best policy join "
+                   "the Pareto front's (default 1.0,0.5,0.25; 'none' for the front's alone)")  # fmt: skip
+    p.add_argument("--train-epochs", type=int, default=0,
+                   help="adaptive package: train the configurations once, together, as slices of one model for N "
+                   "epochs (sandwich rule, distilled, own BatchNorm statistics; implies --share-weights; resumes "
+                   "from OUT/training/)")  # fmt: skip
+    p.add_argument("--train-lr", type=float, default=0.01, help="its starting learning rate (default 0.01)")
     p.add_argument("--share-weights", action="store_true",
                    help="adaptive package: nest the configurations as slices of one refitted model and store "
                    "shared weights once (smaller; the smaller configurations lose their own refit)")  # fmt: skip
@@ -70,7 +79,8 @@ def _adaptive(args: argparse.Namespace) -> int:
     options = AdaptiveOptions(
         configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,
         objective=args.objective, test_images=args.test_images, data_dir=args.data_dir,
-        share_weights=args.share_weights, trust_code=args.trust_code,
+        share_weights=args.share_weights, trust_code=args.trust_code, ladder=_ladder(args.ladder),
+        train_epochs=args.train_epochs, train_lr=args.train_lr, device=args.device,
     )  # fmt: skip
     controller = export_adaptive(args.run_dir, args.out, options)
     if args.json:
@@ -95,3 +105,16 @@ def _adaptive(args: argparse.Namespace) -> int:
         + f"; drift threshold {controller['monitor']['threshold']:.3f}; written to {args.out}"
     )
     return 0
+
+
+def _ladder(text: str) -> tuple[float, ...]:
+    from autocompress.cli.common import UsageError
+
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--ladder must be comma-separated fractions of the MACs such as 1.0,0.5,0.25 (or none), but got '{text}'."
+        ) from None

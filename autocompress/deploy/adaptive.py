@@ -38,11 +38,13 @@ import numpy as np
 import torch
 
 from autocompress import context_rules
+from autocompress.compress.finetune import FinetuneOptions
 from autocompress.compress.layers import LayerTable
 from autocompress.compress.nesting import nested_models, union_kept
 from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, with_raw_input
 from autocompress.compress.policy import Policy
 from autocompress.compress.reconstruction import check_mode
+from autocompress.compress.union_training import train_union
 from autocompress.data import Normalizer
 from autocompress.deploy.export import ExportOptions, export_run, input_spec, render_report
 from autocompress.deploy.manifest import Configuration, Costs, Limits, Manifest, Monitor, Reference
@@ -86,6 +88,13 @@ class AdaptiveOptions:
             BatchNorm statistics and any weights rounded to fewer bits) and store shared tensors once
             (:mod:`autocompress.deploy.shared_weights`); otherwise each configuration is refitted on its own and stored
             whole (more accurate, larger).
+        train_epochs: Train the configurations once, together, as slices of one union model for this many epochs
+            (:func:`~autocompress.compress.union_training.train_union`: sandwich rule, distillation from the
+            unpruned model, each configuration's own BatchNorm statistics, quantization-aware below 8 bits; a
+            checkpoint per epoch in ``OUT/training/``, resumed when found, removed when the package is written).
+            Implies ``share_weights``.
+        train_lr: Its starting learning rate (cosine schedule).
+        device: Where it trains: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         trust_code: Package a run whose config names code (``file.py:…``, ``pkg.mod:…``), importing it.
     """
 
@@ -98,9 +107,18 @@ class AdaptiveOptions:
     share_weights: bool = False
     trust_code: bool = False
     ladder: tuple[float, ...] = LADDER
+    train_epochs: int = 0
+    train_lr: float = 0.01
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         check_mode(self.reconstruct)
+        if self.train_epochs < 0 or self.train_lr <= 0:
+            raise AutoCompressError(
+                f"train_epochs >= 0 and train_lr > 0 must hold, but got {self.train_epochs} and {self.train_lr}.",
+                params=("train_epochs",),
+            )
+        FinetuneOptions(epochs=self.train_epochs, lr=self.train_lr, device=self.device)  # checks the device
         if not all(isinstance(t, float | int) and 0 < t <= 1 for t in self.ladder):
             raise AutoCompressError(
                 f"ladder must hold fractions of the model's MACs in (0, 1], but got {list(self.ladder)}.",
@@ -201,7 +219,8 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     )  # fmt: skip
     evaluator, info, graph = workload.evaluator, workload.info, analyse(workload.model, workload.table)
     front = [Policy.from_dict(e["policy"], f"pareto:{i} of '{record.folder}'") for i, e in enumerate(record.front)]
-    union_size = _union_params(front, workload.table) if options.share_weights else None
+    nest = options.share_weights or options.train_epochs > 0
+    union_size = _union_params(front, workload.table) if nest else None
     picks = choose_configurations(record.front, options.configs, union_size)
     policies = [front[i] for i in picks]
     origins = [f"pareto:{i}" for i in picks]
@@ -215,8 +234,17 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     models: list[Any] = [None] * len(picks)
     union: torch.nn.Module | None = None
     maps: list[dict[str, list[list[int] | None]]] = []
-    if options.share_weights:
+    training = None
+    if nest:
         union, models, maps = nested_models(evaluator, policies, options.reconstruct)
+    if union is not None and options.train_epochs > 0:
+        table = workload.table
+        sizes = [float(sum(s.macs for s in table.shapes(p.kept_channels(table)))) for p in policies]
+        bits = [{layer.name: p.setting(layer.name).wbits for layer in table.layers} for p in policies]
+        train = FinetuneOptions(epochs=options.train_epochs, lr=options.train_lr, device=options.device)
+        result = train_union(union, models, maps, sizes, bits, workload.splits, train, evaluator.model,
+                             out / "training")  # fmt: skip
+        training = {"epochs": options.train_epochs, "lr": options.train_lr, "rule": "sandwich"} | result.to_dict()
     entries = []
     for k, index in enumerate(picks):
         folder = out / "configs" / f"c{k}"
@@ -269,7 +297,8 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
             path=reference, val_accuracy=_accuracy(ort_session(out / reference), evaluator),
             costs=_costs(deployment, evaluator, graph, Policy(config.model)),
         ),
-        shared_weights=options.share_weights,
+        shared_weights=nest,
+        training=training,
     )  # fmt: skip
     storage = _storage(manifest.configs, out)
     if union is not None:
@@ -281,6 +310,7 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     manifest = dataclasses.replace(manifest, storage=storage, actor=actor)
     manifest.save(out)
     Manifest.load(out)  # what the runtime will read: checked once here
+    shutil.rmtree(out / "training", ignore_errors=True)  # the package is complete: its training state goes
     return manifest.to_dict()
 
 

@@ -195,8 +195,9 @@ class Reference:
 
 @dataclass(frozen=True)
 class Manifest:
-    """An adaptive package's manifest (see the module docstring). ``storage`` and ``actor`` are reports (what the
-    package weighs; the RL actor's file and its use), not read by the controller."""
+    """An adaptive package's manifest (see the module docstring). ``storage``, ``actor`` and ``training`` are reports
+    (what the package weighs; the RL actor's file and its use; how its configurations were trained together), not
+    read by the controller."""
 
     model: str
     dataset: str
@@ -212,6 +213,7 @@ class Manifest:
     shared_weights: bool
     storage: dict[str, Any] = field(default_factory=dict)
     actor: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
     format: str = FORMAT
     version: int = VERSION
 

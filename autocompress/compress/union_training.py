@@ -1,0 +1,244 @@
+"""Train once, switch many: the nested configurations of an adaptive package trained together as slices of one
+union model (slimmable networks, Yu et al. ICLR 2019, and their sandwich rule with in-place distillation, Yu & Huang
+ICCV 2019; Once-for-All, Cai et al. ICLR 2020; AdaSpring's retraining-free configurations).
+
+Each step runs the largest and the smallest configuration and a random middle one on the same batch (the sandwich
+rule), every one distilled from the unpruned model (the teacher) and fake-quantized to its own weight bits where
+they are below 8; the gradients of all of them flow into the one set of shared weights, since each configuration's
+tensors are index slices of the union's (:func:`~autocompress.compress.nesting.slice_map`). Each configuration keeps
+its own BatchNorm statistics, re-estimated on training inputs at the end. A checkpoint after every epoch lets a
+killed training resume where it stopped. Nothing here runs on the device: the package ships the trained slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm import tqdm
+
+from autocompress.compress.adaptation import recalibrate_batchnorm
+from autocompress.compress.finetune import FinetuneOptions, _optimizer
+from autocompress.compress.quantization import quantize_weight
+from autocompress.data import BatchIterator, DatasetSplits, Normalizer
+from autocompress.errors import AutoCompressError
+from autocompress.models.training import evaluate_accuracy, resolve_device
+from autocompress.runs import atomic_torch_save
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "union.pt"
+BN_IMAGES = 2048  # training inputs each configuration's BatchNorm statistics are re-estimated on at the end
+
+SliceMap = Mapping[str, Sequence[Sequence[int] | None]]
+
+
+@dataclass
+class UnionTrainingResult:
+    """Per epoch: the mean sandwich loss, and each configuration's validation accuracy after the epoch."""
+
+    losses: list[float] = field(default_factory=list)
+    val_accuracy: list[list[float]] = field(default_factory=list)
+    device: str = "cpu"
+    configurations_per_step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def take(tensor: torch.Tensor, index: Sequence[Sequence[int] | None]) -> torch.Tensor:
+    """The slice of ``tensor`` a slice map names (per axis the positions kept, ``None``: all), differentiable."""
+    for axis, positions in enumerate(index):
+        if positions is not None:
+            tensor = tensor.index_select(axis, torch.as_tensor(positions, device=tensor.device))
+    return tensor
+
+
+def train_union(
+    union: nn.Module,
+    models: Sequence[nn.Module],
+    maps: Sequence[SliceMap],
+    sizes: Sequence[float],
+    weight_bits: Sequence[Mapping[str, int]],
+    splits: DatasetSplits,
+    options: FinetuneOptions,
+    teacher: nn.Module | None = None,
+    checkpoint_dir: Path | None = None,
+) -> UnionTrainingResult:
+    """Train the shared weights of ``union`` for all ``models`` (its slices) at once, in place; afterwards each
+    model holds its slice of the trained weights and its own BatchNorm statistics.
+
+    Args:
+        union: The union model (every group keeps the most channels any configuration keeps).
+        models: Each configuration's model, a slice of ``union`` by ``maps``.
+        maps: Per configuration, which slice of the union's tensor each of its tensors is.
+        sizes: Per configuration, its size (MACs): the sandwich takes the largest and the smallest every step.
+        weight_bits: Per configuration, each layer's weight bits (quantization-aware below 8).
+        splits: The dataset (train for the steps, val for the accuracy after each epoch).
+        options: Epochs, learning rate, schedule, distillation, device, seed (:class:`FinetuneOptions`).
+        teacher: The unpruned model every configuration is distilled from.
+        checkpoint_dir: Where a checkpoint goes after every epoch; one found there is resumed.
+    """
+    if options.epochs < 1:
+        return UnionTrainingResult()
+    if not (len(models) == len(maps) == len(sizes) == len(weight_bits)) or not models:
+        raise AutoCompressError("union training needs one slice map, size and bit table per configuration.")
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    picker = random.Random(options.seed)
+    union.to(device)
+    for model in models:
+        model.to(device)
+    teacher = teacher.to(device).eval() if teacher is not None and options.distill else None
+    shared = dict(union.named_parameters())
+    order = sorted(range(len(models)), key=lambda k: sizes[k])
+    smallest, largest, middle = order[0], order[-1], order[1:-1]
+    batches = BatchIterator(
+        splits.train_x.to(device), splits.train_y.to(device), splits.info, options.batch_size, shuffle=True,
+        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size,
+    )  # fmt: skip
+    optimizer, scheduler = _optimizer(union, options, len(batches))
+    result = UnionTrainingResult(device=str(device), configurations_per_step=min(3, len(models)))
+    start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device)
+    try:
+        with tqdm(total=options.epochs, initial=start, desc="union training", unit="epoch", disable=None) as bar:
+            for epoch in range(start, options.epochs):
+                union.train()
+                total, count = 0.0, 0
+                for x, y in batches:
+                    step = sorted({largest, smallest, *([picker.choice(middle)] if middle else [])})
+                    soft = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            soft = F.softmax(teacher(x) / options.temperature, dim=1)
+                    loss = sum(
+                        (_loss(models[k], maps[k], shared, weight_bits[k], x, y, soft, options) for k in step),
+                        torch.zeros((), device=device),
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(union.parameters(), options.clip_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    total, count = total + float(loss.detach()) / len(step) * len(y), count + len(y)
+                result.losses.append(total / max(1, count))
+                _write_slices(union, models, maps)
+                result.val_accuracy.append([
+                    evaluate_accuracy(m.eval(), splits.val_x.to(device), splits.val_y.to(device), splits)
+                    for m in models
+                ])  # fmt: skip
+                _save(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, epoch + 1)
+                bar.update(1)
+                accuracies = " ".join(f"{a:.3f}" for a in result.val_accuracy[-1])
+                bar.set_postfix(loss=f"{result.losses[-1]:.4f}", val=accuracies)
+                log.info("union training epoch %d/%d: loss %.4f, val accuracy %s", epoch + 1, options.epochs,
+                         result.losses[-1], [round(a, 4) for a in result.val_accuracy[-1]])  # fmt: skip
+        _write_slices(union, models, maps)
+        normalise = Normalizer(splits.info)
+        calibration = splits.train_x[:BN_IMAGES]
+        for model in models:  # each configuration's own statistics, for its trained slice
+            recalibrate_batchnorm(model, [normalise(calibration[i : i + 256]).to(device)
+                                          for i in range(0, len(calibration), 256)])  # fmt: skip
+    finally:
+        union.to("cpu").eval()
+        for model in models:
+            model.to("cpu").eval()
+        if teacher is not None:
+            teacher.to("cpu")
+    return result
+
+
+def _loss(
+    model: nn.Module, slices: SliceMap, shared: Mapping[str, nn.Parameter], bits: Mapping[str, int],
+    x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, options: FinetuneOptions,
+) -> torch.Tensor:  # fmt: skip
+    """One configuration's loss on a batch, its weights sliced from the union's (gradients flow back into them)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, own in model.named_parameters():
+        if name in shared and name in slices:
+            tensor = take(shared[name], slices[name])
+            layer = name.rpartition(".")[0]
+            if name.endswith(".weight") and bits.get(layer, 32) < 8:  # quantization-aware: straight-through
+                tensor = tensor + (quantize_weight(tensor.detach(), bits[layer]) - tensor).detach()
+            tensors[name] = tensor
+        else:
+            tensors[name] = own.detach()  # not a slice of the union (never for channel pruning): kept fixed
+    model.train()
+    logits = functional_call(model, tensors, (x,))  # its own BatchNorm buffers, updated in train mode
+    loss = F.cross_entropy(logits, y)
+    if soft is not None:
+        t = options.temperature
+        kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+        loss = options.distill_weight * kd + (1 - options.distill_weight) * loss
+    return loss
+
+
+@torch.no_grad()
+def _write_slices(union: nn.Module, models: Sequence[nn.Module], maps: Sequence[SliceMap]) -> None:
+    shared = dict(union.named_parameters())
+    for model, slices in zip(models, maps, strict=True):
+        for name, own in model.named_parameters():
+            if name in shared and name in slices:
+                own.copy_(take(shared[name], slices[name]))
+
+
+def _save(
+    folder: Path | None, union: nn.Module, models: Sequence[nn.Module], optimizer: Any, scheduler: Any,
+    batches: BatchIterator, result: UnionTrainingResult, picker: random.Random, epoch: int,
+) -> None:  # fmt: skip
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "epoch": epoch,
+        "union": union.state_dict(),
+        "models": [m.state_dict() for m in models],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": batches.generator.get_state(),
+        "picker": picker.getstate(),
+        "result": result.to_dict(),
+    }
+    atomic_torch_save(folder / CHECKPOINT, state)
+
+
+def _restore(
+    folder: Path | None, union: nn.Module, models: Sequence[nn.Module], optimizer: Any, scheduler: Any,
+    batches: BatchIterator, result: UnionTrainingResult, picker: random.Random, device: torch.device,
+) -> int:  # fmt: skip
+    """Load the checkpoint in ``folder`` if there is one of these configurations; returns the epochs it had done."""
+    path = None if folder is None else folder / CHECKPOINT
+    if path is None or not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        union.load_state_dict(state["union"])
+        if len(state["models"]) != len(models):
+            raise ValueError(f"{len(state['models'])} configurations, not {len(models)}")
+        for model, saved in zip(models, state["models"], strict=True):
+            model.load_state_dict(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        batches.generator.set_state(state["generator"].cpu())
+        picker.setstate(_as_tuples(state["picker"]))
+    except Exception as exc:  # a checkpoint of other configurations, or a cut file
+        raise AutoCompressError(
+            f"the union training checkpoint '{path}' must be of these configurations, but cannot be resumed "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); delete it to train from the start."
+        ) from None
+    saved = state["result"]
+    result.losses, result.val_accuracy = list(saved["losses"]), [list(a) for a in saved["val_accuracy"]]
+    log.info("union training resumes after epoch %d from %s", state["epoch"], path)
+    return int(state["epoch"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.Random's state as setstate takes it (tuples all the way down)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value

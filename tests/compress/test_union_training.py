@@ -1,0 +1,80 @@
+"""Train once, switch many: the nested configurations trained together as slices of one union model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocompress.compress import union_training
+from autocompress.compress.finetune import FinetuneOptions
+from autocompress.compress.nesting import nested_models
+from autocompress.compress.policy import LayerSetting, Policy
+from autocompress.compress.union_training import CHECKPOINT, take, train_union
+from autocompress.env import build_workload
+from autocompress.errors import AutoCompressError
+
+
+def _setup():  # type: ignore[no-untyped-def]
+    workload = build_workload("digits-cnn", "digits", True, None, None, None)
+    table = workload.table
+    policies = [
+        Policy("digits-cnn", default=LayerSetting(keep=k, wbits=b, abits=32))
+        for k, b in ((1.0, 32), (0.5, 8), (0.25, 4))
+    ]
+    union, models, maps = nested_models(workload.evaluator, policies, "sequential")
+    sizes = [float(sum(s.macs for s in table.shapes(p.kept_channels(table)))) for p in policies]
+    bits = [{layer.name: p.setting(layer.name).wbits for layer in table.layers} for p in policies]
+    return workload, union, models, maps, sizes, bits
+
+
+def _val(model: torch.nn.Module, workload) -> float:  # type: ignore[no-untyped-def]
+    from autocompress.models.training import evaluate_accuracy
+
+    splits = workload.splits
+    return evaluate_accuracy(model.eval(), splits.val_x, splits.val_y, splits)
+
+
+def test_union_training_lifts_the_smallest_and_keeps_the_slices_shared(tmp_path: Path) -> None:
+    workload, union, models, maps, sizes, bits = _setup()
+    before = [_val(m, workload) for m in models]
+    options = FinetuneOptions(epochs=2, lr=0.01, device="cpu", batch_size=64)
+    result = train_union(union, models, maps, sizes, bits, workload.splits, options, workload.evaluator.model,
+                         tmp_path / "ck")  # fmt: skip
+    after = [_val(m, workload) for m in models]
+    assert len(result.losses) == 2 and len(result.val_accuracy[0]) == 3 and result.configurations_per_step == 3
+    assert after[2] > before[2] + 0.05, (before, after)  # the smallest configuration gains most
+    assert min(after) > 0.5
+    shared = dict(union.named_parameters())
+    for model, slices in zip(models, maps, strict=True):  # every configuration is still a slice of the union
+        for name, tensor in model.named_parameters():
+            if name in slices:
+                assert torch.equal(tensor, take(shared[name], slices[name]))
+    assert (tmp_path / "ck" / CHECKPOINT).is_file()
+
+
+def test_union_training_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = FinetuneOptions(epochs=2, lr=0.01, device="cpu", batch_size=64)
+    workload, union, models, maps, sizes, bits = _setup()
+    straight = train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "a")
+    workload, union, models, maps, sizes, bits = _setup()
+    real_save = union_training._save
+
+    def save_then_die(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(union_training, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "b")
+    monkeypatch.setattr(union_training, "_save", real_save)
+    workload, union, models, maps, sizes, bits = _setup()
+    resumed = train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "b")
+    assert len(resumed.losses) == 2
+    assert resumed.losses[0] == pytest.approx(straight.losses[0])
+    # the second epoch of the resumed run continues where the first left off (schedule, shuffling, sandwich draws)
+    assert resumed.losses[1] == pytest.approx(straight.losses[1], rel=0.02)
+    workload, union, models, maps, sizes, bits = _setup()
+    with pytest.raises(AutoCompressError, match="must be of these configurations"):
+        train_union(union, models[:2], maps[:2], sizes[:2], bits[:2], workload.splits, options, None, tmp_path / "b")
