@@ -43,13 +43,22 @@ from autocompress.compress.layers import LayerTable
 from autocompress.compress.nesting import nested_models, union_kept
 from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_session, with_raw_input
 from autocompress.compress.policy import Policy
+from autocompress.compress.quantization import CLIP_CANDIDATES
 from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.union_training import train_union
 from autocompress.data import Normalizer
 from autocompress.deploy.export import ExportOptions, export_run, input_spec, render_report
 from autocompress.deploy.manifest import Configuration, Costs, Limits, Manifest, Monitor, Reference
 from autocompress.deploy.runtime import feature_names, input_features, window_drift_score
-from autocompress.deploy.shared_weights import REFS_FILE, SHARED_FILE, SUFFIX, load_store, materialize, take
+from autocompress.deploy.shared_weights import (
+    REFS_FILE,
+    SHARED_FILE,
+    SUFFIX,
+    load_store,
+    materialize,
+    round_rows,
+    take,
+)
 from autocompress.env import build_workload
 from autocompress.env.context import Context, worst_context
 from autocompress.errors import AutoCompressError
@@ -173,34 +182,39 @@ def choose_configurations(
     return sorted(picks, key=lambda i: -front[i]["accuracy"])
 
 
-def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -> list[Policy]:
-    """Policies derived from ``base`` at fractions ``targets`` of the model's MACs: each layer keeps
-    ``keep^α`` of its channels (α = 0: every channel, α = 1: ``base``, larger: fewer — the search's choice of which
-    layers to thin stays, only how far is scaled), α found by bisection for the MACs target (the smallest
-    reachable where protected layers prevent it); bits, adaptation and rounding as ``base``, no split. Layers
-    ``base`` keeps whole are thinned as if it kept 95 % of them, so a bits-only policy still spans."""
-    names = [layer.name for layer in table.layers]
-    weight = {n: -np.log(min(base.setting(n).keep, 0.95)) for n in names}
+LADDER_FLOOR = 0.125  # no derived layer keeps fewer than 1/8 of its channels: a 1-channel layer cannot be trained back
 
-    def at(alpha: float) -> Policy:
+
+def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -> list[Policy]:
+    """Policies derived from ``base`` at fractions ``targets`` of the model's MACs: every layer keeps
+    ``s × keep`` of its channels, clipped to [``LADDER_FLOOR``, 1] (a width multiplier, as slimmable networks use:
+    the search's relative widths stay, only the scale changes), ``s`` found by bisection for the MACs target (the
+    smallest reachable at the floor where the target is below it); bits, adaptation and rounding as ``base``, no
+    split. A bits-only ``base`` is scaled from full width."""
+    names = [layer.name for layer in table.layers]
+    keep = {n: base.setting(n).keep for n in names}
+
+    def at(scale: float) -> Policy:
         layers = {
-            n: dataclasses.replace(base.setting(n), keep=float(max(1e-3, np.exp(-alpha * weight[n])))) for n in names
+            n: dataclasses.replace(base.setting(n), keep=float(min(1.0, max(LADDER_FLOOR, scale * keep[n]))))
+            for n in names
         }
         return dataclasses.replace(base, layers=layers, split=None)
 
     def ratio(policy: Policy) -> float:
         return sum(shape.macs for shape in table.shapes(policy.kept_channels(table))) / table.macs
 
+    widest = 1.0 / min([*keep.values(), 1.0])  # every layer whole
     policies = []
     for target in targets:
-        low, high = 0.0, 64.0
-        if ratio(at(0.0)) <= target:
-            policies.append(at(0.0))
+        if ratio(at(widest)) <= target:
+            policies.append(at(widest))
             continue
+        low, high = 0.0, widest  # ratio(at(low)) <= target or low is the floor; ratio(at(high)) > target
         for _ in range(40):
             middle = (low + high) / 2
-            low, high = (low, middle) if ratio(at(middle)) <= target else (middle, high)
-        policies.append(at(high))
+            low, high = (middle, high) if ratio(at(middle)) <= target else (low, middle)
+        policies.append(at(low))
     return policies
 
 
@@ -302,7 +316,8 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     )  # fmt: skip
     storage = _storage(manifest.configs, out)
     if union is not None:
-        storage, paths = share_files(out, manifest.configs, union.state_dict(), maps, workload.splits.test_x[:64])
+        state, maps = compact_union(union.state_dict(), maps)  # what dropped configurations alone used goes
+        storage, paths = share_files(out, manifest.configs, state, maps, workload.splits.test_x[:64])
         manifest = dataclasses.replace(
             manifest, configs=tuple(dataclasses.replace(c, path=paths[c.id]) for c in manifest.configs)
         )
@@ -546,16 +561,71 @@ def share_files(
     }, paths
 
 
+def compact_union(
+    state: dict[str, torch.Tensor], maps: Sequence[dict[str, list[list[int] | None]]]
+) -> tuple[dict[str, torch.Tensor], list[dict[str, list[list[int] | None]]]]:
+    """The union's tensors cut to the positions the configurations ``maps`` describe use, and the maps renumbered
+    into them: once a dominated configuration (the full model, say) is left out, the store holds only what the
+    remaining ones slice, not the whole union."""
+    state, maps = dict(state), [dict(m) for m in maps]
+    for name in sorted({n for m in maps for n in m}):
+        users = [m for m in maps if name in m]
+        tensor = state[name]
+        for axis in range(tensor.ndim):
+            if any(m[name][axis] is None for m in users):
+                continue  # someone takes the whole axis
+            used = sorted({int(i) for m in users for i in m[name][axis]})  # type: ignore[union-attr]
+            if len(used) == tensor.shape[axis]:
+                continue
+            tensor = tensor.index_select(axis, torch.as_tensor(used, dtype=torch.long))
+            rank = {position: k for k, position in enumerate(used)}
+            for m in users:
+                index = list(m[name])
+                index[axis] = [rank[int(i)] for i in index[axis]]  # type: ignore[union-attr]
+                m[name] = index
+        state[name] = tensor
+    return state, maps
+
+
 def _shared_ref(
     name: str, array: np.ndarray, slices: dict[str, list[list[int] | None]], union: dict[str, np.ndarray]
 ) -> dict[str, Any] | None:
     """The reference into the union model that gives exactly ``array`` (an initializer named after its parameter,
-    or, when the exporter renamed it, any parameter whose slice has its shape and values); ``None`` if none does."""
+    or, when the exporter renamed it, any parameter whose slice has its shape and values — as it is, or rounded to
+    fewer bits by :func:`~autocompress.compress.quantization.quantize_weight`); ``None`` if none does."""
     candidates = [name] if name in slices else []
     candidates += [p for p in slices if p != name and _sliced_shape(union[p].shape, slices[p]) == array.shape]
     for param in candidates:
-        if array.dtype == union[param].dtype and np.array_equal(take(union[param], slices[param]), array):
+        if array.dtype != union[param].dtype or array.dtype != np.float32:
+            continue
+        sliced = take(union[param], slices[param])
+        if np.array_equal(sliced, array):
             return {"tensor": param, "index": slices[param]}
+        rounding = _rounding(sliced, array)
+        if rounding is not None:
+            return {"tensor": param, "index": slices[param]} | rounding
+    return None
+
+
+def _rounding(sliced: np.ndarray, array: np.ndarray) -> dict[str, Any] | None:
+    """The bits and per-row clip ratios with which rounding ``sliced`` gives exactly ``array``, if any do."""
+    if sliced.ndim < 1 or sliced.shape[0] == 0 or not np.isfinite(array).all():
+        return None
+    if np.array_equal(round_rows(sliced, 16, None), array):
+        return {"bits": 16}
+    levels = len(np.unique(array.reshape(array.shape[0], -1), axis=None))
+    ratios = CLIP_CANDIDATES.numpy()
+    for bits in range(8, 1, -1):
+        if levels > array.shape[0] * (2 ** bits - 1):
+            break  # more distinct values than this many bits can hold (and fewer bits hold fewer)
+        clip = np.full(array.shape[0], np.nan, dtype=np.float32)
+        for ratio in ratios if bits <= 4 else ratios[:1]:
+            rows = np.isnan(clip)
+            rounded = round_rows(sliced[rows], bits, [float(ratio)] * int(rows.sum()))
+            same = (rounded == array[rows]).reshape(int(rows.sum()), -1).all(axis=1)
+            clip[np.flatnonzero(rows)[same]] = ratio
+            if not np.isnan(clip).any():
+                return {"bits": bits, "clip": [float(c) for c in clip]}
     return None
 
 

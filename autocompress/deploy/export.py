@@ -45,7 +45,7 @@ from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.split import split_model
 from autocompress.data import DatasetInfo, Normalizer
 from autocompress.deploy.manifest import LAYOUTS, InputSpec
-from autocompress.deploy.shared_weights import load_store, take
+from autocompress.deploy.shared_weights import load_store, resolve
 from autocompress.env import build_workload
 from autocompress.env.deployment import Deployment
 from autocompress.errors import AutoCompressError
@@ -359,7 +359,7 @@ def _fill_state_dict(state: dict[str, Any], refs: dict[str, dict[str, Any]], sto
                 f"the shared store (shared.npz of the package) must hold '{ref['tensor']}', but it does not or is "
                 "missing; a configuration's model.pt works only inside its package."
             )
-        state[name] = torch.from_numpy(np.ascontiguousarray(take(store[ref["tensor"]], ref["index"])))
+        state[name] = torch.from_numpy(np.ascontiguousarray(resolve(store, ref)))
 
 
 def render_report(report: dict[str, Any]) -> str:

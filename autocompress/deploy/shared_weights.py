@@ -13,6 +13,12 @@ Layout::
     DIR/configs/cK/model.shared.onnx    the ONNX file without its shared initializers (likewise head/tail files)
     DIR/configs/cK/shared.json          {file name: {initializer name: {"tensor": key, "index": [...]}}}
 
+A configuration whose weights are rounded to fewer bits refers to the union's float tensor too: its reference adds
+``"bits"`` and, per output row, the ``"clip"`` ratio of the rounding scale, and :func:`resolve` rounds the slice the
+way :func:`autocompress.compress.quantization.quantize_weight` did (per-row symmetric scale ``clip × max|w| /
+(2^(bits-1) - 1)``, float32 throughout; 16 bits: a float16 round trip) — so rounded configurations share the store
+instead of keeping private copies. The export checks every rebuilt tensor for exact equality.
+
 :func:`materialize` rebuilds a complete ONNX model from them (the bytes the runtime loads into onnxruntime);
 ``Path("model.onnx").write_bytes(materialize(...))`` gives a file any runtime reads.
 """
@@ -47,6 +53,34 @@ def take(tensor: np.ndarray, index: Index) -> np.ndarray:
     return tensor[np.ix_(*grids)] if grids else tensor
 
 
+def round_rows(weight: np.ndarray, bits: int, clip: Sequence[float] | None) -> np.ndarray:
+    """``weight`` rounded to ``bits`` per output row (axis 0) with each row's ``clip`` ratio, in float32 (see the
+    module's docstring); 16 bits: a float16 round trip, 32: unchanged."""
+    weight = np.asarray(weight, dtype=np.float32)
+    if bits >= 32:
+        return weight
+    if bits == 16:
+        return weight.astype(np.float16).astype(np.float32)
+    flat = weight.reshape(weight.shape[0], -1)
+    qmax = np.float32(2 ** (bits - 1) - 1)
+    ratio = np.asarray(clip if clip is not None else [1.0] * flat.shape[0], dtype=np.float32).reshape(-1, 1)
+    if ratio.shape[0] != flat.shape[0]:
+        raise AutoCompressError(
+            f"a rounded shared reference needs one clip ratio per row ({flat.shape[0]}), but has {ratio.shape[0]}."
+        )
+    absmax = np.maximum(np.abs(flat).max(axis=1, keepdims=True), np.float32(1e-12))
+    scale = absmax * ratio / qmax
+    return (np.clip(np.round(flat / scale), -qmax, qmax) * scale).astype(np.float32).reshape(weight.shape)
+
+
+def resolve(store: Mapping[str, np.ndarray], ref: Mapping[str, object]) -> np.ndarray:
+    """The tensor a reference names: the slice of the store's tensor, rounded when the reference says so."""
+    sliced = take(store[str(ref["tensor"])], ref["index"])  # type: ignore[arg-type]
+    if "bits" in ref:
+        return round_rows(sliced, int(ref["bits"]), ref.get("clip"))  # type: ignore[arg-type,call-overload]
+    return sliced
+
+
 def load_store(package: str | Path) -> dict[str, np.ndarray]:
     """The package's shared tensors (empty when the package shares nothing)."""
     path = Path(package) / SHARED_FILE
@@ -75,5 +109,5 @@ def materialize(config_dir: str | Path, file: str, store: Mapping[str, np.ndarra
                 f"the shared store must hold '{ref['tensor']}' for {folder / file}, but it does not; export the "
                 "package again."
             )
-        arrays[name] = take(store[ref["tensor"]], ref["index"])
+        arrays[name] = resolve(store, ref)
     return add_initializers(data, arrays)

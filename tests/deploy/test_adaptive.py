@@ -247,3 +247,23 @@ def test_a_typo_in_a_trace_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "typo.yaml").write_text("steps:\n- {t: 0, batery: 0.5}\n")
     with pytest.raises(AutoCompressError, match="has 'batery'.*battery"):
         load_trace(str(tmp_path / "typo.yaml"))
+
+
+def test_the_union_store_keeps_only_what_the_remaining_configurations_slice() -> None:
+    """A dominated configuration left out (here the widest) takes the union positions only it used with it; every
+    remaining configuration's slice is unchanged."""
+    import torch
+
+    from autocompress.deploy.adaptive import compact_union
+    from autocompress.deploy.shared_weights import take
+
+    weight = torch.arange(6 * 4, dtype=torch.float32).reshape(6, 4)
+    bias = torch.arange(6, dtype=torch.float32)
+    maps = [{"w": [[0, 2, 4], None], "b": [[0, 2, 4]]}, {"w": [[2, 4], [1, 3]], "b": [[2, 4]]}]
+    before = [{n: take(t.numpy(), m[n]) for n, t in (("w", weight), ("b", bias))} for m in maps]
+    state, renumbered = compact_union({"w": weight, "b": bias, "bn.running_mean": bias}, maps)
+    assert state["w"].shape == (3, 4) and state["b"].shape == (3,) and state["bn.running_mean"].shape == (6,)
+    for m, expected in zip(renumbered, before, strict=True):
+        for name in ("w", "b"):
+            assert np.array_equal(take(state[name].numpy(), m[name]), expected[name])
+    assert renumbered[1]["w"] == [[1, 2], [1, 3]] and maps[1]["w"] == [[2, 4], [1, 3]]  # the caller's maps stay
