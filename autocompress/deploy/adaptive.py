@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from autocompress.compress.quantization import CLIP_CANDIDATES
 from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.union_training import train_union
 from autocompress.data import Normalizer
-from autocompress.deploy.export import ExportOptions, export_run, input_spec, render_report
+from autocompress.deploy.export import ExportOptions, input_spec, render_report, write_export
 from autocompress.deploy.manifest import Configuration, Costs, Limits, Manifest, Monitor, Reference
 from autocompress.deploy.runtime import feature_names, input_features, window_drift_score
 from autocompress.deploy.shared_weights import (
@@ -63,7 +62,7 @@ from autocompress.env import build_workload
 from autocompress.env.context import Context, worst_context
 from autocompress.errors import AutoCompressError
 from autocompress.hardware.graph import analyse
-from autocompress.runs import atomic_write_json
+from autocompress.runs import atomic_folder, atomic_write_json
 from autocompress.search.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -220,13 +219,17 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
 
 def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveOptions) -> dict[str, Any]:
     """Write the adaptive package of a run into ``out_dir``; returns its manifest (also ``manifest.json``) as a
-    dict."""
-    record = RunRecord.open(run_dir, "export", options.trust_code)
+    dict. The package is built beside ``out_dir`` and swapped in whole (:func:`autocompress.runs.atomic_folder`):
+    a kill, a full disk or a second export meanwhile leaves the earlier package as it was; the union training's
+    checkpoint survives a kill and is resumed by the same command."""
+    record = RunRecord.open(run_dir, "export", options.trust_code)  # checked before any folder is made
+    with atomic_folder(Path(out_dir), keep_on_retry=("training",)) as staging:
+        return _write_package(record, run_dir, staging, options)
+
+
+def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: AdaptiveOptions) -> dict[str, Any]:
     config, resolved = record.config, record.resolved
     deployment = resolved.deployment
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_previous_package(out)
     workload = build_workload(
         config.model, config.dataset, config.pretrained, config.weights, options.data_dir or config.data_dir,
         config.val_images, protect_first_last=resolved.space.protect_first_last,
@@ -265,7 +268,7 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
         log.info("configuration %d/%d: %s → %s", k + 1, len(picks), origins[k], folder)
         # BatchNorm stays as nodes (onnxruntime folds them at load, so inference costs the same): the runtime
         # re-estimates their statistics when the input drifts (AdaBN), with onnxruntime alone
-        report = export_run(
+        report = write_export(
             run_dir, folder,
             ExportOptions(reconstruct=options.reconstruct, test_images=options.test_images,
                           data_dir=options.data_dir, latency_repeats=10, trust_code=options.trust_code),
@@ -325,7 +328,6 @@ def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveO
     manifest = dataclasses.replace(manifest, storage=storage, actor=actor)
     manifest.save(out)
     Manifest.load(out)  # what the runtime will read: checked once here
-    shutil.rmtree(out / "training", ignore_errors=True)  # the package is complete: its training state goes
     return manifest.to_dict()
 
 
@@ -444,20 +446,6 @@ def _union_params(policies: Sequence[Policy], table: LayerTable) -> Callable[[Se
         return float(sum(shape.params for shape in table.shapes(union)))
 
     return size
-
-
-def _clear_previous_package(out: Path) -> None:
-    """A package exported again into the same folder replaces the earlier one: its configurations, shared store and
-    actor go first, so no file of it is loaded or counted with the new one (a stale ``c5`` or ``shared.json`` would
-    be). Only what a package writes is removed: ``configs/`` when every entry in it is a ``cK`` folder, and the
-    top-level files when a manifest says the folder holds a package."""
-    configs = out / "configs"
-    if configs.is_dir() and all(p.is_dir() and re.fullmatch(r"c\d+", p.name) for p in configs.iterdir()):
-        shutil.rmtree(configs)
-    if (out / "manifest.json").is_file() or (out / "controller.json").is_file():
-        shutil.rmtree(out / "reference", ignore_errors=True)
-        for name in (SHARED_FILE, "actor.onnx", "controller.json", "manifest.json"):
-            (out / name).unlink(missing_ok=True)
 
 
 def _storage(entries: Sequence[Configuration], out: Path) -> dict[str, Any]:
@@ -616,7 +604,7 @@ def _rounding(sliced: np.ndarray, array: np.ndarray) -> dict[str, Any] | None:
     levels = len(np.unique(array.reshape(array.shape[0], -1), axis=None))
     ratios = CLIP_CANDIDATES.numpy()
     for bits in range(8, 1, -1):
-        if levels > array.shape[0] * (2 ** bits - 1):
+        if levels > array.shape[0] * (2**bits - 1):
             break  # more distinct values than this many bits can hold (and fewer bits hold fewer)
         clip = np.full(array.shape[0], np.nan, dtype=np.float32)
         for ratio in ratios if bits <= 4 else ratios[:1]:

@@ -53,7 +53,7 @@ from autocompress.hardware.graph import GraphInfo
 from autocompress.hardware.measure import ort_latency
 from autocompress.models import load_model
 from autocompress.plugins import require_trust
-from autocompress.runs import atomic_torch_save, atomic_write_json
+from autocompress.runs import atomic_folder, atomic_torch_save, atomic_write_json
 from autocompress.search.record import RunRecord, SearchConfig
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class ExportOptions:
         reconstruct: Least-squares refit of the pruned layers: ``sequential`` (default: inputs from the pruned
             network, layer after layer), ``fast`` (what the search scored) or ``none``.
         finetune_epochs: Epochs of fine-tuning after pruning (0: none); a killed fine-tune resumes from
-            ``OUT/finetune/`` when the same export runs again.
+            its checkpoint (in the staging folder beside ``OUT``) when the same export runs again.
         finetune_lr: Starting learning rate of the fine-tune.
         finetune_schedule: ``cosine``, ``step`` or ``constant``.
         distill: Distil from the unpruned model during the fine-tune.
@@ -115,7 +115,25 @@ class ExportOptions:
             )
 
 
-def export_run(
+class VerificationError(AutoCompressError):
+    """The exported files disagree with PyTorch: they stay where they were written, for inspection."""
+
+    keep_output = True
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict[str, Any]:
+    """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there).
+
+    The files are written beside ``out_dir`` and swapped in whole (:func:`autocompress.runs.atomic_folder`): a
+    kill, a full disk or a second export meanwhile leaves the earlier export as it was, never a mix; a fine-tune's
+    checkpoint survives a kill and is resumed by the same command.
+    """
+    with atomic_folder(Path(out_dir), keep_on_retry=("finetune",)) as staging:
+        report = write_export(run_dir, staging, options)
+    return report
+
+
+def write_export(
     run_dir: str | Path,
     out_dir: str | Path,
     options: ExportOptions,
@@ -123,7 +141,8 @@ def export_run(
     fold_batchnorm: bool = True,
     policy: Policy | None = None,
 ) -> dict[str, Any]:
-    """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there).
+    """Write the export of a run's policy into the folder ``out_dir`` as it is (:func:`export_run` does so into a
+    staging folder); returns the report (also written there).
 
     Args:
         run_dir: The search's run folder.
@@ -207,9 +226,10 @@ def export_run(
     atomic_write_json(out / "report.json", report)
     (out / "report.md").write_text(render_report(report))
     if not report["verification"]["passed"]:
-        raise AutoCompressError(
+        raise VerificationError(
             f"the exported ONNX model must match PyTorch (top-1 agreement >= {AGREEMENT}, logits within "
-            f"{RELATIVE_TOLERANCE} of their scale), but got {report['verification']}; files kept in '{out}'."
+            f"{RELATIVE_TOLERANCE} of their scale), but got {report['verification']}; files kept in '{out}' "
+            "for inspection (an earlier export in --out is left as it was)."
         )
     return report
 

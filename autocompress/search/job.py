@@ -22,6 +22,7 @@ from autocompress.env.deployment import Deployment
 from autocompress.env.episode import EpisodeResult
 from autocompress.env.presets import SpaceSpec
 from autocompress.errors import ConfigError
+from autocompress.runs import FolderLock, run_lock
 from autocompress.search.agents import AgentSpec, load_agent
 from autocompress.search.base import SearchContext, make_searcher
 from autocompress.search.callbacks import (
@@ -53,6 +54,7 @@ class SearchJob:
     def __init__(self, config: SearchConfig, record: RunRecord, env: AutoCompressEnv, agent: AgentSpec) -> None:
         self.config, self.record, self.env, self.agent = config, record, env, agent
         self.steps = len(env.space.steps)
+        self._lock: FolderLock | None = None  # held from create/resume until run ends (see run_lock)
 
     @property
     def run_dir(self) -> Path:
@@ -80,26 +82,43 @@ class SearchJob:
                 params=("workers", "agent"),
             )
         folder = RunRecord.make_folder(config, deployment.preset.name, agent.name, run_dir)
+        lock = run_lock(folder, "search")
         try:
             env = _build_env(config, deployment, space)
         except BaseException:
+            lock.release()
             if not any(folder.iterdir()):
                 folder.rmdir()
             raise
         resolved = ResolvedPresets(
             deployment, space, agent, len(env.space.steps), len(env.workload.evaluator.val_labels)
         )
-        return cls(config, RunRecord.create(folder, config, resolved), env, agent)
+        job = cls(config, RunRecord.create(folder, config, resolved), env, agent)
+        job._lock = lock
+        return job
 
     @classmethod
     def resume(cls, run_dir: str | Path, device: str | None = None, trust_code: bool = False) -> SearchJob:
         """Continue the search in ``run_dir`` with the configuration and presets it saved (``device``, where
         policies are scored, may change: it does not change what a policy scores); ``trust_code`` allows a run
         that names code (see :meth:`RunRecord.open`)."""
-        record = RunRecord.open(run_dir, "resume", trust_code)
-        resolved = record.resolved
-        config = record.config if device is None else dataclasses.replace(record.config, device=device)
-        return cls(config, record, _build_env(config, resolved.deployment, resolved.space), resolved.agent)
+        folder = RunRecord.open(run_dir, "resume", trust_code).folder
+        lock = run_lock(folder, "resume")
+        try:
+            record = RunRecord.open(folder, "resume", trust_code)  # read again: now nobody else writes it
+            resolved = record.resolved
+            config = record.config if device is None else dataclasses.replace(record.config, device=device)
+            job = cls(config, record, _build_env(config, resolved.deployment, resolved.space), resolved.agent)
+        except BaseException:
+            lock.release()
+            raise
+        job._lock = lock
+        return job
+
+    def close(self) -> None:
+        """Let the run folder go (:meth:`run` does when it ends; so does the end of the process)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def hparams(self) -> dict[str, Any]:
         """What TensorBoard's HParams tab shows."""
@@ -129,6 +148,8 @@ class SearchJob:
             callbacks: Your callbacks, called after the built-in ones (run record, progress, TensorBoard).
         """
         start = time.perf_counter()
+        if self._lock is None or not self._lock.held:  # run again after it ended: hold the folder again
+            self._lock = run_lock(self.run_dir, "search")
         # torch creates its compile cache (torchinductor_<user>) in the system temp directory the first time an
         # optimizer is built; unless the user chose a place, it goes into the run folder, which holds all a run writes.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.run_dir / "checkpoints" / "torch-cache"))
@@ -139,19 +160,22 @@ class SearchJob:
         searcher = make_searcher(self.agent)
         context = self.context(lambda result, wall_s, stats: self._report(chain, result, wall_s, stats))
         summary = None
-        chain.on_search_start()
         try:
-            remaining = self.config.episodes - self.record.episodes_done
-            if remaining > 0:
-                searcher.setup(context)
-                try:
-                    searcher.search(context, remaining)
-                finally:
-                    searcher.teardown(context)
-            summary = self.summary(time.perf_counter() - start)
+            chain.on_search_start()
+            try:
+                remaining = self.config.episodes - self.record.episodes_done
+                if remaining > 0:
+                    searcher.setup(context)
+                    try:
+                        searcher.search(context, remaining)
+                    finally:
+                        searcher.teardown(context)
+                summary = self.summary(time.perf_counter() - start)
+            finally:
+                chain.on_search_end(summary)
+            self.record.write_summary(summary)
         finally:
-            chain.on_search_end(summary)
-        self.record.write_summary(summary)
+            self.close()
         return summary
 
     def context(

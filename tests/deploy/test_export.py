@@ -101,7 +101,8 @@ def test_finetune_runs_and_is_reported(capsys, pq_run: Path, tmp_path: Path) -> 
     assert report["finetune_epochs"] == 2 and len(report["finetune_losses"]) == 2
     assert report["verification"]["passed"] and report["reconstruct"] == "sequential"
     assert report["finetune"]["distilled"] and len(report["finetune"]["val_accuracy"]) == 2
-    assert (tmp_path / "ft" / "finetune" / "finetune.pt").is_file()  # a rerun resumes (or reuses) the fine-tune
+    assert not (tmp_path / "ft" / "finetune").exists()  # training state: kept only while the export is unfinished
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft"]  # swapped in whole: no staging left beside it
 
 
 @pytest.mark.parametrize(
@@ -148,4 +149,6 @@ def test_export_fails_loudly_when_onnx_disagrees(capsys, pq_run: Path, tmp_path:
     out = tmp_path / "broken"
     code, _, err = cli(capsys, "export", str(pq_run), "--out", str(out), "--test-images", "100")
     assert code == 1 and "the exported ONNX model must match PyTorch" in err and len(err.strip().splitlines()) == 1
-    assert (out / "model.onnx").exists() and "FAILED" in (out / "report.md").read_text()
+    kept = tmp_path / ".broken.partial"  # kept beside --out for inspection; --out itself is not made from it
+    assert f"files kept in '{kept}'" in err and not out.exists()
+    assert (kept / "model.onnx").exists() and "FAILED" in (kept / "report.md").read_text()

@@ -270,7 +270,8 @@ def test_export_killed_midway_completes_when_run_again(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "autocompress", "-q", "export", str(run), "--out", str(out), "--finetune-epochs", "3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (out / "finetune").exists():
+    checkpoint = tmp_path / ".export.partial" / "finetune" / "finetune.pt"  # built beside --out, swapped in at the end
+    while time.time() < deadline and proc.poll() is None and not checkpoint.exists():
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -278,6 +279,7 @@ def test_export_killed_midway_completes_when_run_again(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["verification"]["passed"] and report["finetune_epochs"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,103 @@
+"""Exports are swapped in whole: a failure, a full disk or a second export never leaves a mixed or lost folder."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from autocompress.cli import main
+from autocompress.deploy import export as export_module
+from autocompress.errors import AutoCompressError
+from autocompress.runs import FolderLock, atomic_folder
+
+QUICK = ["--model", "digits-cnn", "--dataset", "digits", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("runs") / "r"
+    assert main(["-q", "search", *QUICK, "--agent", "random", "--episodes", "2", "--space", "prune-quant",
+                 "--run-dir", str(folder)]) == 0  # fmt: skip
+    return folder
+
+
+def export(capsys: pytest.CaptureFixture[str], run: Path, out: Path, *extra: str) -> tuple[int, str]:
+    code = main(["-q", "export", str(run), "--out", str(out), "--test-images", "50", *extra])
+    return code, capsys.readouterr().err
+
+
+def test_a_full_disk_mid_export_leaves_the_earlier_export_as_it_was(
+    capsys: pytest.CaptureFixture[str], run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "export"
+    assert export(capsys, run, out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "model.onnx"))
+
+    monkeypatch.setattr(export_module, "ort_latency", full_disk)
+    code, err = export(capsys, run, out)
+    assert code == 1 and err.count("\n") == 1 and "disk is full" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # untouched, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging or lock left beside it
+
+
+def test_a_folder_holding_other_files_is_refused_not_replaced(
+    capsys: pytest.CaptureFixture[str], run: Path, tmp_path: Path
+) -> None:
+    code, err = export(capsys, run, run)  # --out pointed at the run folder itself
+    assert code == 1 and "holds other files" in err and "--out" in err
+    assert (run / "config.json").is_file() and (run / "progress.csv").is_file()
+    (tmp_path / "file").write_text("x")
+    code, err = export(capsys, run, tmp_path / "file")
+    assert code == 1 and "is a file" in err and (tmp_path / "file").read_text() == "x"
+
+
+def test_a_second_export_into_the_same_folder_is_refused_while_the_first_runs(
+    capsys: pytest.CaptureFixture[str], run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    with atomic_folder(out) as staging:  # the first export, holding the folder
+        (staging / "report.json").write_text("{}")
+        code, err = export(capsys, run, out)
+        assert code == 1 and "one export at a time" in err and "process " in err
+    assert json.loads((out / "report.json").read_text()) == {}  # the first one's files, not a mix
+    assert export(capsys, run, out)[0] == 0  # free once the first ended
+    assert json.loads((out / "report.json").read_text())["verification"]["passed"]
+
+
+def test_a_swap_cut_short_brings_the_previous_output_back(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    with atomic_folder(out) as staging:
+        (staging / "report.json").write_text('"first"')
+    out.rename(tmp_path / ".export.old")  # as a kill between the two renames leaves it
+    with pytest.raises(RuntimeError), atomic_folder(out):
+        raise RuntimeError("failed")
+    assert (out / "report.json").read_text() == '"first"'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_training_state_is_kept_for_the_retry_and_dropped_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    with pytest.raises(KeyboardInterrupt), atomic_folder(out, keep_on_retry=("finetune",)) as staging:
+        (staging / "finetune").mkdir()
+        (staging / "finetune" / "finetune.pt").write_text("epoch 1")
+        (staging / "model.onnx").write_text("half")
+        raise KeyboardInterrupt
+    assert not out.exists() and sorted(p.name for p in (tmp_path / ".export.partial").iterdir()) == ["finetune"]
+    with atomic_folder(out, keep_on_retry=("finetune",)) as staging:
+        assert (staging / "finetune" / "finetune.pt").read_text() == "epoch 1"  # resumed from here
+        (staging / "report.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+
+
+def test_the_lock_names_its_holder(tmp_path: Path) -> None:
+    first = FolderLock(tmp_path / ".x.lock", "export", "the folder 'x'", "wait.")
+    with pytest.raises(AutoCompressError, match=r"the folder 'x' is in use by process \d+ on .*\(export since"):
+        FolderLock(tmp_path / ".x.lock", "export", "the folder 'x'", "wait.")
+    first.release()
+    assert list(tmp_path.iterdir()) == []
