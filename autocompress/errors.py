@@ -40,6 +40,8 @@ class PolicyError(AutoCompressError):
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or an empty string if none is close."""
+    if len(name) > 100:
+        return ""  # no choice is this long (and difflib on a megabyte string takes minutes)
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" Did you mean '{matches[0]}'?" if matches else ""
 
@@ -47,4 +49,5 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> AutoCompressError:
     """Build the standard error for an unknown name: the choices, the given name, and the nearest match."""
     valid = sorted(choices)
-    return AutoCompressError(f"{kind} must be one of {', '.join(valid)}, but got '{name}'.{did_you_mean(name, valid)}")
+    given = name if len(name) <= 80 else name[:70] + "…"
+    return AutoCompressError(f"{kind} must be one of {', '.join(valid)}, but got '{given}'.{did_you_mean(name, valid)}")

@@ -10,7 +10,7 @@ import autocompress
 PACKAGE = Path(autocompress.__file__).parent
 # Lower layers never import upper ones. Within a layer, modules may import each other (models may use data).
 LAYERS = [
-    {"errors", "config", "registry", "runs", "plugins", "context_rules"},
+    {"errors", "files", "config", "registry", "runs", "plugins", "context_rules"},
     {"data", "models"},
     {"compress"},
     {"hardware"},
@@ -122,7 +122,7 @@ def test_no_file_level_import_cycle() -> None:
 # gymnasium, onnx or yaml (tests/deploy/test_device.py runs it with those unimportable).
 RUNTIME = "autocompress.deploy.runtime"
 RUNTIME_LEAVES = {
-    "autocompress", "autocompress.errors", "autocompress.registry", "autocompress.context_rules",
+    "autocompress", "autocompress.errors", "autocompress.files", "autocompress.registry", "autocompress.context_rules",
     "autocompress.deploy", "autocompress.deploy.manifest", "autocompress.deploy.onnx_wire",
     "autocompress.deploy.shared_weights", RUNTIME,
 }  # fmt: skip

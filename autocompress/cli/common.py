@@ -19,6 +19,17 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}; see '{self.prog} --help'.")
 
 
+def seed_value(text: str) -> int:
+    """argparse ``type`` of ``--seed``: an integer numpy and torch accept (0 <= seed < 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, but got '{text[:40]}'") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"0 <= --seed < 2**32 must hold, but got {text[:40]}")
+    return value
+
+
 DATASET_HELP = (
     "digits, cifar10, basic-motions, a .npz file, an image folder (train/ and test/ of class folders) or "
     "package.module:factory returning a DatasetSpec (see: autocompress list datasets)"

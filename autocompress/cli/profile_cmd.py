@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from autocompress.cli.common import apply_threads
+from autocompress.cli.common import apply_threads, seed_value
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default=None, help="write the calibrated profile to this YAML file")
     p.add_argument("--validate", action="store_true", help="predict and measure held-out pruned variants")
     p.add_argument("--variants", type=int, default=24, help="pruned variants to fit on and to validate on")
-    p.add_argument("--seed", type=int, default=1, help="seed of the validation variants (the fit uses seed 0)")
+    p.add_argument("--seed", type=seed_value, default=1, help="seed of the validation variants (the fit uses seed 0)")
     p.add_argument("--json", action="store_true", help="with --validate: one JSON object on stdout")
     p.add_argument("--threads", type=int, default=None, help="threads for torch and onnxruntime (default: all cores)")
     p.set_defaults(run=run)

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.common import DATASET_HELP, apply_threads
+from autocompress.cli.common import DATASET_HELP, apply_threads, seed_value
 
 log = logging.getLogger(__name__)
 BUDGET_ALIASES = {
@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE[:soft]",
                    help="override a budget, e.g. macs=0.5, latency=20, energy=5:soft (repeatable)")  # fmt: skip
     p.add_argument("--episodes", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--val-images", type=int, default=None, help="validation images per evaluation (default: all)")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<exp>__<env>__<agent>__s<seed>__<time>)")
     p.add_argument("--exp", default="search", help="experiment name in the run folder's name")
@@ -80,6 +80,11 @@ def parse_budgets(items: list[str]) -> dict[str, Any]:
             ) from None
         if kind not in ("", "hard", "soft"):
             raise UsageError(f"--budget may end in :hard or :soft, but got ':{kind}' in '{item}'.")
+        if key in budgets:
+            raise UsageError(
+                f"each budget may be given once, but --budget {name} is given twice ('{item}' after an earlier one); "
+                "keep the one you mean."
+            )
         budgets[key] = number if kind in ("", "hard") else {"value": number, "hard": False}
     return budgets
 

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads
+from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads, seed_value
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--schedule", default=None, help="cosine (default) or onecycle")
     p.add_argument("--warmup-epochs", type=int, default=None, help="linear warm-up epochs (cosine schedule)")
     p.add_argument("--label-smoothing", type=float, default=None, help="default 0")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument(
         "--device", default=None, help="torch device: auto, cpu or cuda (default: cpu, or the run's on --resume)"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from autocompress.compress.adaptation import ADAPTATIONS, adaptation_choices, is_adaptation
 from autocompress.compress.layers import LayerTable
 from autocompress.errors import PolicyError, did_you_mean
+from autocompress.files import read_json, short
 
 POLICY_VERSION = 1
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
@@ -39,19 +41,23 @@ class LayerSetting:
     abits: int = 32
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.keep, (int, float)) and 0 < self.keep <= 1 and math.isfinite(self.keep)):
+        keep_ok = isinstance(self.keep, (int, float)) and not isinstance(self.keep, bool)
+        if not (keep_ok and 0 < self.keep <= 1 and math.isfinite(self.keep)):
             raise PolicyError(
-                f"0 < keep <= 1 must hold, but got keep={self.keep!r}; keep is the fraction of channels kept."
+                f"0 < keep <= 1 must hold, but got keep={short(self.keep)}; keep is the fraction of channels kept."
             )
-        if self.wbits not in WEIGHT_BITS:
-            raise PolicyError(f"wbits must be one of {list(WEIGHT_BITS)}, but got wbits={self.wbits!r}.")
-        if self.abits not in ACTIVATION_BITS:
-            raise PolicyError(f"abits must be one of {list(ACTIVATION_BITS)}, but got abits={self.abits!r}.")
+        for name, bits, legal in (("wbits", self.wbits, WEIGHT_BITS), ("abits", self.abits, ACTIVATION_BITS)):
+            if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits not in legal:
+                raise PolicyError(
+                    f"{name} must be an integer among {list(legal)}, but got {name}={short(bits)}; write it "
+                    "without a decimal point."
+                )
+            object.__setattr__(self, name, int(bits))  # a numpy integer from an agent's decoding stays plain
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> LayerSetting:
         if not isinstance(data, Mapping):
-            raise PolicyError(f"{where} must be an object with keys {', '.join(SETTING_KEYS)}, but got {data!r}.")
+            raise PolicyError(f"{where} must be an object with keys {', '.join(SETTING_KEYS)}, but got {short(data)}.")
         unknown = set(data) - set(SETTING_KEYS)
         if unknown:
             key = sorted(unknown)[0]
@@ -89,15 +95,20 @@ class Policy:
     version: int = POLICY_VERSION
 
     def __post_init__(self) -> None:
+        if self.split is not None and not isinstance(self.split, str):
+            raise PolicyError(
+                f"split must be null, 'input' or the name of a cut point, but got split={short(self.split)}; list "
+                "the cut points with autocompress evaluate --list-splits."
+            )
         if self.version != POLICY_VERSION:
-            raise PolicyError(f"policy version must be {POLICY_VERSION}, but got {self.version!r}.")
+            raise PolicyError(f"policy version must be {POLICY_VERSION}, but got {short(self.version)}.")
         if not is_adaptation(self.adapt):
             raise PolicyError(
-                f"adapt must be one of {adaptation_choices()}, but got {self.adapt!r}."
-                + did_you_mean(str(self.adapt), ADAPTATIONS)
+                f"adapt must be one of {adaptation_choices()}, but got {short(self.adapt)}."
+                + did_you_mean(str(self.adapt)[:100], ADAPTATIONS)
             )
-        if not isinstance(self.round_to, int) or self.round_to < 1:
-            raise PolicyError(f"round_to >= 1 must hold, but got round_to={self.round_to!r}.")
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise PolicyError(f"round_to >= 1 must hold, but got round_to={short(self.round_to)}.")
 
     def setting(self, name: str) -> LayerSetting:
         """The setting of layer ``name`` (its own entry or the default)."""
@@ -201,13 +212,7 @@ class Policy:
     def load(cls, path: str | Path) -> Policy:
         """Read a policy JSON file."""
         path = Path(path)
-        if not path.is_file():
-            raise PolicyError(f"a policy file must exist, but '{path}' does not; check the path.")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"'{path}' must be JSON, but line {exc.lineno} column {exc.colno}: {exc.msg}.") from None
-        return cls.from_dict(data, f"policy '{path}'")
+        return cls.from_dict(read_json(path, "policy file", PolicyError), f"policy '{path}'")
 
     def save(self, path: str | Path) -> None:
         """Write the policy as JSON."""

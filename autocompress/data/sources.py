@@ -6,6 +6,7 @@ datasets, so every verb, the env's kwargs and the Python API accept them alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,12 @@ import torch
 
 from autocompress.data.datasets import DatasetInfo, DatasetSplits, _holdout
 from autocompress.errors import DataError
+from autocompress.files import short
 from autocompress.plugins import import_object
 
 ArrayPair = tuple[Any, Any]
+log = logging.getLogger(__name__)
+MIN_VAL_WARN = 50  # fewer validation images than this: a warning (the standard error of an accuracy is ~7 pt)
 NPZ_KEYS = "x_train, y_train, x_test, y_test (optional x_val, y_val, mean, std, normalized)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -63,9 +67,10 @@ def call_factory(spec: str) -> DatasetSpec:
     factory = import_object(spec, "a dataset factory", "mypkg.data:load")
     try:
         result = factory()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        what = f"exited (SystemExit {exc.code})" if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}"
         raise DataError(
-            f"the dataset factory '{spec}' must return a DatasetSpec, but it raised {type(exc).__name__}: {exc}.",
+            f"the dataset factory '{spec}' must return a DatasetSpec, but it {what}: {str(exc)[:150]}.",
             params=("dataset",),
         ) from None
     if not isinstance(result, DatasetSpec):
@@ -199,9 +204,14 @@ def _as_arrays(split: Any, what: str, source: str) -> tuple[np.ndarray, np.ndarr
             "(x[:, None]) for single-channel data.",
             params=("dataset",),
         )
+    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)  # whole-number float labels (1.0, 2.0 — as many CSV and UCR exports hold) are taken
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        first = short(y[0].item() if y.dtype.kind in "biufcUS" else y[0])
         raise DataError(
-            f"the {what} labels of '{source}' must be integers 0..classes-1, but are {y.dtype} from {y.min()}.",
+            f"the {what} labels of '{source}' must be integers 0..classes-1, but are {y.dtype} "
+            f"({'from ' + str(y.min()) if np.issubdtype(y.dtype, np.number) else 'e.g. ' + first}); map class names "
+            "to integers first (np.unique(labels, return_inverse=True)).",
             params=("dataset",),
         )
     if x.dtype != np.uint8:
@@ -229,11 +239,14 @@ def from_spec(spec: DatasetSpec, ref: str, val_size: int | None = None) -> Datas
                 params=("dataset",),
             )
     labels = np.concatenate([p[1] for p in (train, test, val) if p is not None])
-    classes = spec.num_classes or int(labels.max()) + 1
+    classes = spec.num_classes or int(train[1].max()) + 1  # a class the training split never shows is no class
     if labels.max() >= classes or len(np.unique(train[1])) < 2:
+        parts = {"train": train, "test": test, "val": val}
+        where = next((w for w, p in parts.items() if p is not None and p[1].max() >= classes), "train")
         raise DataError(
-            f"'{ref}' must have labels 0..{classes - 1} and at least two classes in train, but has labels "
-            f"{labels.min()}..{labels.max()} ({len(np.unique(train[1]))} in train).",
+            f"'{ref}' must have labels 0..{classes - 1} (the classes of its train split"
+            f"{'' if spec.num_classes is None else ', num_classes'}) and at least two classes in train, but its "
+            f"{where} split has labels {labels.min()}..{labels.max()} ({len(np.unique(train[1]))} classes in train).",
             params=("dataset",),
         )
     if val is None:
@@ -241,6 +254,14 @@ def from_spec(spec: DatasetSpec, ref: str, val_size: int | None = None) -> Datas
         held = val_size or spec.val_size or max(present, len(train[1]) // 10 // present * present)
         tx, ty, vx, vy = _holdout(train[0], train[1], held)
         train, val = (tx, ty), (vx, vy)
+    if len(val[1]) < MIN_VAL_WARN:
+        log.warning(
+            "'%s' leaves %d validation images: accuracies a search compares on so few differ by chance by about "
+            "%.0f pt; give x_val/y_val or more training data",
+            ref,
+            len(val[1]),
+            100 * 0.5 / max(1, len(val[1])) ** 0.5,
+        )
     info = _info(spec, ref, train[0], classes, len(val[1]))
     as_t = torch.from_numpy
     return DatasetSplits(info, as_t(train[0]), as_t(train[1]), as_t(val[0]), as_t(val[1]), as_t(test[0]), as_t(test[1]))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from autocompress.errors import AutoCompressError
+from autocompress.files import read_json
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "autocompress-package"
@@ -249,10 +250,7 @@ class Manifest:
                 f"an adaptive package must hold {MANIFEST_FILE}, but '{folder}' does not{old}; write one with "
                 "autocompress export RUN --adaptive --out DIR."
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"'{path}' must be JSON, but cannot be read ({exc}).") from None
+        data = read_json(path, "package manifest", ManifestError)
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             got = (data.get("format"), data.get("version")) if isinstance(data, dict) else type(data).__name__
             raise ManifestError(

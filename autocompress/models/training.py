@@ -154,7 +154,8 @@ class Trainer:
             shuffle=True,
             augment=True,
             seed=config.seed,
-            drop_last=True,
+            # a last partial batch is skipped (steadier BatchNorm statistics) unless the data is smaller than a batch
+            drop_last=len(self.splits.train_y) > config.batch_size,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, len(self.train_iter)))
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

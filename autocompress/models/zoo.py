@@ -83,10 +83,26 @@ def _adapt_stem_for_small_inputs(model: nn.Module) -> None:
         first.stride = (1, 1)
 
 
-def _user_model(spec: str, num_classes: int) -> nn.Module:
+def _user_model(spec: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """Call a user's factory with what it asks for by name: ``num_classes``, ``in_channels``, ``input_shape``."""
     factory = import_object(spec, "a user model (package.module:factory)", "mypkg.nets:build")
-    params = inspect.signature(factory).parameters
-    model = factory(num_classes=num_classes) if "num_classes" in params else factory()
+    offered = {"num_classes": num_classes, "in_channels": input_shape[0], "input_shape": tuple(input_shape)}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]  # a builtin or C callable: call it bare
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in offered.items() if k in params or takes_all}
+    try:
+        model = factory(**kwargs)
+    except (Exception, SystemExit) as exc:
+        what = f"exited (SystemExit {exc.code})" if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}"
+        raise AutoCompressError(
+            f"the model factory '{spec}' must return a torch.nn.Module when called with "
+            f"{', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'no arguments'}, but it {what}: "
+            f"{str(exc)[:150]}; it may take num_classes, in_channels and input_shape by name.",
+            params=("model",),
+        ) from None
     if not isinstance(model, nn.Module):
         raise AutoCompressError(
             f"the factory '{spec}' must return a torch.nn.Module, but returned {type(model).__name__}."
@@ -113,7 +129,7 @@ def build_model(spec: str, num_classes: int = 10, input_shape: tuple[int, ...] =
             )
         return _torchvision_model(spec.split(":", 1)[1], num_classes, input_shape[1])
     if ":" in spec:
-        return _user_model(spec, num_classes)
+        return _user_model(spec, num_classes, input_shape)
     if spec not in ZOO:
         raise unknown_name_error("model", spec, ZOO)
     entry = ZOO[spec]

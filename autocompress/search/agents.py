@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,10 @@ class AgentSpec:
             + did_you_mean(self.algorithm, names),
         )
         require(self.warmup_episodes >= 0, f"warmup_episodes >= 0 must hold, but got {self.warmup_episodes}.")
+        require(
+            math.isfinite(self.noise_sigma) and self.noise_sigma >= 0,
+            f"noise_sigma >= 0 must hold (the exploration noise's standard deviation), but got {self.noise_sigma}.",
+        )
         require(0 < self.noise_decay <= 1, f"0 < noise_decay <= 1 must hold, but got {self.noise_decay}.")
         require(0 <= self.baseline_decay < 1, f"0 <= baseline_decay < 1 must hold, but got {self.baseline_decay}.")
         require(self.buffer_episodes >= 1 and self.episodes_per_update >= 1, "buffer and update sizes must be >= 1.")

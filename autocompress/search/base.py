@@ -8,6 +8,8 @@ one searcher through its lifecycle. Searchers only see a :class:`SearchContext`,
 from __future__ import annotations
 
 import abc
+import inspect
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from autocompress.env.episode import EpisodeResult
+from autocompress.errors import ConfigError, did_you_mean
+from autocompress.files import short
 from autocompress.search.registry import register_searcher, searcher_factory, searcher_names
 
 __all__ = ["SearchContext", "Searcher", "make_searcher", "register_searcher", "searcher_names"]
@@ -147,6 +151,54 @@ class Searcher(abc.ABC):
 
     def teardown(self, context: SearchContext) -> None:  # noqa: B027 - optional hook
         """Save state for a resume; called even when :meth:`search` raised."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Refuse, in one line, an agent preset this searcher cannot run (unknown or ill-typed hyperparameters);
+        called before the run folder is made, so a bad preset leaves nothing behind."""
+
+
+def check_keywords(
+    agent: AgentSpec,
+    target: Callable[..., Any],
+    reserved: dict[str, str] | None = None,
+    extras: dict[str, Any] | None = None,
+) -> None:
+    """Check ``agent.hyperparameters`` against the keyword arguments of ``target`` (an SB3 model or an Optuna
+    sampler): every key must be one of its parameters (or of ``extras``, name -> default), none of ``reserved``
+    (name -> why autocompress sets it), and a value must have its default's type (a number for a number, a bool for
+    a bool, a string for a string); one line names the preset, the key and what holds."""
+    reserved, extras = reserved or {}, extras or {}
+    where = f"agent '{agent.name}' hyperparameters"
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(target).parameters.items()
+        if name not in ("self", "policy", "env") and parameter.kind is not parameter.VAR_KEYWORD
+    } | extras
+    for key, value in agent.hyperparameters.items():
+        if key in reserved:
+            raise ConfigError(f"{where}: '{key}' is set by autocompress ({reserved[key]}); remove it from the preset.")
+        if key not in defaults:
+            names = sorted(set(defaults) - set(reserved))
+            raise ConfigError(
+                f"{where}: '{key}' must be a keyword of {getattr(target, '__qualname__', target)}, but it is not."
+                + (did_you_mean(key, names) or " Its keywords are in the library's documentation.")
+            )
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str) or value is None
+        else:
+            ok = True  # None, a callable or a class as default: the library checks its own
+        if not ok:
+            raise ConfigError(
+                f"{where}: '{key}' must be a {type(default).__name__} like its default {short(default)}, but got "
+                f"{short(value)}; fix the agent preset."
+            )
 
 
 SearcherFactory = Callable[["AgentSpec"], Searcher]

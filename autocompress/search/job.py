@@ -74,7 +74,9 @@ class SearchJob:
                 agent.algorithm,
             )
         agent = dataclasses.replace(agent, searcher=reference)
-        if config.workers > 1 and not make_searcher(agent).parallel_envs:
+        searcher = make_searcher(agent)
+        searcher.check()
+        if config.workers > 1 and not searcher.parallel_envs:
             raise ConfigError(
                 f"workers > 1 needs an agent that plays environments in parallel (ddpg, td3, sac, ppo), but got "
                 f"agent {agent.algorithm}; Optuna agents scale out as several processes sharing one storage "

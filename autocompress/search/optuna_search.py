@@ -7,7 +7,7 @@ from typing import Any
 
 from autocompress.env.episode import OBJECTIVES
 from autocompress.errors import ConfigError
-from autocompress.search.base import SearchContext, Searcher
+from autocompress.search.base import SearchContext, Searcher, check_keywords
 
 
 class OptunaSearcher(Searcher):
@@ -15,6 +15,12 @@ class OptunaSearcher(Searcher):
     given by the user: workers launched with the same experiment, env, agent and seed then join one study (and the
     sampler sees every worker's trials), while each worker logs only its own episodes in its run folder. A resumed
     run continues its study; a trial a kill left running is marked failed."""
+
+    def check(self) -> None:
+        import optuna
+
+        sampler = optuna.samplers.NSGAIISampler if self.agent.algorithm == "nsga2" else optuna.samplers.TPESampler
+        check_keywords(self.agent, sampler, {"seed": "--seed"})
 
     def setup(self, context: SearchContext) -> None:
         import optuna

@@ -24,6 +24,7 @@ from autocompress.env.deployment import Deployment
 from autocompress.env.episode import OBJECTIVES, EpisodeResult
 from autocompress.env.presets import EnvPreset, SpaceSpec
 from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.files import read_json
 from autocompress.plugins import require_trust
 from autocompress.runs import (
     atomic_write_json,
@@ -97,14 +98,21 @@ class SearchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", canonical_ref(self.dataset))
         if self.episodes < 1:
-            raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.")
+            raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.", params=("episodes",))
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(
+                f"0 <= seed < 2**32 must hold (numpy's and torch's seed range), but got seed={self.seed}.",
+                params=("seed",),
+            )
         if not 1 <= self.workers <= 64:
             raise ConfigError(
                 f"1 <= workers <= 64 must hold, but got workers={self.workers}; one worker per core is a good start.",
                 params=("workers",),
             )
         if self.val_images is not None and self.val_images < 10:
-            raise ConfigError(f"val_images >= 10 must hold, but got {self.val_images}.")
+            raise ConfigError(
+                f"val_images >= 10 must hold, but got val_images={self.val_images}.", params=("val_images",)
+            )
         if self.storage is not None:
             check_storage_url(self.storage)
 
@@ -381,9 +389,4 @@ class RunRecord:
 def _read_json(path: Path) -> Any:
     if not path.exists():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AutoCompressError(
-            f"'{path}' must hold valid JSON, but it does not ({exc.msg} at line {exc.lineno})."
-        ) from None
+    return read_json(path, "run file", AutoCompressError)

@@ -19,9 +19,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from autocompress.errors import AutoCompressError
+from autocompress.errors import AutoCompressError, ConfigError
+from autocompress.files import short
 from autocompress.runs import atomic_torch_save, atomic_write_json
-from autocompress.search.base import SearchContext, Searcher
+from autocompress.search.base import SearchContext, Searcher, check_keywords
 from autocompress.search.sb3_extensions import (
     DecayingNormalNoise,
     EpisodeCallback,
@@ -156,6 +157,34 @@ class SB3Searcher(Searcher):
     parallel_envs = True
     model: BaseAlgorithm
     noise: DecayingNormalNoise | None
+
+    def check(self) -> None:
+        agent = self.agent
+        common = {"seed": "--seed", "verbose": "logging", "device": "--device", "policy_kwargs": "use net_arch"}
+        if agent.algorithm == "ppo":
+            reserved = common | {"n_steps": "from episodes_per_update"}
+            check_keywords(agent, PPO, reserved, {"net_arch": [300, 300]})
+        else:
+            reserved = common | {
+                "buffer_size": "from buffer_episodes",
+                "learning_starts": "from warmup_episodes",
+                "train_freq": "one episode",
+                "gradient_steps": "one per step",
+                "replay_buffer_class": "AMC's baseline-subtracted buffer",
+                "replay_buffer_kwargs": "from baseline_decay",
+                "action_noise": "from noise_sigma and noise_decay",
+            }
+            check_keywords(agent, OFF_POLICY[agent.algorithm], reserved, {"net_arch": [300, 300]})
+        arch = agent.hyperparameters.get("net_arch", [300, 300])
+        if not (
+            isinstance(arch, list)
+            and len(arch) <= 16
+            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65536 for n in arch)
+        ):
+            raise ConfigError(
+                f"agent '{agent.name}' hyperparameters: net_arch must be a list of layer widths (integers 1..65536, "
+                f"at most 16), but got {short(arch)}; e.g. net_arch: [300, 300]."
+            )
 
     def setup(self, context: SearchContext) -> None:
         from stable_baselines3.common.logger import Logger

@@ -36,8 +36,11 @@ def test_leader_keep_decides_the_group(table) -> None:
         ({"model": "resnet20", "layers": {"layer1.0.conv_1": {"keep": 0.5}}}, "Did you mean 'layer1.0.conv1'"),
         ({"model": "resnet20", "default": {"keep": 1.3}}, "0 < keep <= 1 must hold, but got keep=1.3"),
         ({"model": "resnet20", "default": {"keep": 0}}, "0 < keep <= 1"),
-        ({"model": "resnet20", "default": {"wbits": 9}}, "wbits must be one of"),
-        ({"model": "resnet20", "default": {"abits": 4}}, "abits must be one of [8, 16, 32]"),
+        ({"model": "resnet20", "default": {"wbits": 9}}, "wbits must be an integer among"),
+        ({"model": "resnet20", "default": {"wbits": 8.0}}, "wbits must be an integer among"),
+        ({"model": "resnet20", "default": {"keep": True}}, "0 < keep <= 1 must hold"),
+        ({"model": "resnet20", "split": 99}, "split must be null"),
+        ({"model": "resnet20", "default": {"abits": 4}}, "abits must be an integer among [8, 16, 32]"),
         ({"model": "resnet20", "default": {"kep": 0.5}}, "Did you mean 'keep'"),
         ({"model": "resnet20", "adapt": "adbn"}, "Did you mean 'adabn'"),
         ({"model": "resnet20", "splitt": None}, "Did you mean 'split'"),
@@ -58,5 +61,5 @@ def test_load_errors(tmp_path: Path) -> None:
         Policy.load(tmp_path / "none.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
-    with pytest.raises(PolicyError, match="must be JSON, but line 1"):
+    with pytest.raises(PolicyError, match="must be valid JSON, but line 1"):
         Policy.load(bad)

@@ -79,7 +79,7 @@ def test_missing_and_corrupt_run_folders_give_one_line(tmp_path: Path) -> None:
         RunRecord.open(tmp_path / "nope", "export")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
-    with pytest.raises(AutoCompressError, match="must hold valid JSON"):
+    with pytest.raises(AutoCompressError, match="must be valid JSON"):
         RunRecord.open(tmp_path / "bad")
     (tmp_path / "bad" / "config.json").write_text(json.dumps({"model": "x"}))
     with pytest.raises(AutoCompressError, match="must hold a search config"):
