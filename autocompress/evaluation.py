@@ -100,7 +100,7 @@ def evaluate_policy(
         "model": model_name,
         "dataset": dataset,
         "split": options.split,
-        "images": len(labels),
+        "images": len(shift.labels) if isinstance(shift, DriftData) else len(labels),
         "shift": str(shift) if shift else None,
         **scored.summary(),
         "params": sum(p.numel() for p in pruned.parameters()),

@@ -59,9 +59,10 @@ def apply_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--model/--pretrained/--weights/--dataset, shared by the verbs that load a trained model."""
-    p.add_argument("--model", required=True, help="zoo name, torchvision:<name> or package.module:factory")
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--model/--pretrained/--weights/--dataset, shared by the verbs that load a trained model (``required``
+    false: the verb checks them itself, e.g. where a listing flag needs neither)."""
+    p.add_argument("--model", required=required, help="zoo name, torchvision:<name> or package.module:factory")
+    p.add_argument("--dataset", required=required, help=DATASET_HELP)
     p.add_argument("--pretrained", action="store_true", help="load the weights shipped with autocompress")
     p.add_argument("--weights", default=None, help="load a state dict or training checkpoint (weights_only)")

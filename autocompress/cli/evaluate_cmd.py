@@ -15,8 +15,13 @@ log = logging.getLogger(__name__)
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="apply a policy and measure accuracy, size, MACs, storage and latency")
-    add_model_args(p)
-    p.add_argument("--policy", default=None, help="compression policy JSON (default: the uncompressed model)")
+    add_model_args(p, required=False)
+    p.add_argument(
+        "--policy",
+        default=None,
+        help='compression policy JSON (default: the uncompressed model); its "adapt": "adabn" or "tent" runs '
+        "test-time adaptation on the (shifted) images",
+    )
     p.add_argument(
         "--shift",
         default=None,
@@ -69,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
         return _print_list("Input shifts (severity 1..5)", kinds, ["shift", "applies to"])
     from autocompress.cli.common import UsageError
     from autocompress.models.training import resolve_device
+
+    if not args.model or not args.dataset:
+        raise UsageError(
+            "evaluate needs --model and --dataset (only --list-shifts needs neither); e.g. --model digits-cnn "
+            "--dataset digits --pretrained."
+        )
 
     try:  # here --device names a hardware profile, so the torch device is --compute-device
         resolve_device(args.compute_device)

@@ -29,14 +29,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--weights", default=None, help="weights file of the trained model")
     p.add_argument("--env", default="host", help="deployment preset name (see envs/) or YAML path")
     p.add_argument(
-        "--agent", default="ddpg", help="agent preset: ddpg, td3, sac, ppo, tpe, nsga2, random, uniform, or a YAML"
+        "--agent",
+        default="ddpg",
+        help="agent: ddpg, td3, sac, ppo, tpe, nsga2, random, uniform, tp-taylor, tp-magnitude, a registered "
+        "searcher or a YAML preset",
     )
     p.add_argument(
         "--space", default="prune-quant", help="search-space preset: prune, quant, prune-quant, full, or a YAML"
     )
     p.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE[:soft]",
                    help="override a budget, e.g. macs=0.5, latency=20, energy=5:soft (repeatable)")  # fmt: skip
-    p.add_argument("--episodes", type=int, default=300)
+    p.add_argument(
+        "--episodes", type=int, default=None, help="episodes (default 300); with --resume: a new total, to go further"
+    )
     p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--val-images", type=int, default=None, help="validation images per evaluation (default: all)")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<exp>__<env>__<agent>__s<seed>__<time>)")
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 f"a resumed run keeps its --workers ({saved}; its replay buffer has one column per worker), but got "
                 f"--workers {args.workers}; drop --workers."
             )
-        job = SearchJob.resume(args.resume, device=args.device, trust_code=args.trust_code)
+        job = SearchJob.resume(args.resume, device=args.device, trust_code=args.trust_code, episodes=args.episodes)
     else:
         if not args.model or not args.dataset:
             raise UsageError(
@@ -111,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             )
         config = SearchConfig(
             model=args.model, dataset=args.dataset, env=args.env, agent=args.agent, space=args.space,
-            episodes=args.episodes, seed=args.seed, pretrained=args.weights is None, weights=args.weights,
+            episodes=300 if args.episodes is None else args.episodes, seed=args.seed,
+            pretrained=args.weights is None, weights=args.weights,
             data_dir=args.data_dir, budgets=parse_budgets(args.budget), val_images=args.val_images,
             storage=args.storage, exp=args.exp, device=args.device or "cpu",
             workers=1 if args.workers is None else args.workers,

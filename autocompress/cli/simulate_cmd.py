@@ -30,12 +30,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autocompress.cli.common import UsageError
     from autocompress.deploy.simulate import dumps, render, simulate
 
     apply_threads(args.threads)
-    if args.images_per_step < 1:
-        raise UsageError(f"--images-per-step >= 1 must hold, but got {args.images_per_step}.")
     result = simulate(
         args.package,
         args.trace,

@@ -24,6 +24,7 @@ predicted latency and energy of what it ran at the step's bandwidth:
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import logging
@@ -32,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from autocompress.config import read_yaml
 from autocompress.data import load_dataset
 from autocompress.data.shifts import Shift
 from autocompress.deploy.manifest import inside
 from autocompress.deploy.runtime import CONTEXT_FIELDS, AdaptiveModel
 from autocompress.errors import AutoCompressError, did_you_mean
+from autocompress.files import read_text
 from autocompress.plugins import require_trust
 from autocompress.runs import atomic_write_json
 
@@ -47,6 +49,8 @@ TRACES_DIR = Path(__file__).parent / "traces"
 STRATEGIES = ("adaptive", "static_accurate", "static_feasible", "uncompressed", "oracle")
 TRACE_KEYS = ("t", "battery", "free_memory", "bandwidth_scale", "latency_budget_ms", "shift", "note")  # note: text
 ORDERS = ("stored", "by-class")
+MAX_TRACE_STEPS = 10_000  # a day at one step per 10 s; every step runs every strategy on its images
+MAX_IMAGES_PER_STEP = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,16 +83,29 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
         path = TRACES_DIR / f"{name_or_path}.yaml"
     try:
         if path.suffix == ".csv":
-            with path.open(newline="") as f:
-                rows: list[dict[str, Any]] = list(csv.DictReader(f))
+            text = read_text(path, "trace", AutoCompressError)
+            rows: Any = list(csv.DictReader(io.StringIO(text, newline="")))
         else:
-            rows = (yaml.safe_load(path.read_text()) or {}).get("steps", [])
-    except (yaml.YAMLError, csv.Error, UnicodeDecodeError, AttributeError) as exc:
+            data = read_yaml(path)
+            if data is not None and not isinstance(data, dict):
+                raise AutoCompressError(
+                    f"the trace '{path}' must be a YAML mapping with steps: (a list of rows), but is "
+                    f"{type(data).__name__}.",
+                    params=("trace",),
+                )
+            rows = (data or {}).get("steps", [])
+    except csv.Error as exc:
         raise AutoCompressError(
             f"the trace '{path}' must be YAML with steps: or CSV, but cannot be read ({exc})."
         ) from None
     if not rows:
         raise AutoCompressError(f"the trace '{path}' must hold at least one step, but holds none.", params=("trace",))
+    if isinstance(rows, list) and len(rows) > MAX_TRACE_STEPS:
+        raise AutoCompressError(
+            f"a trace may hold at most {MAX_TRACE_STEPS} steps, but '{path}' holds {len(rows)}; sample it coarser "
+            "(one step per minute of context is plenty).",
+            params=("trace",),
+        )
     steps, state = [], {"t": 0.0, "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0,
                         "latency_budget_ms": None, "shift": "none"}  # fmt: skip
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -148,6 +165,12 @@ def simulate(
     the test split as stored, or ``by-class`` (every image of class 0 first, then class 1, …: a clean stream whose
     classes arrive in order, as sorted UCR/UEA test splits do — the drift monitor must not fire on it).
     """
+    if not 1 <= images_per_step <= MAX_IMAGES_PER_STEP:
+        raise AutoCompressError(
+            f"1 <= images_per_step <= {MAX_IMAGES_PER_STEP} must hold (each strategy classifies them at every step), "
+            f"but got images_per_step={images_per_step}.",
+            params=("images_per_step",),
+        )
     if order not in ORDERS:
         raise AutoCompressError(f"order must be one of {', '.join(ORDERS)}, but got '{order}'.", params=("order",))
     name, steps = load_trace(trace)

@@ -77,7 +77,7 @@ class BudgetGuard:
         bits = []
         for i in range(len(self.table.layers)):
             if fixed is not None and i in first_last:
-                bits.append(LayerBits(fixed if self.space.wbits else 32, fixed if self.space.abits else 32))
+                bits.append(LayerBits(self.space.fixed_wbits, self.space.fixed_abits))
             else:
                 bits.append(LayerBits(max(self.space.wbits or [32]), max(self.space.abits or [32])))
         return Assignment(kept, bits)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autocompress.compress.adaptation import ADAPTATIONS, adaptation_choices, is_adaptation
+from autocompress.compress.policy import ACTIVATION_BITS, WEIGHT_BITS
 from autocompress.config import load_config, require
 from autocompress.data.shifts import Shift
 from autocompress.env.rewards import REWARDS
@@ -182,6 +183,17 @@ class SpaceSpec:
                 value is None or value == "device" or isinstance(value, list),
                 f"{name} must be a list of bits or 'device'.",
             )
+            legal = WEIGHT_BITS if name == "wbits" else ACTIVATION_BITS
+            if isinstance(value, list):
+                require(
+                    bool(value) and all(b in legal for b in value),
+                    f"{name} must list bit-widths among {list(legal)}, but got {value}; or write {name}: device.",
+                )
+        require(
+            self.fixed_first_last_bits is None or self.fixed_first_last_bits in ACTIVATION_BITS,
+            f"fixed_first_last_bits must be one of {list(ACTIVATION_BITS)} or null, but got "
+            f"{self.fixed_first_last_bits}.",
+        )
         require(self.round_to == "device" or isinstance(self.round_to, int), "round_to must be an integer or 'device'.")
         if self.adapt is not None:
             for method in self.adapt:

@@ -7,6 +7,7 @@ the environment's step, so they search exactly the same space under exactly the 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,10 @@ import numpy as np
 from autocompress.compress.graph import CutPoint
 from autocompress.compress.layers import LayerTable
 from autocompress.env.presets import SpaceSpec
+from autocompress.errors import ConfigError
 from autocompress.hardware.profiles import DeviceProfile
+
+log = logging.getLogger(__name__)
 
 NO_SPLIT = "none"
 
@@ -53,24 +57,53 @@ class SearchSpace:
     def __init__(self, spec: SpaceSpec, table: LayerTable, device: DeviceProfile, cut_points: list[CutPoint]) -> None:
         self.spec, self.table = spec, table
         self.keep = spec.keep
-        self.wbits = self._bits(spec.wbits, device.legal_wbits)
-        self.abits = self._bits(spec.abits, device.legal_abits)
+        self.wbits = self._bits(spec.wbits, device.legal_wbits, "wbits")
+        self.abits = self._bits(spec.abits, device.legal_abits, "abits")
         self.round_to = device.channel_rounding if spec.round_to == "device" else int(spec.round_to)
         self.split_choices = [NO_SPLIT, "input", *self._cuts(cut_points)] if spec.split else None
         self.adapt_choices = list(spec.adapt) if spec.adapt else None
         first_last = {table.layers[0].name, table.layers[-1].name}
         self.fixed_bits = spec.fixed_first_last_bits if (self.wbits or self.abits) else None
+        # the first and last layers' fixed bits, snapped to what the device runs (a device with only 16- and 32-bit
+        # weights cannot hold an 8-bit first layer)
+        self.fixed_wbits = self._snap(self.fixed_bits, self.wbits, "weight", device.name)
+        self.fixed_abits = self._snap(self.fixed_bits, self.abits, "activation", device.name)
         self.steps = [s for s in (self._step(layer.name, first_last) for layer in table.layers) if s is not None]
         if not self.steps:
             self.steps = [Step(table.layers[-1].name, None, False, False)]
         self.dims = [d for d, on in self._layout().items() if on]
 
     @staticmethod
-    def _bits(choice: list[int] | str | None, legal: list[int]) -> list[int] | None:
+    def _snap(bits: int | None, legal: list[int] | None, kind: str, device: str) -> int:
+        if bits is None or not legal:
+            return 32
+        if bits in legal:
+            return bits
+        snapped = min((b for b in legal if b >= bits), default=max(legal))
+        log.warning(
+            "fixed_first_last_bits %d is no legal %s bit-width on device %s (%s): the first and last layers get %d",
+            bits,
+            kind,
+            device,
+            legal,
+            snapped,
+        )
+        return snapped
+
+    @staticmethod
+    def _bits(choice: list[int] | str | None, legal: list[int], kind: str = "wbits") -> list[int] | None:
         if choice is None:
             return None
         values = list(legal) if choice == "device" else [int(b) for b in choice if b in legal]
-        return sorted(values) or None
+        if not values:
+            raise ConfigError(
+                f"the search space's {kind} {list(choice)} must hold a bit-width the device runs ({list(legal)}), "
+                f"but holds none; use {kind}: device or pick from that list."
+            )
+        dropped = [] if choice == "device" else [b for b in choice if b not in legal]
+        if dropped:
+            log.warning("the device runs no %s %s; the search uses %s", kind, dropped, sorted(values))
+        return sorted(values)
 
     @staticmethod
     def _cuts(points: list[CutPoint]) -> list[str]:

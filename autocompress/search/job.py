@@ -100,16 +100,36 @@ class SearchJob:
         return job
 
     @classmethod
-    def resume(cls, run_dir: str | Path, device: str | None = None, trust_code: bool = False) -> SearchJob:
+    def resume(
+        cls, run_dir: str | Path, device: str | None = None, trust_code: bool = False, episodes: int | None = None
+    ) -> SearchJob:
         """Continue the search in ``run_dir`` with the configuration and presets it saved (``device``, where
         policies are scored, may change: it does not change what a policy scores); ``trust_code`` allows a run
-        that names code (see :meth:`RunRecord.open`)."""
+        that names code (see :meth:`RunRecord.open`); ``episodes`` raises the run's episode budget (recorded in
+        its config.json), e.g. to search further after it finished."""
         folder = RunRecord.open(run_dir, "resume", trust_code).folder
         lock = run_lock(folder, "resume")
         try:
             record = RunRecord.open(folder, "resume", trust_code)  # read again: now nobody else writes it
             resolved = record.resolved
             config = record.config if device is None else dataclasses.replace(record.config, device=device)
+            if episodes is not None and episodes != config.episodes:
+                if episodes < record.episodes_done:
+                    raise ConfigError(
+                        f"a resumed run's episodes must be at least the {record.episodes_done} it has logged, but "
+                        f"got episodes={episodes}.",
+                        params=("episodes",),
+                    )
+                config = dataclasses.replace(config, episodes=episodes)
+                record.set_episodes(episodes)
+            if record.episodes_done >= config.episodes:
+                log.warning(
+                    "the run %s has logged all its %d episodes, so nothing is searched; resume with --episodes N "
+                    "(N > %d) to search further",
+                    folder,
+                    config.episodes,
+                    config.episodes,
+                )
             job = cls(config, record, _build_env(config, resolved.deployment, resolved.space), resolved.agent)
         except BaseException:
             lock.release()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from autocompress.env.deployment import Deployment
 from autocompress.env.episode import OBJECTIVES, EpisodeResult
 from autocompress.env.presets import EnvPreset, SpaceSpec
 from autocompress.errors import AutoCompressError, ConfigError
-from autocompress.files import read_json
+from autocompress.files import read_json, read_text
 from autocompress.plugins import require_trust
 from autocompress.runs import (
     atomic_write_json,
@@ -227,8 +228,15 @@ class RunRecord:
             raise AutoCompressError(f"'{folder / CONFIG}' must hold a search's config as JSON, but it does not.")
         self._raw = raw
         self.rows: list[dict[str, str]] = self._load_rows()
-        self.best: dict[str, Any] | None = _read_json(folder / BEST)
-        self.front: list[dict[str, Any]] = _read_json(folder / PARETO) or []
+        best = _read_json(folder / BEST)
+        self.best: dict[str, Any] | None = None if best is None else _entry(best, folder / BEST)
+        front = _read_json(folder / PARETO) or []
+        if not isinstance(front, list):
+            raise AutoCompressError(
+                f"'{folder / PARETO}' must hold a list of entries, but holds {type(front).__name__}; delete it and "
+                "the run's next episode writes it again."
+            )
+        self.front: list[dict[str, Any]] = [_entry(e, folder / PARETO) for e in front]
 
     # --- creating and opening ------------------------------------------------------------------------------------
 
@@ -363,12 +371,19 @@ class RunRecord:
         self._append(row)
         return row, improved
 
+    def set_episodes(self, episodes: int) -> None:
+        """Raise (or lower, not below what is logged) the run's episode budget in ``config.json``."""
+        self._raw = self._raw | {"episodes": episodes}
+        atomic_write_json(self.folder / CONFIG, self._raw)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.folder / SUMMARY, summary)
 
     def _append(self, row: dict[str, Any]) -> None:
         path = self.folder / PROGRESS
-        new = not path.exists()
+        new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            _drop_partial_row(path)
         with path.open("a", newline="") as handle:
             out = csv.DictWriter(handle, COLUMNS)
             if new:
@@ -379,11 +394,53 @@ class RunRecord:
         self.rows.append({k: str(v) for k, v in row.items()})
 
     def _load_rows(self) -> list[dict[str, str]]:
+        """The logged episodes. A last row a kill cut mid-write is no episode (it is played again on resume, and
+        the next append cuts it off); a file that does not start with the header, or a row that lacks columns or
+        is out of sequence, is refused in one line."""
         path = self.folder / PROGRESS
         if not path.exists():
             return []
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        text = read_text(path, "run file", AutoCompressError, limit=256 * 2**20)
+        if not text:
+            return []
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        lines = text.splitlines()
+        if not lines or lines[0].split(",") != list(COLUMNS):
+            raise AutoCompressError(
+                f"'{path}' must start with the header {','.join(COLUMNS[:3])},…, but it does not; it is not this "
+                "version's progress log (or was edited): restore it or start a new run."
+            )
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        for i, row in enumerate(rows):
+            if None in row or any(row.get(k) is None for k in COLUMNS) or row["episode"] != str(i):
+                raise AutoCompressError(
+                    f"'{path}' row {i + 2} must be episode {i} with every column, but it is not; restore the file "
+                    "or start a new run."
+                )
+        return rows
+
+
+def _drop_partial_row(path: Path) -> None:
+    """Cut a last row a kill left without its line end, so the next row starts on a line of its own."""
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def _entry(value: Any, path: Path) -> dict[str, Any]:
+    """A best or Pareto entry as :meth:`RunRecord.add` writes it: a mapping with a numeric reward and a policy."""
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("policy"), dict)
+        or not isinstance(value.get("reward"), (int, float))
+    ):
+        raise AutoCompressError(
+            f"'{path}' must hold entries with a policy and a reward as the search writes them, but it does not; "
+            "delete it and resume the run (its next episode writes it again) or restore it."
+        )
+    return value
 
 
 def _read_json(path: Path) -> Any:

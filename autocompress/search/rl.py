@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import signal
@@ -20,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from autocompress.errors import AutoCompressError, ConfigError
-from autocompress.files import short
+from autocompress.files import read_json, short
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.base import SearchContext, Searcher, check_keywords
 from autocompress.search.sb3_extensions import (
@@ -132,16 +131,23 @@ def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, fo
     (0 when there is none)."""
     if not (folder / "agent.json").exists():
         return 0
-    state = json.loads((folder / "agent.json").read_text())
-    model.set_parameters(torch.load(folder / "agent.pt", map_location="cpu", weights_only=True), exact_match=True)
-    buffer = getattr(model, "replay_buffer", None)
-    if replay and isinstance(buffer, EpisodeRewardReplayBuffer) and (folder / "replay.npz").exists():
-        buffer.load_arrays(folder / "replay.npz")
-    model.num_timesteps = int(state["num_timesteps"])
-    model._episode_num = int(state["episodes"])
-    if noise is not None and state["noise"]:
-        noise.restore(state["noise"])
-    return int(state["episodes"])
+    try:
+        state = read_json(folder / "agent.json", "agent checkpoint", AutoCompressError)
+        episodes, timesteps = int(state["episodes"]), int(state["num_timesteps"])
+        model.set_parameters(torch.load(folder / "agent.pt", map_location="cpu", weights_only=True), exact_match=True)
+        buffer = getattr(model, "replay_buffer", None)
+        if replay and isinstance(buffer, EpisodeRewardReplayBuffer) and (folder / "replay.npz").exists():
+            buffer.load_arrays(folder / "replay.npz")
+        if noise is not None and state.get("noise"):
+            noise.restore(state["noise"])
+    except Exception as exc:
+        raise AutoCompressError(
+            f"the agent checkpoint in '{folder}' must be whole, but it cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); delete that folder to resume with a fresh agent (the logged episodes stay)."
+        ) from None
+    model.num_timesteps = timesteps
+    model._episode_num = episodes
+    return episodes
 
 
 class SB3Searcher(Searcher):
