@@ -34,7 +34,8 @@ def read_yaml(path: Path, limit: int = MAX_FILE_BYTES) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: must be valid YAML, but{where}: {getattr(exc, 'problem', exc)}.") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: must be valid YAML, but{where}: {problem}.") from None
 
 
 def _count_nodes(root: yaml.Node | None, path: Path) -> None:

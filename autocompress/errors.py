@@ -22,7 +22,8 @@ class AutoCompressError(Exception):
     """
 
     def __init__(self, message: str, *, params: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+        # one line whatever a library's message quoted into it holds (YAML's and torch's run over several)
+        super().__init__(" ".join(message.split()) if "\n" in message or "\r" in message else message)
         self.params = params
 
 

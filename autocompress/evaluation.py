@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
-from autocompress.compress.policy import Policy
+from autocompress.compress.policy import Policy, PolicyError
 from autocompress.data import load_dataset
 from autocompress.data.drift import DriftData
 from autocompress.data.shifts import Shift
@@ -82,6 +82,12 @@ def evaluate_policy(
     """
     options = options or EvaluateOptions()
     policy = policy or Policy(model_name)
+    if policy.model != model_name:
+        raise PolicyError(
+            f"the policy must be for the model it is applied to ('{model_name}'), but it names '{policy.model[:80]}'; "
+            "pass the policy that search or export wrote for this model.",
+            params=("policy",),
+        )
     splits = load_dataset(dataset, options.data_dir, options.download)
     images, labels = splits.split(options.split)
     images, labels = images[: options.limit], labels[: options.limit]

@@ -20,6 +20,13 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
 
 
+def why(exc: BaseException, limit: int = 70) -> str:
+    """``Type: first words`` of an exception, for the parenthesis of an error line (libraries' messages run long)."""
+    first = (str(exc).splitlines() or [""])[0].strip()
+    first = first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def read_text(path: Path, what: str, error: type[Exception] = ConfigError, limit: int = MAX_FILE_BYTES) -> str:
     """The UTF-8 text of a user's file, or one line saying why not: missing, a folder, too large, binary."""
     if not path.exists():

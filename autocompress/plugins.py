@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.errors import AutoCompressError
+from autocompress.files import why
 
 
 def is_plugin_spec(spec: str) -> bool:
@@ -29,8 +30,10 @@ BUILT_IN_SOURCES = ("torchvision",)  # ``torchvision:<name>`` names a built-in m
 def code_references(data: Any) -> list[str]:
     """Every string in ``data`` (a parsed JSON or YAML document, any depth) that names code to import."""
     if isinstance(data, str):
-        module = data.rpartition(":")[0]
-        return [data] if is_plugin_spec(data) and module not in BUILT_IN_SOURCES else []
+        head, _, tail = data.rpartition(":")
+        spec = head if tail.isdigit() and ":" in head else data  # a shift plugin: package.module:function:severity
+        module = spec.rpartition(":")[0]
+        return [data] if is_plugin_spec(spec) and module not in BUILT_IN_SOURCES else []
     if isinstance(data, dict):
         return [ref for value in data.values() for ref in code_references(value)]
     if isinstance(data, list | tuple):
@@ -78,8 +81,7 @@ def import_object(spec: str, what: str, example: str) -> Any:
             module = importlib.import_module(module_name)
         return getattr(module, attr)
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
         raise AutoCompressError(
             f"{what} must be importable as package.module:name or file.py:name (e.g. {example}), but '{spec}' is "
-            f"not ({type(exc).__name__}: {first}); check the module is on PYTHONPATH or in the working directory."
+            f"not ({why(exc, 50)}); check the file or PYTHONPATH."
         ) from None

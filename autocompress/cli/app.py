@@ -119,10 +119,13 @@ def in_flags(exc: AutoCompressError, argv: Sequence[str]) -> str:
     if not exc.params:
         return message
     flags = _verb_flags(argv)
+    # quoted parts are values (paths, names) the user gave: a file named trace.csv keeps its name
+    parts = re.split(r"('[^']*')", message)
     for param in exc.params:
         if param in flags:
-            message = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", flags[param], message)
-    return message
+            pattern = rf"(?<![\w./-]){re.escape(param)}(?![\w/-])"
+            parts = [p if p.startswith("'") else re.sub(pattern, flags[param], p) for p in parts]
+    return "".join(parts)
 
 
 def _verb_flags(argv: Sequence[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from typing import Any
 
 from autocompress.cli.common import DATASET_HELP, apply_threads, seed_value
@@ -83,6 +84,10 @@ def parse_budgets(items: list[str]) -> dict[str, Any]:
             raise UsageError(
                 f"--budget {name} must be a number, but got '{value}'; e.g. --budget {name}=0.5."
             ) from None
+        if not math.isfinite(number) or number <= 0:
+            raise UsageError(
+                f"--budget {name} must be a finite number > 0, but got '{value}'; e.g. --budget {name}=0.5."
+            )
         if kind not in ("", "hard", "soft"):
             raise UsageError(f"--budget may end in :hard or :soft, but got ':{kind}' in '{item}'.")
         if key in budgets:

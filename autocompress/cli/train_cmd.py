@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads, seed_value
@@ -73,9 +74,19 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
         )
         splits = load_dataset(args.dataset, args.data_dir, args.download)
-        run_dir = new_run_dir("train", info.name, args.model.replace(":", "-"), args.seed, args.run_dir)
+        # a model file's path would make folders inside the runs root: its name and factory name the run
+        source, _, factory = args.model.rpartition(":")
+        label = f"{Path(source).stem}-{factory}" if source else args.model
+        run_dir = new_run_dir("train", info.name, label.replace("/", "-"), args.seed, args.run_dir)
         log.info("run folder: %s", run_dir)
-        trainer = Trainer.create(config, run_dir, splits)
+        try:
+            trainer = Trainer.create(config, run_dir, splits)
+        except BaseException:  # a run that never started (e.g. its model factory failed) leaves no folder behind
+            for name in ("config.json", "command.txt", "system.json"):
+                (run_dir / name).unlink(missing_ok=True)
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+            raise
     result = trainer.run()
     print(json.dumps(result, indent=2))
     return 0

@@ -62,7 +62,8 @@ class LayerSetting:
         if unknown:
             key = sorted(unknown)[0]
             raise PolicyError(
-                f"{where} may only hold {', '.join(SETTING_KEYS)}, but has '{key}'.{did_you_mean(key, SETTING_KEYS)}"
+                f"{where} may only hold {', '.join(SETTING_KEYS)}, but has {short(key)}."
+                + did_you_mean(key, SETTING_KEYS)
             )
         try:
             return cls(**data)
@@ -127,7 +128,7 @@ class Policy:
         for name, setting in self.layers.items():
             if name not in table.by_name:
                 raise PolicyError(
-                    f"policy layers must name prunable layers of the model, but '{name}' is not one."
+                    f"policy layers must name prunable layers of the model, but {short(name)} is not one."
                     + did_you_mean(name, table.names)
                 )
             self._check_keep(table, name, setting)
@@ -138,7 +139,7 @@ class Policy:
             and self.split not in cut_points
         ):
             raise PolicyError(
-                f"split must be null, 'input' or a valid cut point of the model, but got '{self.split}'."
+                f"split must be null, 'input' or a valid cut point of the model, but got {short(self.split)}."
                 f"{did_you_mean(self.split, cut_points)} List them with autocompress evaluate --list-splits."
             )
         return self
@@ -186,14 +187,18 @@ class Policy:
         if unknown:
             key = sorted(unknown)[0]
             raise PolicyError(
-                f"{source} may only hold the keys {', '.join(POLICY_KEYS)}, but has '{key}'."
+                f"{source} may only hold the keys {', '.join(POLICY_KEYS)}, but has {short(key)}."
                 + did_you_mean(key, POLICY_KEYS)
             )
         if "model" not in data:
             raise PolicyError(f"{source} must name its 'model', but has no 'model' key.")
+        if not isinstance(data["model"], str) or not data["model"]:
+            raise PolicyError(f"{source}: 'model' must be the model's name, but got {short(data['model'])}.")
         layers = data.get("layers") or {}
         if not isinstance(layers, Mapping):
-            raise PolicyError(f"{source}: 'layers' must be an object of layer name to setting, but got {layers!r}.")
+            raise PolicyError(
+                f"{source}: 'layers' must be an object of layer name to setting, but got {short(layers)}."
+            )
         try:
             return cls(
                 model=str(data["model"]),

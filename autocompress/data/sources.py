@@ -17,7 +17,7 @@ import torch
 
 from autocompress.data.datasets import DatasetInfo, DatasetSplits, _holdout
 from autocompress.errors import DataError
-from autocompress.files import short
+from autocompress.files import short, why
 from autocompress.plugins import import_object
 
 ArrayPair = tuple[Any, Any]
@@ -95,7 +95,7 @@ def npz_arrays(path: str, what: str, keys: str, param: str) -> dict[str, np.ndar
     except Exception as exc:
         raise DataError(
             f"'{path}' must be a numpy .npz archive holding {keys}, but it cannot be read "
-            f"({type(exc).__name__}: {exc}); write it with numpy.savez.",
+            f"({why(exc, 40)}); write it with numpy.savez.",
             params=(param,),
         ) from None
 
@@ -112,6 +112,19 @@ def read_npz(path: str) -> DatasetSpec:
             params=("dataset",),
         )
     val = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays else None
+    for key in ("mean", "std"):
+        if key in arrays and (arrays[key].ndim != 1 or not np.issubdtype(arrays[key].dtype, np.number)):
+            raise DataError(
+                f"'{path}' {key} must be one number per channel (a 1-D array), but is {arrays[key].dtype} of shape "
+                f"{arrays[key].shape}.",
+                params=("dataset",),
+            )
+    if "normalized" in arrays and (arrays["normalized"].size != 1 or arrays["normalized"].dtype.kind not in "biu"):
+        raise DataError(
+            f"'{path}' normalized must be one boolean (np.array(True)), but is {arrays['normalized'].dtype} of shape "
+            f"{arrays['normalized'].shape}.",
+            params=("dataset",),
+        )
     return DatasetSpec(
         train=(arrays["x_train"], arrays["y_train"]),
         test=(arrays["x_test"], arrays["y_test"]),
@@ -283,7 +296,7 @@ def _info(spec: DatasetSpec, ref: str, x: np.ndarray, classes: int, val_size: in
         if len(mean) != x.shape[1] or len(std) != x.shape[1] or min(std) <= 0:
             raise DataError(
                 f"mean and std of '{ref}' must give one value per channel ({x.shape[1]}) and std > 0, but got "
-                f"mean {list(mean)} and std {list(std)}.",
+                f"mean {short(list(mean))} and std {short(list(std))}.",
                 params=("dataset",),
             )
     length = x.shape[-1]

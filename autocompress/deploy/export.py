@@ -49,6 +49,7 @@ from autocompress.deploy.shared_weights import load_store, resolve
 from autocompress.env import build_workload
 from autocompress.env.deployment import Deployment
 from autocompress.errors import AutoCompressError
+from autocompress.files import short
 from autocompress.hardware.graph import GraphInfo
 from autocompress.hardware.measure import ort_latency
 from autocompress.models import load_model
@@ -163,6 +164,11 @@ def write_export(
         policy = Policy.from_dict(entry["policy"], f"policy of '{run}'")
     else:
         entry = {"accuracy": None, "policy": policy.to_dict()}
+    if policy.model != config.model:
+        raise AutoCompressError(
+            f"the exported policy must be for the run's model '{config.model}', but it names '{policy.model[:80]}'; "
+            f"the run's {options.policy} entry was edited or comes from another run."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workload = build_workload(
@@ -351,10 +357,29 @@ def load_exported(path: str | Path, trust_code: bool = False) -> nn.Module:
     """
     from autocompress.data import dataset_info
 
-    saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"  # an export folder (or a package's configuration) names its model.pt
+    if not path.is_file():
+        raise AutoCompressError(
+            f"an exported model.pt (or the export folder holding it) must exist, but '{path}' does not; write one "
+            "with autocompress export RUN --out DIR."
+        )
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for a damaged or foreign file
+        raise AutoCompressError(
+            f"'{path}' must be a model.pt written by autocompress export (loaded weights-only: no code runs), but it "
+            f"cannot be read ({type(exc).__name__}); export it again."
+        ) from None
+    needed = ("format", "model", "dataset", "kept", "state_dict", "activation_bits")
+    if not isinstance(saved, dict) or any(key not in saved for key in needed):
+        raise AutoCompressError(
+            f"'{path}' must hold an autocompress export ({', '.join(needed)}), but it does not; export it again."
+        )
     if saved.get("format") != FORMAT_VERSION:
         raise AutoCompressError(
-            f"model.pt format {FORMAT_VERSION} is needed, but '{path}' holds {saved.get('format')}."
+            f"model.pt format {FORMAT_VERSION} is needed, but '{path}' holds {short(saved.get('format'))}."
         )
     require_trust([saved.get("model"), saved.get("dataset")], f"'{path}'", trust_code)
     info = dataset_info(saved["dataset"])
@@ -364,7 +389,13 @@ def load_exported(path: str | Path, trust_code: bool = False) -> nn.Module:
     model = ChannelPruner(base, table).prune(kept)
     if saved.get("shared"):  # a configuration of a shared-weight adaptive package: the rest is in its store
         _fill_state_dict(saved["state_dict"], saved["shared"], load_store(Path(path).parent / "../.."))
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, TypeError) as exc:
+        raise AutoCompressError(
+            f"'{path}' must hold the weights of its pruned {saved['model']}, but they do not fit "
+            f"({str(exc).splitlines()[0][:120]}); export it again."
+        ) from None
     if saved["activation_bits"]:
         acts = ActivationQuantizer(model, saved["activation_bits"])
         acts.ranges = {k: (float(v[0]), float(v[1])) for k, v in saved["activation_ranges"].items()}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from autocompress.errors import AutoCompressError
-from autocompress.files import read_json
+from autocompress.files import read_json, short
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "autocompress-package"
@@ -227,6 +227,26 @@ class Manifest:
         for costs in (*(c.costs for c in self.configs), self.uncompressed.costs):
             if len(costs.latency_ms) != len(grid) or len(costs.energy_mj) != len(grid):
                 raise ManifestError(f"every configuration must have one cost per bandwidth of {list(grid)}.")
+        ids = [c.id for c in self.configs]
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise ManifestError(f"configuration ids must be unique, but '{twice[:40]}' is listed twice.")
+        for c in self.configs:
+            for name in ("val_accuracy", "search_accuracy", "test_accuracy"):
+                value = getattr(c, name)
+                if not 0.0 <= value <= 1.0:
+                    raise ManifestError(f"configs[{c.id[:40]}].{name} must lie in 0..1, but is {value}.")
+        worst = self.worst_context
+        ranges = {"battery": (0.0, 1.0), "free_memory": (0.0, 1.0), "bandwidth_scale": (0.0, float("inf"))}
+        for key, (low, high) in ranges.items():
+            value = worst.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+                raise ManifestError(f"worst_context.{key} must be a number in {low}..{high}, but is {value!r:.40}.")
+        budget = worst.get("latency_budget_ms")
+        if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
+            raise ManifestError(f"worst_context.latency_budget_ms must be null or > 0, but is {budget!r:.40}.")
+        if self.monitor.window < 1:
+            raise ManifestError(f"monitor.window >= 1 must hold, but is {self.monitor.window}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,4 +327,4 @@ def _build(kind: Any, value: Any, where: str) -> Any:
         return float(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise ManifestError(f"{where} must be {getattr(kind, '__name__', kind)}, but is {value!r}.")
+    raise ManifestError(f"{where} must be {getattr(kind, '__name__', kind)}, but is {short(value)}.")

@@ -40,7 +40,7 @@ from autocompress.data.shifts import Shift
 from autocompress.deploy.manifest import inside
 from autocompress.deploy.runtime import CONTEXT_FIELDS, AdaptiveModel
 from autocompress.errors import AutoCompressError, did_you_mean
-from autocompress.files import read_text
+from autocompress.files import read_text, short
 from autocompress.plugins import require_trust
 from autocompress.runs import atomic_write_json
 
@@ -111,10 +111,16 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise AutoCompressError(f"the trace '{path}' must list its steps as mappings, but does not.", params=("trace",))
     for i, row in enumerate(rows):
+        if None in row or any(not isinstance(key, str) for key in row):
+            raise AutoCompressError(
+                f"every step of the trace '{path}' must have text keys (a CSV row no more fields than its header), "
+                f"but step {i} has not.",
+                params=("trace",),
+            )
         unknown = sorted(set(row) - set(TRACE_KEYS))
         if unknown:
             raise AutoCompressError(
-                f"a trace step has the keys {', '.join(TRACE_KEYS)}, but step {i} of '{path}' has '{unknown[0]}'"
+                f"a trace step has the keys {', '.join(TRACE_KEYS)}, but step {i} of '{path}' has {short(unknown[0])}"
                 f"{did_you_mean(str(unknown[0]), TRACE_KEYS)}",
                 params=("trace",),
             )
@@ -126,9 +132,11 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
             elif key in state and key == "latency_budget_ms":
                 state[key] = None
         step = TraceStep(**state)  # type: ignore[arg-type]
-        if not (0 < step.battery <= 1 and 0 < step.free_memory <= 1 and step.bandwidth_scale >= 0):
+        budget_ok = step.latency_budget_ms is None or step.latency_budget_ms > 0
+        if not (0 < step.battery <= 1 and 0 < step.free_memory <= 1 and step.bandwidth_scale >= 0 and budget_ok):
             raise AutoCompressError(
-                f"step {i} of '{path}' must have 0 < battery <= 1, 0 < free_memory <= 1 and bandwidth_scale >= 0, "
+                f"step {i} of '{path}' must have 0 < battery <= 1, 0 < free_memory <= 1, bandwidth_scale >= 0 and "
+                "latency_budget_ms > 0 (or empty), "
                 f"but has {step}.",
                 params=("trace",),
             )
@@ -140,7 +148,7 @@ def _number(value: Any, key: str, row: int, path: Path) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise AutoCompressError(f"{key} of step {row} in '{path}' must be a number, but is '{value}'.") from None
+        raise AutoCompressError(f"{key} of step {row} in '{path}' must be a number, but is {short(value)}.") from None
     if not np.isfinite(number):
         raise AutoCompressError(f"{key} of step {row} in '{path}' must be finite, but is {value}.")
     return number

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from autocompress.config import load_config, require
 from autocompress.data.shifts import Shift
 from autocompress.env.rewards import REWARDS
 from autocompress.errors import ConfigError, did_you_mean, unknown_name_error
+from autocompress.files import short
 from autocompress.plugins import is_plugin_spec
 
 PACKAGE_PRESETS = Path(__file__).resolve().parent.parent / "presets"  # inside an installed wheel
@@ -53,7 +55,12 @@ class Budget:
     hard: bool = True
 
     def __post_init__(self) -> None:
-        require(self.value > 0, f"a budget value > 0 must hold, but got {self.value}.")
+        number = isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
+        require(
+            number and math.isfinite(self.value) and self.value > 0,
+            f"a budget value must be a finite number > 0, but got {short(self.value)}.",
+        )
+        require(isinstance(self.hard, bool), f"a budget's hard must be true or false, but got {short(self.hard)}.")
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,14 @@ class EnvPreset:
             return self
         merged = dict(self.budgets)
         for name, value in budgets.items():
-            merged[name] = Budget(**value) if isinstance(value, dict) else Budget(float(value), True)
+            if isinstance(value, dict):
+                unknown = sorted(set(value) - {"value", "hard"})
+                require(
+                    not unknown, f"budget {name} may give value and hard, but got '{unknown[0] if unknown else ''}'."
+                )
+                merged[name] = Budget(**value)
+            else:
+                merged[name] = Budget(value, True)
         return dataclasses.replace(self, budgets=merged)
 
 

@@ -69,6 +69,8 @@ def build_workload(
     protect = default_protected(probe.names) if protect_first_last else {probe.names[-1]}
     table = build_layer_table(net, info.input_shape, protect=protect)
     count = len(splits.val_y) if val_images is None else min(val_images, len(splits.val_y))
+    if val_images is not None and val_images > count:
+        log.warning("val_images %d is more than the validation split holds: all %d are used", val_images, count)
     evaluator = PolicyEvaluator(
         net, info, splits.val_x[:count], splits.val_y[:count], splits.train_x[:train_images],
         EvaluatorOptions(criterion=criterion, bn_repair=bn_repair, reconstruct=reconstruct, device=device), table=table,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +15,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autocompress.config import from_mapping
 from autocompress.data import BatchIterator, DatasetSplits, canonical_ref, load_dataset
 from autocompress.errors import ConfigError
+from autocompress.files import read_json, why
 from autocompress.models import build_model
 from autocompress.runs import atomic_torch_save, atomic_write_json, command_line, system_report
 
@@ -49,7 +51,12 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"epochs >= 1 must hold, but got epochs={self.epochs}"),
             (self.batch_size >= 1, f"batch_size >= 1 must hold, but got batch_size={self.batch_size}"),
-            (self.lr > 0, f"lr > 0 must hold, but got lr={self.lr}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr > 0 must hold, but got lr={self.lr}"),
+            (0 <= self.momentum < 1, f"0 <= momentum < 1 must hold, but got momentum={self.momentum}"),
+            (
+                0 <= self.weight_decay < 1 and math.isfinite(self.weight_decay),
+                f"0 <= weight_decay < 1 must hold, but got weight_decay={self.weight_decay}",
+            ),
             (0 <= self.label_smoothing < 1, f"0 <= label_smoothing < 1 must hold, but got {self.label_smoothing}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, but got '{self.schedule}'"),
             (
@@ -172,12 +179,19 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: Path, data_dir: str | None = None, device: str | None = None) -> Trainer:
         """Continue a run from its last completed epoch."""
-        raw = json.loads((run_dir / "config.json").read_text())
-        if device is not None:
+        raw = read_json(run_dir / "config.json", "training run's config", ConfigError)
+        if device is not None and isinstance(raw, dict):
             raw["device"] = device
-        trainer = cls(TrainConfig(**raw), run_dir, data_dir=data_dir)
+        config = from_mapping(TrainConfig, raw, f"'{run_dir / 'config.json'}'")
+        trainer = cls(config, run_dir, data_dir=data_dir)
         if (run_dir / CHECKPOINT).exists():
-            trainer._load_checkpoint()
+            try:
+                trainer._load_checkpoint()
+            except Exception as exc:  # torch raises zip, pickle and key errors for a damaged checkpoint
+                raise ConfigError(
+                    f"the checkpoint '{run_dir / CHECKPOINT}' must be whole, but it cannot be loaded ({why(exc, 40)}); "
+                    "delete it to train this run again from epoch 0."
+                ) from None
         return trainer
 
     def _load_checkpoint(self) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import AutoCompressError, unknown_name_error
+from autocompress.files import why
 from autocompress.models.cifar_nets import CifarMobileNetV2, CifarResNet, CifarVGG, DigitsCNN, SensorCNN
 from autocompress.plugins import import_object
 
@@ -189,10 +190,9 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise AutoCompressError(
             f"a weights file must be a state dict saved with torch.save (loaded weights-only: no code runs), but "
-            f"'{path}' is not ({type(exc).__name__}: {first}); check it is the file training wrote.",
+            f"'{path}' is not ({why(exc, 40)}); check it is the file training wrote.",
             params=("weights",),
         ) from None
     if not isinstance(state, dict):

@@ -46,6 +46,10 @@ class SearchContext:
         episodes_done_fn: How many episodes the run has logged (over all sessions of a resumed run).
         env_factory: Builds a fresh copy of the environment (same presets, data and seed); picklable, so that
             parallel workers (``config.workers``) can build their own in subprocesses.
+        run_id: The run's unique id (made when the run folder was; the same after a resume), which tells this
+            run's trials from other workers' in a shared study.
+        logged_rows: The run's logged episodes (``progress.csv`` rows), e.g. to settle a trial a kill left running
+            after its episode was logged.
     """
 
     env: AutoCompressEnv
@@ -57,6 +61,8 @@ class SearchContext:
     episodes_done_fn: Callable[[], int]
     env_factory: Callable[[], AutoCompressEnv] | None = None
     stopped: bool = False
+    run_id: str = ""
+    logged_rows: Callable[[], list[dict[str, str]]] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:

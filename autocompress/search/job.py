@@ -209,6 +209,7 @@ class SearchJob:
             optuna_storage=self.config.storage or self.record.optuna_storage,
             report_episode=report_episode or _no_episodes, episodes_done_fn=lambda: self.record.episodes_done,
             env_factory=functools.partial(_build_env, self.config, self.env.deployment, self.env.space_spec),
+            run_id=self.record.run_id, logged_rows=lambda: self.record.rows,
         )  # fmt: skip
 
     def _report(self, chain: SearchCallback, result: EpisodeResult, wall_s: float, stats: dict[str, float]) -> bool:

@@ -49,11 +49,21 @@ class OptunaSearcher(Searcher):
                 "server is up.",
                 params=("storage",),
             ) from None
-        # A trial left RUNNING by a kill of this run is failed so TPE does not wait on it; in a shared study other
-        # workers' running trials are theirs, so only the ones this run started (its "run" attribute) are touched.
-        self.run_name = context.run_dir.name
+        # A trial left RUNNING by a kill of this run: if its episode was logged before the kill, the study is told
+        # the logged result (the sampler learns from it as the run's record does); otherwise it is failed so TPE
+        # does not wait on it. In a shared study other workers' running trials are theirs: only the ones this run
+        # started (its unique "run" id, never the folder's name, which two workers may share) are touched.
+        self.run_id = context.run_id or str(context.run_dir.resolve())
+        rows = context.logged_rows() if context.logged_rows else []
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if not shared or trial.user_attrs.get("run") == self.run_name:
+            if shared and trial.user_attrs.get("run") != self.run_id:
+                continue
+            episode = trial.user_attrs.get("episode")
+            if isinstance(episode, int) and 0 <= episode < len(rows):
+                row = rows[episode]
+                values = [float(row[k]) for k, _ in OBJECTIVES] if self.multi else float(row["reward"])
+                self.study.tell(trial.number, values)
+            else:
                 self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
     def search(self, context: SearchContext, episodes: int) -> None:
@@ -62,7 +72,8 @@ class OptunaSearcher(Searcher):
         space = context.space
 
         def objective(trial: optuna.Trial) -> Any:
-            trial.set_user_attr("run", self.run_name)
+            trial.set_user_attr("run", self.run_id)
+            trial.set_user_attr("episode", context.episodes_done)  # the progress row this trial's episode becomes
             values = {}
             for name, kind, domain in space.parameters():
                 values[name] = (

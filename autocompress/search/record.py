@@ -15,6 +15,8 @@ import dataclasses
 import io
 import json
 import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ COLUMNS = [
     "best_accuracy", "exploration_sigma", "actor_loss", "critic_loss", "policy_loss", "value_loss",
 ]  # fmt: skip
 STAT_COLUMNS = COLUMNS[-5:]  # what an agent adds to a row: exploration noise and its latest losses
+RUN_ID = "run_id"  # config.json's key of the run's unique id (not a SearchConfig field)
 ENTRY_KEYS = ("reward", "accuracy", "latency_ms", "energy_mj", "storage_bytes", "macs_ratio")
 
 
@@ -100,6 +103,12 @@ class SearchConfig:
         object.__setattr__(self, "dataset", canonical_ref(self.dataset))
         if self.episodes < 1:
             raise ConfigError(f"episodes >= 1 must hold, but got episodes={self.episodes}.", params=("episodes",))
+        if not self.exp or any(c in self.exp for c in "/\\\0") or self.exp.startswith("."):
+            raise ConfigError(
+                f"exp must be a plain name (no '/', '\\' or leading '.'), but got exp={self.exp[:60]!r}; it names "
+                "the run folder under the runs root (use run_dir for a path).",
+                params=("exp",),
+            )
         if not 0 <= self.seed < 2**32:
             raise ConfigError(
                 f"0 <= seed < 2**32 must hold (numpy's and torch's seed range), but got seed={self.seed}.",
@@ -230,7 +239,8 @@ class RunRecord:
         self.rows: list[dict[str, str]] = self._load_rows()
         best = _read_json(folder / BEST)
         self.best: dict[str, Any] | None = None if best is None else _entry(best, folder / BEST)
-        front = _read_json(folder / PARETO) or []
+        front = _read_json(folder / PARETO)
+        front = [] if front is None else front
         if not isinstance(front, list):
             raise AutoCompressError(
                 f"'{folder / PARETO}' must hold a list of entries, but holds {type(front).__name__}; delete it and "
@@ -248,7 +258,8 @@ class RunRecord:
     @classmethod
     def create(cls, folder: Path, config: SearchConfig, resolved: ResolvedPresets) -> RunRecord:
         """Write ``config.json`` (with the resolved presets), ``command.txt`` and ``system.json``."""
-        atomic_write_json(folder / CONFIG, dataclasses.asdict(config) | {"resolved": resolved.to_dict()})
+        raw = dataclasses.asdict(config) | {"resolved": resolved.to_dict(), RUN_ID: uuid.uuid4().hex}
+        atomic_write_json(folder / CONFIG, raw)
         (folder / "command.txt").write_text(command_line() + "\n")
         atomic_write_json(folder / "system.json", system_report())
         return cls(folder)
@@ -280,11 +291,17 @@ class RunRecord:
 
     @property
     def config(self) -> SearchConfig:
-        values = {k: v for k, v in self._raw.items() if k != "resolved"}
+        values = {k: v for k, v in self._raw.items() if k not in ("resolved", RUN_ID)}
         try:
             return SearchConfig(**values)
         except TypeError as exc:
             raise AutoCompressError(f"'{self.folder / CONFIG}' must hold a search config, but: {exc}.") from None
+
+    @property
+    def run_id(self) -> str:
+        """The run's unique id (written when it was made; a run from before ids existed: host and folder)."""
+        value = self._raw.get(RUN_ID)
+        return value if isinstance(value, str) and value else f"{socket.gethostname()}:{self.folder.resolve()}"
 
     @property
     def resolved(self) -> ResolvedPresets:

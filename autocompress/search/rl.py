@@ -19,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from autocompress.errors import AutoCompressError, ConfigError
-from autocompress.files import read_json, short
+from autocompress.files import read_json, short, why
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.base import SearchContext, Searcher, check_keywords
 from autocompress.search.sb3_extensions import (
@@ -140,10 +140,12 @@ def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, fo
             buffer.load_arrays(folder / "replay.npz")
         if noise is not None and state.get("noise"):
             noise.restore(state["noise"])
+    except AutoCompressError:
+        raise
     except Exception as exc:
         raise AutoCompressError(
-            f"the agent checkpoint in '{folder}' must be whole, but it cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc)[:120]}); delete that folder to resume with a fresh agent (the logged episodes stay)."
+            f"the agent checkpoint in '{folder}' must be whole, but it cannot be loaded ({why(exc, 40)}); delete "
+            "that folder to resume with a fresh agent (the logged episodes stay)."
         ) from None
     model.num_timesteps = timesteps
     model._episode_num = episodes
