@@ -272,7 +272,7 @@ class Manifest:
             )
         data = read_json(path, "package manifest", ManifestError)
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-            got = (data.get("format"), data.get("version")) if isinstance(data, dict) else type(data).__name__
+            got = short((data.get("format"), data.get("version"))) if isinstance(data, dict) else type(data).__name__
             raise ManifestError(
                 f"'{path}' must be an {FORMAT} manifest of version {VERSION}, but is {got}; export the package "
                 "again with this version of autocompress."
