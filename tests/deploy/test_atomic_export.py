@@ -101,3 +101,37 @@ def test_the_lock_names_its_holder(tmp_path: Path) -> None:
         FolderLock(tmp_path / ".x.lock", "export", "the folder 'x'", "wait.")
     first.release()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_re_export_leaves_one_whole_export(run: Path, tmp_path: Path) -> None:
+    """A real ``kill -9`` of ``autocompress export`` at several moments of a re-export over an earlier one: the
+    folder holds the earlier export byte for byte, or the new one whole (every file its report lists, its model.pt
+    of the same policy as its policy.json), never a mix; the retry then succeeds."""
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    out = tmp_path / "export"
+    command = [sys.executable, "-m", "autocompress", "-q", "export", str(run), "--out", str(out)]
+    assert subprocess.run([*command, "--test-images", "50"], capture_output=True).returncode == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = [*command, "--test-images", "60"]
+    for delay in (0.5, 1.5, 2.5, 3.5, 5.0):
+        process = subprocess.Popen(again, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        now = {p.name: p.read_bytes() for p in out.iterdir()}
+        if now == first:
+            continue
+        report = json.loads(now["report.json"])
+        saved = torch.load(out / "model.pt", weights_only=True)
+        assert report["test_images"] == 60 and sorted(report["files"]) == sorted(now), f"mixed after {delay} s"
+        assert json.loads(saved["policy"]) == json.loads(now["policy.json"]), f"mixed after {delay} s"
+    assert subprocess.run(again, capture_output=True).returncode == 0  # the retry goes through
+    assert json.loads((out / "report.json").read_text())["verification"]["passed"]
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != "export")
+    assert leftovers == [], leftovers
