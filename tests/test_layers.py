@@ -10,7 +10,7 @@ import autocompress
 PACKAGE = Path(autocompress.__file__).parent
 # Lower layers never import upper ones. Within a layer, modules may import each other (models may use data).
 LAYERS = [
-    {"errors", "files", "config", "registry", "runs", "plugins", "context_rules"},
+    {"errors", "files", "config", "registry", "runs", "plugins", "context_rules", "distributed"},
     {"data", "models"},
     {"compress"},
     {"hardware"},

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from autocompress.cli.common import OneLineParser
+from autocompress.cli.common import OneLineParser, UsageError
 from autocompress.errors import AutoCompressError
 
 log = logging.getLogger("autocompress")
@@ -69,6 +69,9 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(level)
 
 
+DATA_PARALLEL = ("train", "export")  # verbs that split their training over torchrun's ranks (autocompress.distributed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -80,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb is None:
             parser.print_help()
             return 0
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.verb not in DATA_PARALLEL:
+            raise UsageError(
+                f"under torchrun only {', '.join(DATA_PARALLEL)} runs data-parallel, but got '{args.verb}' (each "
+                "rank would run it whole, into the same folders); run it as one process (README: Training on "
+                "several GPUs or machines)."
+            )
         runner: Callable[[argparse.Namespace], int] = args.run
         return runner(args)
     except AutoCompressError as exc:

@@ -6,9 +6,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads, seed_value
+
+if TYPE_CHECKING:
+    from autocompress.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,32 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autocompress import distributed
+    from autocompress.models.training import resolve_device
+
+    apply_threads(args.threads)
+    here = distributed.world()  # under torchrun: join the job first (the run folder is rank 0's choice)
+    if here.active:
+        distributed.setup(resolve_device(args.device or "cpu"))
+        if not here.main:
+            logging.getLogger("autocompress").setLevel(logging.WARNING)  # one log: rank 0's
+    try:
+        result = _train(args, here)
+    finally:
+        distributed.close(here)
+    if here.main:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace, here: World) -> dict[str, Any]:
+    from autocompress import distributed
     from autocompress.cli.common import UsageError
     from autocompress.data import dataset_info, load_dataset
     from autocompress.models.training import Trainer, config_for
     from autocompress.models.zoo import ZOO
     from autocompress.runs import existing_run_dir, new_run_dir
 
-    apply_threads(args.threads)
     if args.resume:
         trainer = Trainer.resume(existing_run_dir(args.resume, "config.json"), args.data_dir, args.device)
     else:
@@ -77,16 +99,15 @@ def run(args: argparse.Namespace) -> int:
         # a model file's path would make folders inside the runs root: its name and factory name the run
         source, _, factory = args.model.rpartition(":")
         label = f"{Path(source).stem}-{factory}" if source else args.model
-        run_dir = new_run_dir("train", info.name, label.replace("/", "-"), args.seed, args.run_dir)
+        chosen = new_run_dir("train", info.name, label.replace("/", "-"), args.seed, args.run_dir) if here.main else ""
+        run_dir = Path(distributed.from_main(str(chosen), here))
         log.info("run folder: %s", run_dir)
         try:
             trainer = Trainer.create(config, run_dir, splits)
         except BaseException:  # a run that never started (e.g. its model factory failed) leaves no folder behind
             for name in ("config.json", "command.txt", "system.json"):
                 (run_dir / name).unlink(missing_ok=True)
-            if run_dir.is_dir() and not any(run_dir.iterdir()):
+            if here.main and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
             raise
-    result = trainer.run()
-    print(json.dumps(result, indent=2))
-    return 0
+    return trainer.run()

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
+from autocompress import distributed
 from autocompress.compress.quantization import quantize_weight
 from autocompress.data import BatchIterator, DatasetSplits
 from autocompress.errors import AutoCompressError
@@ -127,26 +128,35 @@ def finetune(
     """
     if options.epochs < 1:
         return FinetuneResult()
-    device = resolve_device(options.device)
+    # under torchrun: this rank's device and place; every rank restores rank 0's checkpoint, rank 0 alone saves
+    here, device = distributed.setup(resolve_device(options.device))
+    if here.active:
+        checkpoint_dir = Path(distributed.from_main(str(checkpoint_dir or ""), here)) if checkpoint_dir else None
     torch.manual_seed(options.seed)
     qat = _attach_qat(model, weight_bits or {})
     model.to(device)
     teacher = teacher.to(device).eval() if teacher is not None and options.distill else None
     batches = BatchIterator(
         splits.train_x.to(device), splits.train_y.to(device), splits.info, options.batch_size, shuffle=True,
-        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size,
+        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size, world=here,
     )  # fmt: skip
     optimizer, scheduler = _optimizer(model, options, len(batches))
     result = FinetuneResult(qat_layers=qat, distilled=teacher is not None, device=str(device))
     start = _restore(checkpoint_dir, model, optimizer, scheduler, batches, result, device)
+    net = distributed.wrap(model, here, device)
     try:
-        with tqdm(total=options.epochs, initial=start, desc="fine-tune", unit="epoch", disable=None) as bar:
+        with tqdm(
+            total=options.epochs, initial=start, desc="fine-tune", unit="epoch", disable=None if here.main else True
+        ) as bar:
             for epoch in range(start, options.epochs):
-                result.losses.append(_epoch(model, teacher, batches, optimizer, scheduler, options))
+                with distributed.lost_peers(here):
+                    result.losses.append(_epoch(net, teacher, batches, optimizer, scheduler, options, here))
                 result.val_accuracy.append(
                     evaluate_accuracy(model, splits.val_x.to(device), splits.val_y.to(device), splits)
                 )
-                _save(checkpoint_dir, model, optimizer, scheduler, batches, result, epoch + 1)
+                if here.main:
+                    _save(checkpoint_dir, model, optimizer, scheduler, batches, result, epoch + 1)
+                distributed.barrier(here)
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}", val_acc=f"{result.val_accuracy[-1]:.4f}")
                 log.info(
@@ -154,6 +164,7 @@ def finetune(
                     epoch + 1, options.epochs, result.losses[-1], result.val_accuracy[-1],
                 )  # fmt: skip
     finally:
+        del net
         _detach_qat(model)
         model.to("cpu")
         if teacher is not None:
@@ -207,19 +218,26 @@ def _optimizer(model: nn.Module, options: FinetuneOptions, steps_per_epoch: int)
 
 def _epoch(
     model: nn.Module, teacher: nn.Module | None, batches: BatchIterator, optimizer: Any, scheduler: Any,
-    options: FinetuneOptions,
+    options: FinetuneOptions, here: distributed.World = distributed.SINGLE,
 ) -> float:  # fmt: skip
+    """One epoch; under torchrun (``here`` active) over this rank's slice of every global batch, the summed loss
+    scaled so that DDP's gradient average is the global batch's mean (as one process computes it)."""
     model.train()
     total, count = 0.0, 0
     t = options.temperature
+    reduction = "sum" if here.active else "mean"
+    summed = torch.zeros(())
     for x, y in batches:
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, reduction=reduction)
         if teacher is not None:
             with torch.no_grad():
                 soft = F.softmax(teacher(x) / t, dim=1)
-            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+            kd_reduction = "sum" if here.active else "batchmean"
+            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction=kd_reduction) * t * t
             loss = options.distill_weight * kd + (1 - options.distill_weight) * loss
+        if here.active:
+            summed, loss = loss, loss * (here.size / batches.global_count)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # A heavily pruned network starts far from its teacher: without clipping, the first steps' gradients
@@ -227,7 +245,13 @@ def _epoch(
         nn.utils.clip_grad_norm_(model.parameters(), options.clip_norm)
         optimizer.step()
         scheduler.step()
-        total, count = total + float(loss.detach()) * len(y), count + len(y)
+        if here.active:
+            total, count = total + float(summed.detach()), count + len(y)
+        else:
+            total, count = total + float(loss.detach()) * len(y), count + len(y)
+    if here.active:
+        total, all_count = distributed.sum_all([total, float(count)], here)
+        return total / max(1.0, all_count)
     return total / max(1, count)
 
 

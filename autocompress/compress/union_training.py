@@ -25,6 +25,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
+from autocompress import distributed
 from autocompress.compress.adaptation import recalibrate_batchnorm
 from autocompress.compress.finetune import FinetuneOptions, _optimizer
 from autocompress.compress.quantization import quantize_weight
@@ -90,7 +91,11 @@ def train_union(
         return UnionTrainingResult()
     if not (len(models) == len(maps) == len(sizes) == len(weight_bits)) or not models:
         raise AutoCompressError("union training needs one slice map, size and bit table per configuration.")
-    device = resolve_device(options.device)
+    # under torchrun: every rank takes its slice of each global batch and restores rank 0's checkpoint; the
+    # gradients are summed over the ranks (the summed losses scaled by the global batch), rank 0 alone saves
+    here, device = distributed.setup(resolve_device(options.device))
+    if here.active and checkpoint_dir is not None:
+        checkpoint_dir = Path(distributed.from_main(str(checkpoint_dir), here))
     torch.manual_seed(options.seed)
     picker = random.Random(options.seed)
     union.to(device)
@@ -102,13 +107,14 @@ def train_union(
     smallest, largest, middle = order[0], order[-1], order[1:-1]
     batches = BatchIterator(
         splits.train_x.to(device), splits.train_y.to(device), splits.info, options.batch_size, shuffle=True,
-        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size,
+        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size, world=here,
     )  # fmt: skip
     optimizer, scheduler = _optimizer(union, options, len(batches))
     result = UnionTrainingResult(device=str(device), configurations_per_step=min(3, len(models)))
     start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device)
     try:
-        with tqdm(total=options.epochs, initial=start, desc="union training", unit="epoch", disable=None) as bar:
+        quiet = None if here.main else True
+        with tqdm(total=options.epochs, initial=start, desc="union training", unit="epoch", disable=quiet) as bar:
             for epoch in range(start, options.epochs):
                 union.train()
                 total, count = 0.0, 0
@@ -118,23 +124,32 @@ def train_union(
                     if teacher is not None:
                         with torch.no_grad():
                             soft = F.softmax(teacher(x) / options.temperature, dim=1)
+                    mean = "sum" if here.active else "mean"
                     loss = sum(
-                        (_loss(models[k], maps[k], shared, weight_bits[k], x, y, soft, options) for k in step),
+                        (_loss(models[k], maps[k], shared, weight_bits[k], x, y, soft, options, mean) for k in step),
                         torch.zeros((), device=device),
                     )
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if here.active:  # this slice's share of the global batch's mean; summed over the ranks below
+                        (loss / batches.global_count).backward()
+                        distributed.sum_gradients(union, here)
+                    else:
+                        loss.backward()
                     nn.utils.clip_grad_norm_(union.parameters(), options.clip_norm)
                     optimizer.step()
                     scheduler.step()
-                    total, count = total + float(loss.detach()) / len(step) * len(y), count + len(y)
-                result.losses.append(total / max(1, count))
+                    seen = float(loss.detach()) / len(step) * (1 if here.active else len(y))
+                    total, count = total + seen, count + len(y)
+                total, all_count = distributed.sum_all([total, float(count)], here)
+                result.losses.append(total / max(1.0, all_count))
                 _write_slices(union, models, maps)
                 result.val_accuracy.append([
                     evaluate_accuracy(m.eval(), splits.val_x.to(device), splits.val_y.to(device), splits)
                     for m in models
                 ])  # fmt: skip
-                _save(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, epoch + 1)
+                if here.main:
+                    _save(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, epoch + 1)
+                distributed.barrier(here)
                 bar.update(1)
                 accuracies = " ".join(f"{a:.3f}" for a in result.val_accuracy[-1])
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}", val=accuracies)
@@ -157,9 +172,10 @@ def train_union(
 
 def _loss(
     model: nn.Module, slices: SliceMap, shared: Mapping[str, nn.Parameter], bits: Mapping[str, int],
-    x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, options: FinetuneOptions,
+    x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, options: FinetuneOptions, reduction: str = "mean",
 ) -> torch.Tensor:  # fmt: skip
-    """One configuration's loss on a batch, its weights sliced from the union's (gradients flow back into them)."""
+    """One configuration's loss on a batch (its mean, or with ``reduction="sum"`` its sum over the batch), its
+    weights sliced from the union's (gradients flow back into them)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, own in model.named_parameters():
         if name in shared and name in slices:
@@ -172,10 +188,11 @@ def _loss(
             tensors[name] = own.detach()  # not a slice of the union (never for channel pruning): kept fixed
     model.train()
     logits = functional_call(model, tensors, (x,))  # its own BatchNorm buffers, updated in train mode
-    loss = F.cross_entropy(logits, y)
+    loss = F.cross_entropy(logits, y, reduction=reduction)
     if soft is not None:
         t = options.temperature
-        kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+        kd_reduction = "sum" if reduction == "sum" else "batchmean"
+        kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction=kd_reduction) * t * t
         loss = options.distill_weight * kd + (1 - options.distill_weight) * loss
     return loss
 

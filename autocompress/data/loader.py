@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from autocompress.data.datasets import DatasetInfo
+from autocompress.distributed import World
 
 
 class Normalizer:
@@ -89,6 +90,9 @@ class BatchIterator:
         augment: Apply the dataset's augmentation (:func:`augment_batch`).
         seed: Seed of the generator behind shuffling and augmentation.
         drop_last: Skip the last incomplete batch (keeps BatchNorm statistics stable in training).
+        world: In a torchrun job, this rank's place: every rank draws the same permutation and augmentation and
+            gets its contiguous slice of each global batch (:attr:`global_count` says how large that batch was); a
+            last batch smaller than the world is skipped. ``None``: all of every batch, as in one process.
     """
 
     def __init__(
@@ -101,7 +105,10 @@ class BatchIterator:
         augment: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        world: World | None = None,
     ) -> None:
+        self.world = world if world is not None and world.active else None
+        self.global_count = 0
         self.images, self.labels, self.info = images, labels, info
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.generator = torch.Generator().manual_seed(seed)
@@ -109,6 +116,8 @@ class BatchIterator:
 
     def __len__(self) -> int:
         n = len(self.labels)
+        if self.world is not None and not self.drop_last and 0 < n % self.batch_size < self.world.size:
+            return n // self.batch_size  # a last batch some ranks would get nothing of
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -117,7 +126,11 @@ class BatchIterator:
         order = order.to(self.images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            batch = self.images[idx]
+            batch, labels = self.images[idx], self.labels[idx]
             if self.augment:
                 batch = augment_batch(batch, self.info, self.generator)
-            yield self.normalize(batch), self.labels[idx]
+            self.global_count = len(idx)
+            if self.world is not None:  # the whole batch was drawn and augmented as one process would: a slice
+                part = self.world.shard(len(idx))
+                batch, labels = batch[part], labels[part]
+            yield self.normalize(batch), labels

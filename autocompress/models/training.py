@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autocompress import distributed
 from autocompress.config import from_mapping
 from autocompress.data import BatchIterator, DatasetSplits, canonical_ref, load_dataset
 from autocompress.errors import ConfigError
@@ -141,11 +142,13 @@ class Trainer:
         self, config: TrainConfig, run_dir: Path, splits: DatasetSplits | None = None, data_dir: str | None = None
     ) -> None:
         self.config, self.run_dir = config, run_dir
-        self.device = resolve_device(config.device)
+        # under torchrun: this rank's device and place (nothing changes without torchrun)
+        self.world, self.device = distributed.setup(resolve_device(config.device))
         self.splits = splits or load_dataset(config.dataset, data_dir)
         torch.manual_seed(config.seed)
         info = self.splits.info
         self.model = build_model(config.model, info.num_classes, info.input_shape).to(self.device)
+        self.net = distributed.wrap(self.model, self.world, self.device)  # what trains; self.model is what is saved
         decay, no_decay = _parameter_groups(self.model)
         self.optimizer = torch.optim.SGD(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -163,17 +166,23 @@ class Trainer:
             seed=config.seed,
             # a last partial batch is skipped (steadier BatchNorm statistics) unless the data is smaller than a batch
             drop_last=len(self.splits.train_y) > config.batch_size,
+            world=self.world,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, len(self.train_iter)))
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.sum_loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
         self.epoch = 0
 
     @classmethod
     def create(cls, config: TrainConfig, run_dir: Path, splits: DatasetSplits) -> Trainer:
-        """Start a new run on preloaded data: write the config, the command and the system report."""
-        atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
-        (run_dir / "command.txt").write_text(command_line() + "\n")
-        atomic_write_json(run_dir / "system.json", system_report())
+        """Start a new run on preloaded data: write the config, the command and the system report (rank 0 of a
+        torchrun job writes; the others wait until it has)."""
+        here = distributed.world()
+        if here.main:
+            atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
+            (run_dir / "command.txt").write_text(command_line() + "\n")
+            atomic_write_json(run_dir / "system.json", system_report())
+        distributed.barrier(here)
         return cls(config, run_dir, splits=splits)
 
     @classmethod
@@ -202,9 +211,29 @@ class Trainer:
         self.train_iter.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch = int(state["epoch"])
+        self._forget_epochs_after(self.epoch)
         log.info("resumed %s at epoch %d", self.run_dir, self.epoch)
 
+    def _forget_epochs_after(self, epoch: int) -> None:
+        """Drop metrics rows of epochs the checkpoint does not hold (a kill between logging an epoch and saving
+        it): that epoch is trained again and logged once."""
+        metrics = self.run_dir / "metrics.csv"
+        if not self.world.main or not metrics.exists():
+            return
+        lines = metrics.read_text().splitlines(keepends=True)
+        kept = [
+            lines[0],
+            *(line for line in lines[1:] if line.split(",")[0].isdigit() and int(line.split(",")[0]) <= epoch),
+        ]
+        if len(kept) != len(lines):
+            partial = metrics.with_name(".metrics.csv.partial")
+            partial.write_text("".join(kept))
+            partial.replace(metrics)
+
     def _save_checkpoint(self) -> None:
+        if not self.world.main:  # rank 0 writes; the others wait until it has
+            distributed.barrier(self.world)
+            return
         atomic_torch_save(
             self.run_dir / CHECKPOINT,
             {
@@ -214,11 +243,16 @@ class Trainer:
                 "generator": self.train_iter.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "epoch": self.epoch,
+                "world_size": self.world.size,  # informative: global batches make it resumable with any size
             },
         )
+        distributed.barrier(self.world)
 
     def _train_epoch(self, bar: tqdm) -> float:
         self.model.train()
+        if self.world.active:
+            with distributed.lost_peers(self.world):
+                return self._train_epoch_distributed(bar)
         total, count = 0.0, 0
         for x, y in self.train_iter:
             loss = self.loss_fn(self.model(x), y)
@@ -231,6 +265,23 @@ class Trainer:
             bar.update(1)
         return total / max(1, count)
 
+    def _train_epoch_distributed(self, bar: tqdm) -> float:
+        """One epoch as a rank of a torchrun job: this rank's slice of every global batch; its summed loss scaled
+        so that DDP's average over the ranks is the global batch's mean loss (as one process computes it)."""
+        total, count = 0.0, 0
+        for x, y in self.train_iter:
+            summed = self.sum_loss(self.net(x), y)
+            loss = summed * (self.world.size / self.train_iter.global_count)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total += float(summed.detach())
+            count += len(y)
+            bar.update(1)
+        total, count_all = distributed.sum_all([total, float(count)], self.world)
+        return total / max(1.0, count_all)
+
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train the remaining epochs, then measure test accuracy and write ``model.pt`` and ``result.json``.
 
@@ -240,27 +291,36 @@ class Trainer:
         """
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir))
+        main = self.world.main  # under torchrun only rank 0 writes events, metrics, checkpoints and results
+        writer = SummaryWriter(str(self.run_dir)) if main else None
         steps = len(self.train_iter)
         bar = tqdm(
-            total=self.config.epochs * steps, initial=self.epoch * steps, desc="train", unit="step", disable=None
+            total=self.config.epochs * steps,
+            initial=self.epoch * steps,
+            desc="train",
+            unit="step",
+            disable=None if main else True,
         )
         start = time.perf_counter()
         last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
         while self.epoch < last:
             loss = self._train_epoch(bar)
             self.epoch += 1
-            val_acc = evaluate_accuracy(
-                self.model, self.splits.val_x.to(self.device), self.splits.val_y.to(self.device), self.splits
-            )
-            self._log_epoch(writer, loss, val_acc, time.perf_counter() - start)
-            bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.4f}")
+            if writer is not None:
+                val_acc = evaluate_accuracy(
+                    self.model, self.splits.val_x.to(self.device), self.splits.val_y.to(self.device), self.splits
+                )
+                self._log_epoch(writer, loss, val_acc, time.perf_counter() - start)
+                bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.4f}")
             self._save_checkpoint()
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         if self.epoch < self.config.epochs:
             return {"epochs": self.epoch, "stopped": True}
-        return self._finish()
+        result = self._finish() if main else {"epochs": self.epoch, "rank": self.world.rank}
+        distributed.barrier(self.world)
+        return result
 
     def _log_epoch(self, writer: Any, loss: float, val_acc: float, elapsed: float) -> None:
         lr = self.optimizer.param_groups[0]["lr"]

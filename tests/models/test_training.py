@@ -31,6 +31,16 @@ def test_resume_continues_exactly(digits, tmp_path: Path) -> None:
     assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 4
 
 
+def test_an_epoch_logged_but_not_checkpointed_is_logged_once_after_resume(digits, tmp_path: Path) -> None:
+    config = config_for("digits-cnn", "digits", epochs=3)
+    Trainer.create(config, tmp_path, digits).run(stop_after=1)
+    with (tmp_path / "metrics.csv").open("a") as handle:  # a kill after logging epoch 2, before its checkpoint
+        handle.write("2,0.5,0.5,0.01,1.0\n")
+    Trainer.resume(tmp_path).run()
+    epochs = [line.split(",")[0] for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("epochs", 0, "epochs >= 1"), ("lr", -1.0, "lr > 0"), ("schedule", "step", "schedule must be one of")],
