@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,7 +89,20 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
                 f"MASTER_PORT {os.environ.get('MASTER_PORT')}), but rank {here.rank} of {here.size} could not "
                 f"({type(exc).__name__}); check --rdzv-endpoint / --master-addr and that every node started."
             ) from None
+        signal.signal(signal.SIGTERM, _stopped_by_launcher(here))
     return here, device
+
+
+def _stopped_by_launcher(here: World) -> Any:
+    """torchrun ends the other ranks with SIGTERM when one fails: each says so in one line instead of vanishing."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise AutoCompressError(
+            f"rank {here.rank} of {here.size} was stopped because another rank of the torchrun job ended (see "
+            "torchrun's report for which); resume from the last checkpoint (--resume RUN, or the same export)."
+        )
+
+    return handler
 
 
 def wrap(model: nn.Module, here: World, device: torch.device) -> nn.Module:
@@ -137,8 +152,8 @@ def lost_peers(here: World) -> Iterator[None]:
             raise
         raise AutoCompressError(
             f"every rank of a torchrun job must take part, but rank {here.rank} of {here.size} lost a peer "
-            f"({str(exc).splitlines()[0][:80]}); the run stopped at its last checkpoint: resume it (--resume RUN) "
-            "with torchrun or without."
+            f"({type(exc).__name__} in a collective); the run stopped at its last checkpoint: resume it (--resume "
+            "RUN, or the same export) with torchrun or without."
         ) from None
 
 

@@ -87,6 +87,9 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_in_one_process(tmp_path:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode != 0
+    err = job.stderr.read().decode() if job.stderr else ""
+    ours = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and ("lost a peer" in ours[0] or "was stopped because another rank" in ours[0]), ours
     done = len(_metrics(folder))
     assert 2 <= done < 60
     resumed = subprocess.run([sys.executable, "-m", "autocompress", "train", "--resume", str(folder), "--threads",
