@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 OFF_POLICY = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
+PENDING = "journal.npz"  # the transitions played since the last checkpoint (see Checkpoint)
 
 
 def _worker_env(factory: Callable[[], AutoCompressEnv], threads: int) -> AutoCompressEnv:
@@ -101,16 +103,46 @@ def build_model(context: SearchContext, workers: int | None = None) -> tuple[Bas
 
 class Checkpoint(BaseCallback):
     """Save the agent (parameters and optimizers as tensors, replay buffer as numpy arrays, counters as JSON) at
-    the start of every rollout, i.e. after the previous episodes were stored and trained on."""
+    the start of every rollout, i.e. after the previous episodes were stored and trained on.
+
+    Between two checkpoints it keeps a journal of the off-policy agents' transitions (:data:`PENDING`), written
+    whenever an episode ends — before the run logs that episode (this callback runs before the one that logs): a
+    kill after the log and before the next checkpoint loses no transition, and a resumed agent adds the logged
+    episodes' ones to its replay buffer (:func:`load_agent_state`), in step with the log."""
 
     def __init__(self, folder: Path, noise: DecayingNormalNoise | None, episodes: Any) -> None:
         super().__init__()
         self.folder, self.noise, self.episodes = folder, noise, episodes
+        self.journal: list[tuple[np.ndarray, ...]] = []
+        self.base = 0
 
     def _on_rollout_start(self) -> None:
-        save_agent(self.model, self.noise, self.folder, self.episodes())
+        self.base = self.episodes()
+        save_agent(self.model, self.noise, self.folder, self.base)
+        self.journal = []
+        (self.folder / PENDING).unlink(missing_ok=True)  # the checkpoint holds them now
 
     def _on_step(self) -> bool:
+        if not isinstance(getattr(self.model, "replay_buffer", None), EpisodeRewardReplayBuffer):
+            return True
+        local = self.locals
+        dones = np.asarray(local["dones"])
+        next_obs = np.array(local["new_obs"], copy=True)
+        for i, done in enumerate(dones):  # as SB3 stores a finished episode: its terminal observation, not the reset
+            terminal = local["infos"][i].get("terminal_observation") if done else None
+            if terminal is not None:
+                next_obs[i] = terminal
+        row = (np.array(self.model._last_obs), next_obs, np.array(local["buffer_actions"]),
+               np.asarray(local["rewards"], np.float32), dones.astype(np.float32))  # fmt: skip
+        self.journal.append(row)
+        if dones.any():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = self.folder / f".{PENDING}.partial"
+            names = ("obs", "next_obs", "actions", "rewards", "dones")
+            arrays: dict[str, Any] = {name: np.stack([r[k] for r in self.journal]) for k, name in enumerate(names)}
+            with partial.open("wb") as handle:
+                np.savez(handle, base=np.array(self.base), **arrays)
+            partial.replace(self.folder / PENDING)
         return True
 
 
@@ -126,9 +158,12 @@ def save_agent(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: 
     atomic_write_json(folder / "agent.json", state)
 
 
-def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path, replay: bool = True) -> int:
-    """Restore a checkpoint (with its replay buffer unless ``replay`` is false); returns the episodes it had seen
-    (0 when there is none)."""
+def load_agent_state(
+    model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path, replay: bool = True, logged: int = 0
+) -> int:
+    """Restore a checkpoint (with its replay buffer unless ``replay`` is false); returns the episodes it holds
+    (0 when there is none). Episodes the run logged (``logged``) after the checkpoint was saved are added from the
+    journal (:class:`Checkpoint`): their transitions to the replay buffer, their decay to the noise."""
     if not (folder / "agent.json").exists():
         return 0
     try:
@@ -147,9 +182,41 @@ def load_agent_state(model: BaseAlgorithm, noise: DecayingNormalNoise | None, fo
             f"the agent checkpoint in '{folder}' must be whole, but it cannot be loaded ({why(exc, 40)}); delete "
             "that folder to resume with a fresh agent (the logged episodes stay)."
         ) from None
+    if replay and logged > episodes:
+        episodes += _replay_journal(model, noise, folder, episodes, logged - episodes)
     model.num_timesteps = timesteps
     model._episode_num = episodes
     return episodes
+
+
+def _replay_journal(
+    model: BaseAlgorithm, noise: DecayingNormalNoise | None, folder: Path, base: int, wanted: int
+) -> int:
+    """Add the journal's transitions of up to ``wanted`` logged episodes after checkpoint ``base``; returns how
+    many episodes that was (0 without a journal of that checkpoint)."""
+    buffer = getattr(model, "replay_buffer", None)
+    path = folder / PENDING
+    if not isinstance(buffer, EpisodeRewardReplayBuffer) or not path.is_file():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["base"]) != base:
+                return 0  # a journal of another checkpoint
+            rows = [data[k] for k in ("obs", "next_obs", "actions", "rewards", "dones")]
+    except Exception:  # a journal a kill cut: the episodes stay logged, the agent does without them
+        log.warning("the agent's journal %s cannot be read; the resumed agent misses its last episodes", path)
+        return 0
+    added = 0
+    for obs, next_obs, actions, rewards, dones in zip(*rows, strict=True):
+        if added >= wanted:
+            break
+        buffer.add(obs, next_obs, actions, rewards, dones, [{} for _ in range(len(dones))])
+        for _ in range(int(dones.sum())):
+            added += 1
+            if noise is not None:
+                noise.reset()
+    log.info("added %d logged episode(s) from the agent's journal to the resumed replay buffer", added)
+    return added
 
 
 class SB3Searcher(Searcher):
@@ -202,7 +269,7 @@ class SB3Searcher(Searcher):
             # SB3's default logger creates an empty SB3-<time> folder in the system temp directory on every learn();
             # the run folder already records everything (progress.csv, TensorBoard), so its logger writes nowhere.
             self.model.set_logger(Logger(folder=None, output_formats=[]))
-            restored = load_agent_state(self.model, self.noise, context.checkpoint_dir)
+            restored = load_agent_state(self.model, self.noise, context.checkpoint_dir, logged=context.episodes_done)
         except BaseException:
             close_workers(self.model.env)
             raise
@@ -211,9 +278,9 @@ class SB3Searcher(Searcher):
         self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
 
     def search(self, context: SearchContext, episodes: int) -> None:
-        callbacks = CallbackList([
-            EpisodeCallback(context.report, self.noise),
+        callbacks = CallbackList([  # the checkpoint's journal records an episode before the other callback logs it
             Checkpoint(context.checkpoint_dir, self.noise, lambda: context.episodes_done),
+            EpisodeCallback(context.report, self.noise),
         ])  # fmt: skip
         try:
             self.model.learn(total_timesteps=episodes * context.steps, callback=callbacks, reset_num_timesteps=False)
@@ -225,6 +292,7 @@ class SB3Searcher(Searcher):
         # Only a search that ran to its end saves here: after an interruption the replay buffer may hold part of
         # an episode, and the checkpoint from the last rollout start is the consistent one.
         save_agent(self.model, self.noise, context.checkpoint_dir, context.episodes_done)
+        (context.checkpoint_dir / PENDING).unlink(missing_ok=True)
 
     def teardown(self, context: SearchContext) -> None:
         close_workers(self.model.env)
