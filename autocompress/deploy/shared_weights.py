@@ -25,7 +25,6 @@ instead of keeping private copies. The export checks every rebuilt tensor for ex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 from autocompress.deploy.manifest import inside
 from autocompress.deploy.onnx_wire import add_initializers
 from autocompress.errors import AutoCompressError
+from autocompress.files import read_json, short, why
 
 SHARED_FILE = "shared.npz"
 REFS_FILE = "shared.json"
@@ -86,8 +86,14 @@ def load_store(package: str | Path) -> dict[str, np.ndarray]:
     path = Path(package) / SHARED_FILE
     if not path.is_file():
         return {}
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as exc:  # numpy raises zip, pickle and value errors for a damaged archive
+        raise AutoCompressError(
+            f"the package's shared weights '{path}' must be the numpy archive export wrote, but cannot be read "
+            f"({why(exc, 40)}); export the package again."
+        ) from None
 
 
 def materialize(config_dir: str | Path, file: str, store: Mapping[str, np.ndarray]) -> bytes:
@@ -98,16 +104,22 @@ def materialize(config_dir: str | Path, file: str, store: Mapping[str, np.ndarra
     if not file.endswith(SUFFIX):
         return data
     refs_path = folder / REFS_FILE
-    try:
-        refs = json.loads(refs_path.read_text()).get(file, {}) if refs_path.is_file() else {}
-    except (ValueError, AttributeError) as exc:
-        raise AutoCompressError(f"'{refs_path}' must be the package's JSON references, but is not ({exc}).") from None
+    table = read_json(refs_path, "package's shared-weight references", AutoCompressError) if refs_path.is_file() else {}
+    refs = table.get(file, {}) if isinstance(table, dict) else None
+    if not isinstance(refs, dict):
+        raise AutoCompressError(f"'{refs_path}' must map each file to its references, but does not; export again.")
     arrays = {}
     for name, ref in refs.items():
-        if ref["tensor"] not in store:
+        if not isinstance(ref, dict) or ref.get("tensor") not in store:
             raise AutoCompressError(
-                f"the shared store must hold '{ref['tensor']}' for {folder / file}, but it does not; export the "
-                "package again."
+                f"the shared store must hold the tensor {short(ref)} names for {folder / file}, but it does not; "
+                "export the package again."
             )
-        arrays[name] = resolve(store, ref)
+        try:
+            arrays[name] = resolve(store, ref)
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise AutoCompressError(
+                f"the shared reference of '{name[:60]}' in '{refs_path}' must lie inside its tensor, but does not "
+                f"({why(exc, 40)}); export the package again."
+            ) from None
     return add_initializers(data, arrays)

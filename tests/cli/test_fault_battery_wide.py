@@ -648,6 +648,17 @@ CASES: dict[str, Callable[[Path], Made]] = {
         "--images-per-step",
         "8",
     ],
+    "shared store of random bytes": lambda t: api(
+        adaptive_load, _replace(copy("shared", t) / "shared.npz", os.urandom(900))
+    ),
+    "shared references not JSON": lambda t: api(adaptive_load, _shared_refs(t, lambda refs: "{")),
+    "shared references a list": lambda t: api(adaptive_load, _shared_refs(t, lambda refs: "[]")),
+    "shared reference index out of range": lambda t: api(
+        adaptive_load, _shared_refs(t, lambda refs: json.dumps(_bump_index(refs, 10**6)))
+    ),
+    "shared reference to a missing tensor": lambda t: api(
+        adaptive_load, _shared_refs(t, lambda refs: json.dumps(_rename_tensor(refs)))
+    ),
     "predict on images of another shape": lambda t: predict(t, np.zeros((2, 1, 9, 9), np.uint8)),
     "predict on float images for a uint8 package": lambda t: predict(t, np.zeros((2, 1, 8, 8), np.float64)),
     "predict on a string": lambda t: predict(t, "image"),
@@ -786,6 +797,29 @@ def _train_run(t: Path, name: str, text: str | bytes) -> list[str]:
     folder = copy("train", t)
     write(folder / name, text)
     return ["train", "--resume", str(folder)]
+
+
+def _shared_refs(t: Path, change: Callable[[Any], str]) -> str:
+    """A shared-weights package whose first configuration's shared.json is replaced by ``change(its refs)``."""
+    folder = copy("shared", t)
+    refs = next(folder.rglob("shared.json"))
+    refs.write_text(change(json.loads(refs.read_text())))
+    return str(folder)
+
+
+def _first_ref(refs: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(next(iter(refs.values())).values()))
+
+
+def _bump_index(refs: dict[str, Any], value: int) -> dict[str, Any]:
+    ref = _first_ref(refs)
+    ref["index"] = [[value], *ref["index"][1:]] if ref["index"] else [[value]]
+    return refs
+
+
+def _rename_tensor(refs: dict[str, Any]) -> dict[str, Any]:
+    _first_ref(refs)["tensor"] = "no-such-tensor"
+    return refs
 
 
 def _create_in(folder: Path) -> Any:
@@ -1028,7 +1062,9 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train = ["train", "--model", "digits-cnn", "--dataset", "digits", "--epochs", "1", "--run-dir", str(root / "train")]
     assert main(train) == 0
     assert main(["export", str(root / "run"), "--out", str(root / "pkg"), "--adaptive", "--configs", "3"]) == 0
-    FIX.update({k: root / k for k in ("run", "ddpg", "export", "pkg", "train")})
+    shared = ["export", str(root / "run"), "--out", str(root / "shared"), "--adaptive", "--configs", "2"]
+    assert main([*shared, "--share-weights", "--ladder", "none"]) == 0
+    FIX.update({k: root / k for k in ("run", "ddpg", "export", "pkg", "train", "shared")})
     return FIX
 
 
