@@ -120,7 +120,7 @@ def test_the_export_fine_tune_runs_on_two_ranks_and_rank_0_alone_writes(tmp_path
     assert two.stdout.count('"test_accuracy"') == 1
     refused = subprocess.run(_torchrun("export", str(run), "--out", str(tmp_path / "e3"), "--adaptive"),
                              capture_output=True, text=True, env=_env())  # fmt: skip
-    assert refused.returncode != 0 and "error: under torchrun, export runs its fine-tune" in refused.stderr
+    assert refused.returncode != 0 and "error: under torchrun, export runs its training data-parallel" in refused.stderr
 
 
 @pytest.mark.slow
