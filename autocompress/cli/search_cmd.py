@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--agent",
         default="ddpg",
-        help="agent: ddpg, td3, sac, ppo, tpe, nsga2, random, uniform, tp-taylor, tp-magnitude, a registered "
+        help="agent: ddpg, td3, sac, ppo, tpe, nsga2, random, uniform, tp-taylor, tp-magnitude, tp-taylor-int8, "
+        "tp-magnitude-int8, a registered "
         "searcher or a YAML preset",
     )
     p.add_argument(

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from autocompress.env.episode import EpisodeResult
-from autocompress.errors import ConfigError, did_you_mean
-from autocompress.files import short
+from autocompress.errors import AutoCompressError, ConfigError, did_you_mean
+from autocompress.files import short, why
 from autocompress.search.registry import register_searcher, searcher_factory, searcher_names
 
 __all__ = ["SearchContext", "Searcher", "make_searcher", "register_searcher", "searcher_names"]
@@ -211,5 +211,21 @@ SearcherFactory = Callable[["AgentSpec"], Searcher]
 
 
 def make_searcher(agent: AgentSpec) -> Searcher:
-    """The searcher of ``agent.algorithm``, built from the registry (:mod:`autocompress.search.registry`)."""
-    return searcher_factory(agent.algorithm)(agent)
+    """The searcher of ``agent.algorithm``, built from the registry (:mod:`autocompress.search.registry`); a
+    factory that cannot be imported, raises or returns no :class:`Searcher` is one line naming it."""
+    try:
+        factory = searcher_factory(agent.algorithm)
+        searcher = factory(agent)
+    except AutoCompressError:
+        raise
+    except Exception as exc:  # a user's factory: whatever it raises is its author's, named in one line
+        raise ConfigError(
+            f"the searcher '{agent.algorithm}' ({agent.searcher or 'registered'}) must build a Searcher from its agent "
+            f"preset, but it failed ({why(exc, 50)}); check the searcher's code or its 'searcher:' reference."
+        ) from None
+    if not isinstance(searcher, Searcher):
+        raise ConfigError(
+            f"the searcher '{agent.algorithm}' must build an autocompress Searcher, but it returned "
+            f"{type(searcher).__name__}; subclass autocompress.search.Searcher."
+        )
+    return searcher

@@ -17,14 +17,27 @@ from autocompress.compress.one_shot import global_kept_channels, keep_ratios
 from autocompress.env.budgets import BudgetGuard
 from autocompress.env.search_space import SearchSpace
 from autocompress.errors import ConfigError
+from autocompress.hardware.cost_model import LayerBits
 from autocompress.search.base import SearchContext, Searcher
 
 log = logging.getLogger(__name__)
 
 
+def _takes_none(searcher: Searcher) -> None:
+    """A baseline with no hyperparameters refuses any (a key it would silently ignore is a user's mistake)."""
+    if searcher.agent.hyperparameters:
+        key = sorted(searcher.agent.hyperparameters)[0]
+        raise ConfigError(
+            f"agent '{searcher.agent.name}' hyperparameters: {searcher.agent.algorithm} takes none, but got "
+            f"'{key[:40]}'; remove it."
+        )
+
+
 class RandomSearcher(Searcher):
     """Uniform random actions; episode ``i`` is seeded by (seed, i), so a resumed run continues the same sequence
     and needs no checkpoint."""
+
+    check = _takes_none
 
     def search(self, context: SearchContext, episodes: int) -> None:
         space, seed = context.space, context.seed
@@ -39,6 +52,8 @@ class RandomSearcher(Searcher):
 class UniformSearcher(Searcher):
     """One keep ratio and one bit-width pair for every layer: the largest that meet the hard budgets without any
     clipping, found by bisection on the cost model; then that one policy is evaluated (one episode)."""
+
+    check = _takes_none
 
     def search(self, context: SearchContext, episodes: int) -> None:
         if context.episodes_done:
@@ -82,14 +97,34 @@ def uniform_values(space: SearchSpace, guard: BudgetGuard) -> dict[str, Any]:
     }
 
 
+QUANTIZE = (None, 8, 4, "auto")
+
+
 class OneShotSearcher(Searcher):
     """Torch-Pruning's one-shot global pruning (``tp-taylor``, ``tp-magnitude``): the smallest global pruning ratio
     whose per-group channel counts meet the hard budgets, found by bisection; then that one policy is played (one
-    episode) at the space's widest bits, no split, no adaptation.
+    episode), no split, no adaptation — at the space's widest bits, or, with the hyperparameter ``quantize``, as
+    the pipeline a user would build by hand: every layer's weights and activations at 8 bits (``8``), 4-bit weights
+    and 8-bit activations (``4``), or 8 bits and 4-bit weights where 8 cannot meet the budgets (``auto``; the
+    ``tp-*-int8`` presets), the global ratio found for those bits.
 
     What Torch-Pruning decides here is how many channels each group keeps. Which channels go within a group follows
     the evaluator's ranking, as for every agent, so the baseline is scored, refitted and exported like the rest.
     """
+
+    def check(self) -> None:
+        params = self.agent.hyperparameters
+        unknown = sorted(set(params) - {"quantize"})
+        if unknown:
+            raise ConfigError(
+                f"agent '{self.agent.name}' hyperparameters: {self.agent.algorithm} takes only quantize, but got "
+                f"'{unknown[0][:40]}'."
+            )
+        if params.get("quantize") not in QUANTIZE or isinstance(params.get("quantize"), bool):
+            raise ConfigError(
+                f"agent '{self.agent.name}' hyperparameters: quantize must be null, 8, 4 or auto, but got "
+                f"{params.get('quantize')!r:.40}."
+            )
 
     def search(self, context: SearchContext, episodes: int) -> None:
         if context.episodes_done:
@@ -98,19 +133,51 @@ class OneShotSearcher(Searcher):
         if space.keep is None:
             raise ConfigError(f"{self.agent.algorithm} prunes channels, so the search space must have a keep range.")
         env.reset(seed=context.seed)
-        kept = self._kept_for_budget(context)
+        kept, (wbits, abits) = self._kept_and_bits(context)
         ratios = keep_ratios(env.table, kept)
         params: dict[str, Any] = {"split": "none", "adapt": "none"}
         for step in space.steps:
             group = env.table.group_of(step.layer)
             if step.keep_group is not None and group is not None:
                 params[f"keep/{step.layer}"] = ratios[group.leader]
-            params[f"wbits/{step.layer}"] = max(space.wbits or [32])
-            params[f"abits/{step.layer}"] = max(space.abits or [32])
+            params[f"wbits/{step.layer}"] = wbits
+            params[f"abits/{step.layer}"] = abits
         context.play(space.actions_from_params(params), seed=context.seed)
-        log.info("%s kept %s (the other %d episodes are not needed)", self.agent.algorithm, kept, episodes - 1)
+        log.info(
+            "%s kept %s at %d/%d bits (the other %d episodes are not needed)",
+            self.agent.algorithm,
+            kept,
+            wbits,
+            abits,
+            episodes - 1,
+        )
 
-    def _kept_for_budget(self, context: SearchContext) -> dict[int, int]:
+    def _bit_choices(self, space: SearchSpace) -> list[tuple[int, int]]:
+        """The (weight, activation) bits to try, in order, for the ``quantize`` hyperparameter."""
+        quantize = self.agent.hyperparameters.get("quantize")
+        widest = (max(space.wbits or [32]), max(space.abits or [32]))
+        if quantize is None:
+            return [widest]
+        wanted = {8: [(8, 8)], 4: [(4, 8)], "auto": [(8, 8), (4, 8)]}[quantize]
+        legal = [(w, a) for w, a in wanted if w in (space.wbits or []) and a in (space.abits or [])]
+        if not legal:
+            raise ConfigError(
+                f"agent '{self.agent.name}' quantize {quantize} needs a search space whose wbits and abits hold "
+                f"{wanted[0][0]} and {wanted[0][1]}, but it has wbits {space.wbits} and abits {space.abits}; use "
+                "--space prune-quant or full."
+            )
+        return legal
+
+    def _kept_and_bits(self, context: SearchContext) -> tuple[dict[int, int], tuple[int, int]]:
+        """The channels kept and the bits: the first bit choice whose bisection meets the budgets (else the last)."""
+        choices = self._bit_choices(context.space)
+        for bits in choices:
+            kept, feasible = self._kept_for_budget(context, bits)
+            if feasible:
+                break
+        return kept, bits
+
+    def _kept_for_budget(self, context: SearchContext, bits: tuple[int, int]) -> tuple[dict[int, int], bool]:
         env, space = context.env, context.space
         assert space.keep is not None
         workload = env.workload
@@ -124,20 +191,27 @@ class OneShotSearcher(Searcher):
                 workload.model, env.table, ratio, importance, batches, space.round_to, max_ratio
             )
 
+        first_last = {0, len(env.table.layers) - 1}
+        fixed = space.fixed_bits is not None and bool(space.wbits or space.abits)
+
         def feasible(kept: dict[int, int]) -> bool:
             state = env.guard.initial()
             state.kept.update(kept)
+            for i in range(len(state.bits)):
+                if not (fixed and i in first_last):  # the first and last layers keep the space's fixed bits
+                    state.bits[i] = LayerBits(bits[0] if space.wbits else 32, bits[1] if space.abits else 32)
             return env.guard.feasible(state)
 
         low, high = 0.0, max_ratio
         if feasible(kept_at(low)):
-            return kept_at(low)
+            return kept_at(low), True
         best = kept_at(high)
+        ok = feasible(best)
         for _ in range(12):
             mid = (low + high) / 2
             candidate = kept_at(mid)
             if feasible(candidate):
-                high, best = mid, candidate
+                high, best, ok = mid, candidate, True
             else:
                 low = mid
-        return best
+        return best, ok

@@ -86,12 +86,12 @@ CASES: dict[str, Case] = {
     "agent YAML with a string for a number": lambda t: [
         *SEARCH,
         "--agent",
-        write(t / "a.yaml", "name: a\ndescription: a\nalgorithm: ddpg\nwarmup_episodes: many\n"),
+        write(t / "a.yaml", "name: a\nalgorithm: ddpg\nwarmup_episodes: many\n"),
     ],
     "agent YAML with an unknown algorithm": lambda t: [
         *SEARCH,
         "--agent",
-        write(t / "a.yaml", "name: a\ndescription: a\nalgorithm: dqn-9000\n"),
+        write(t / "a.yaml", "name: a\nalgorithm: dqn-9000\n"),
     ],
     "device profile that is random bytes": lambda t: [
         *EVALUATE,

@@ -81,7 +81,7 @@ def space(t: Path, body: str) -> list[str]:
 
 
 def agent(t: Path, body: str) -> list[str]:
-    return [*SEARCH, "--agent", write(t / "a.yaml", "name: a\ndescription: a\n" + body)]
+    return [*SEARCH, "--agent", write(t / "a.yaml", "name: a\n" + body)]
 
 
 def env(t: Path, body: str) -> list[str]:

@@ -1,0 +1,52 @@
+"""The one-shot Torch-Pruning agents with ``quantize`` are the pipeline a user builds by hand: uniform 8-bit (or
+4-bit weights where 8 cannot meet the budget), the global pruning ratio found for those bits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from autocompress.errors import ConfigError
+from autocompress.search import SearchConfig, SearchJob
+from autocompress.search.record import RunRecord
+
+
+def _best(tmp_path: Path, agent: str, storage: float, name: str) -> dict:
+    config = SearchConfig(model="digits-cnn", dataset="digits", agent=agent, space="prune-quant",
+                          env="raspberry-pi-4", budgets={"storage_bytes": storage}, episodes=1)  # fmt: skip
+    SearchJob.create(config, tmp_path / name).run()
+    best = RunRecord.open(tmp_path / name).best
+    assert best is not None
+    return best
+
+
+def test_int8_keeps_more_channels_than_float_at_one_storage_budget(tmp_path: Path) -> None:
+    quantized = _best(tmp_path, "tp-taylor-int8", 30_000, "q")
+    float_ = _best(tmp_path, "tp-taylor", 30_000, "f")
+    assert quantized["storage_bytes"] <= 30_000 and float_["storage_bytes"] <= 30_000
+    bits = {s["wbits"] for s in quantized["policy"]["layers"].values() if "wbits" in s}
+    assert bits == {8}
+    assert quantized["macs_ratio"] > 2 * float_["macs_ratio"]  # 8-bit weights leave room for 3x the channels
+    assert quantized["accuracy"] > float_["accuracy"]
+
+
+def test_four_bit_weights_where_eight_cannot_meet_the_budget(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="autocompress.search.baselines"):
+        best = _best(tmp_path, "tp-magnitude-int8", 2_500, "q4")
+    assert "at 4/8 bits" in caplog.text  # 8 bits cannot fit 2.5 kB even at the space's smallest keep
+    assert best["storage_bytes"] <= 2_500
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "message"),
+    [("quantize: 16", "quantize must be null, 8, 4 or auto"), ("bogus: 1", "takes only quantize")],
+)
+def test_bad_quantize_is_one_line(tmp_path: Path, hyperparameters: str, message: str) -> None:
+    preset = tmp_path / "a.yaml"
+    preset.write_text(f"name: a\nalgorithm: tp-taylor\nhyperparameters: {{{hyperparameters}}}\n")
+    config = SearchConfig(model="digits-cnn", dataset="digits", agent=str(preset), space="prune-quant", episodes=1)
+    with pytest.raises(ConfigError, match=message):
+        SearchJob.create(config, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
