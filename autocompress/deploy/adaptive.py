@@ -300,6 +300,7 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
     reference = _reference(out, workload, evaluator)
     worst = worst_context(deployment.preset.context).to_dict()
     del worst["shift"]
+    configs_sessions = {c.id: ort_session(out / c.path) for c in entries}  # each calibrates its own drift threshold
     manifest = Manifest(
         model=config.model, dataset=info.ref or config.dataset, input=input_spec(info),
         deployment=Limits(
@@ -309,7 +310,8 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
             soft_budgets=deployment.budgets(None, hard=False),
         ),
         bandwidth_grid=BANDWIDTH_GRID, objective=options.objective, accuracy_tolerance=options.accuracy_tolerance,
-        worst_context=worst, monitor=_monitor(evaluator, info, ort_session(out / reference)), configs=tuple(entries),
+        worst_context=worst, configs=tuple(entries),
+        monitor=_monitor(evaluator, info, ort_session(out / reference), configs_sessions),
         uncompressed=Reference(
             path=reference, val_accuracy=_accuracy(ort_session(out / reference), evaluator),
             costs=_costs(deployment, evaluator, graph, Policy(config.model)),
@@ -386,7 +388,7 @@ def _costs(deployment: Any, evaluator: Any, graph: Any, policy: Policy) -> Costs
 MONITOR_MARGIN = 1.25  # the threshold over the worst clean window (shuffled or class-sorted)
 
 
-def _monitor(evaluator: Any, info: Any, session: Any) -> Monitor:
+def _monitor(evaluator: Any, info: Any, session: Any, configs: dict[str, Any] | None = None) -> Monitor:
     """The drift monitor's per-class clean statistics, threshold and recovery level, from the validation and
     training inputs: their features (:func:`~autocompress.deploy.runtime.input_features`) grouped by the class the
     uncompressed model predicts (the runtime groups by its own prediction), scored over clean windows both shuffled
@@ -402,13 +404,22 @@ def _monitor(evaluator: Any, info: Any, session: Any) -> Monitor:
         means.append(mine.mean(axis=0) if enough else pooled_mean)
         stds.append(mine.std(axis=0) + 1e-3 if enough else pooled_std)
     class_mean, class_std = np.stack(means), np.stack(stds)
-    orders = [np.random.default_rng(0).permutation(len(raw)), np.argsort(predicted, kind="stable"),
-              np.argsort(evaluator_labels(evaluator, len(raw)), kind="stable")]  # fmt: skip
-    scores = [
-        window_drift_score(features[idx], predicted[idx], class_mean, class_std)
-        for order in orders
-        for idx in (order[i : i + MONITOR_WINDOW] for i in range(0, len(order) - MONITOR_WINDOW + 1, MONITOR_WINDOW))
-    ] or [window_drift_score(features, predicted, class_mean, class_std)]
+    labels = evaluator_labels(evaluator, len(raw))
+
+    def clean_scores(classes: np.ndarray) -> list[float]:
+        """Scores of clean windows, shuffled and sorted by class, grouped by ``classes`` (what a model predicts)."""
+        orders = [np.random.default_rng(0).permutation(len(raw)), np.argsort(classes, kind="stable"),
+                  np.argsort(labels, kind="stable")]  # fmt: skip
+        windows = (
+            order[i : i + MONITOR_WINDOW]
+            for order in orders
+            for i in range(0, len(order) - MONITOR_WINDOW + 1, MONITOR_WINDOW)
+        )
+        found = [window_drift_score(features[idx], classes[idx], class_mean, class_std) for idx in windows]
+        return found or [window_drift_score(features, classes, class_mean, class_std)]
+
+    scores = clean_scores(predicted)
+    own = {cid: max(clean_scores(ort_predict(s, raw).argmax(1).numpy())) for cid, s in (configs or {}).items()}
     # Measured (bench/bench_drift_monitor.py): on CIFAR-10 the worst clean window scores 0.64 shuffled or sorted,
     # gaussian_noise:3, contrast:3, shot_noise:3 and jpeg:5 score above 1.2 on every window; on digits clean ≤ 0.53.
     return Monitor(
@@ -422,6 +433,7 @@ def _monitor(evaluator: Any, info: Any, session: Any) -> Monitor:
         class_std=tuple(tuple(row) for row in class_std.round(6).tolist()),
         adapt_inputs=256,
         calibration=f"{len(raw)} clean inputs, {len(scores)} windows of {MONITOR_WINDOW} (shuffled, sorted by class)",
+        config_thresholds={cid: (float(v * MONITOR_MARGIN), float(v)) for cid, v in own.items()},
     )
 
 

@@ -145,6 +145,9 @@ class Monitor:
     class_std: tuple[tuple[float, ...], ...]
     adapt_inputs: int
     calibration: str = ""
+    # per configuration: (threshold, recover_below) from its own predicted classes on the same clean windows — a
+    # small configuration's wrong predictions pick the wrong class statistics, so its clean windows score higher
+    config_thresholds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         width = {len(row) for row in (*self.class_mean, *self.class_std)}

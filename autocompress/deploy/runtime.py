@@ -250,7 +250,8 @@ class AdaptiveModel:
             return
         window = np.stack([f for f, _ in self._window]), np.array([p for _, p in self._window])
         self.drift_score = window_drift_score(*window, self._class_mean, self._class_std)
-        drifting = self.drift_score > monitor.threshold or (self._drifting and self.drift_score > monitor.recover_below)
+        threshold, recover = self._thresholds()
+        drifting = self.drift_score > threshold or (self._drifting and self.drift_score > recover)
         if drifting:
             if not self._drifting:
                 self.events.append(
@@ -288,7 +289,7 @@ class AdaptiveModel:
         stats_model, outputs = onnx_wire.statistics_model(model)
         stats = self._session(stats_model)
         target = stats.run(outputs, {stats.get_inputs()[0].name: window})
-        prior = BN_PRIOR * min(1.0, self.manifest.monitor.threshold / max(self.drift_score, 1e-6))
+        prior = BN_PRIOR * min(1.0, self._thresholds()[0] / max(self.drift_score, 1e-6))
         weight = len(window) / (len(window) + prior)
         mixed: dict[str, np.ndarray] = {}
         # The batch variance is the biased one (PyTorch keeps the unbiased): the factor n / (n - 1), n = inputs ×
@@ -306,6 +307,13 @@ class AdaptiveModel:
         if not path.is_file():
             raise AutoCompressError(f"the package's configuration '{path}' must exist, but does not; export it again.")
         return materialize(path.parent, path.name, self._store)
+
+    def _thresholds(self) -> tuple[float, float]:
+        """The drift threshold and recovery level of the configuration running now (its own calibration, when the
+        package has one; else the package's)."""
+        monitor = self.manifest.monitor
+        own = monitor.config_thresholds.get(self.current)
+        return (own[0], own[1]) if own else (monitor.threshold, monitor.recover_below)
 
     def _session(self, model: bytes) -> Any:
         options = ort.SessionOptions()
