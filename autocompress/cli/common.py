@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from autocompress.errors import AutoCompressError
 
@@ -57,6 +57,22 @@ def apply_threads(threads: int | None) -> None:
     if threads < 1:
         raise UsageError(f"--threads >= 1 must hold, but got {threads}.")
     torch.set_num_threads(threads)
+
+
+def join_torchrun(device: str | None) -> Any:
+    """Under torchrun, join the job on ``device`` (a torch device name) and leave the log to rank 0; returns this
+    process's :class:`~autocompress.distributed.World` (the single one without torchrun)."""
+    import logging
+
+    from autocompress import distributed
+    from autocompress.models.training import resolve_device
+
+    here = distributed.world()
+    if here.active:
+        distributed.setup(resolve_device(device or "cpu"))
+        if not here.main:
+            logging.getLogger("autocompress").setLevel(logging.WARNING)
+    return here
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, test_images=args.test_images, data_dir=args.data_dir, trust_code=args.trust_code,
     )  # fmt: skip
     if here.active and not here.main:
-        return _helper_rank(args, options)
+        from autocompress.deploy.export import write_export
+
+        return _helper_rank(lambda scratch: write_export(args.run_dir, scratch, options))
     report = export_run(args.run_dir, args.out, options)
     print(json.dumps(report, indent=2) if args.json else render_report(report))
     log.info("exported to %s", args.out)
@@ -77,40 +80,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _world(args: argparse.Namespace) -> Any:
-    """Under torchrun, the export's fine-tune is what runs data-parallel: refuse what has none, join the job."""
+    """Under torchrun, the export's training is what runs data-parallel: refuse an export without one, join."""
     from autocompress import distributed
-    from autocompress.cli.common import UsageError
+    from autocompress.cli.common import UsageError, join_torchrun
 
-    here = distributed.world()
-    if not here.active:
-        return here
-    if (args.train_epochs if args.adaptive else args.finetune_epochs) < 1:
+    if distributed.world().active and (args.train_epochs if args.adaptive else args.finetune_epochs) < 1:
         raise UsageError(
             "under torchrun, export runs its training data-parallel, so it needs --finetune-epochs N >= 1 (or, with "
             "--adaptive, --train-epochs N >= 1); without training, run it as one process."
         )
-    distributed.setup(torch_device(args.device))
-    if not here.main:
-        logging.getLogger("autocompress").setLevel(logging.WARNING)
-    return here
+    return join_torchrun(args.device)
 
 
-def torch_device(name: str) -> Any:
-    from autocompress.models.training import resolve_device
-
-    return resolve_device(name)
-
-
-def _helper_rank(args: argparse.Namespace, options: Any) -> int:
-    """A rank other than 0 rebuilds the same compressed model (the refit is deterministic), joins the fine-tune
+def _helper_rank(write: Callable[[Path], Any]) -> int:
+    """A rank other than 0 rebuilds the same compressed models (the refit is deterministic), joins the training
     (restoring rank 0's checkpoint) and writes its own copy of the files into a scratch folder it then deletes;
     rank 0 alone writes --out."""
     import tempfile
 
-    from autocompress.deploy.export import write_export
-
     with tempfile.TemporaryDirectory(prefix="autocompress-rank-") as scratch:
-        write_export(args.run_dir, scratch, options)
+        write(Path(scratch))
     return 0
 
 
@@ -125,16 +114,12 @@ def _adaptive(args: argparse.Namespace) -> int:
         train_epochs=args.train_epochs, train_lr=args.train_lr, device=args.device,
     )  # fmt: skip
     here = _world(args)
-    if here.active and not here.main:  # rebuild the same configurations, join the union training, write nothing
-        import tempfile
-
+    if here.active and not here.main:
         from autocompress.deploy.adaptive import _write_package
         from autocompress.search.record import RunRecord
 
         record = RunRecord.open(args.run_dir, "export", args.trust_code)
-        with tempfile.TemporaryDirectory(prefix="autocompress-rank-") as scratch:
-            _write_package(record, args.run_dir, Path(scratch), options)
-        return 0
+        return _helper_rank(lambda scratch: _write_package(record, args.run_dir, scratch, options))
     controller = export_adaptive(args.run_dir, args.out, options)
     if args.json:
         print(json.dumps(controller, indent=2))

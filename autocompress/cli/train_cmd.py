@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads, seed_value
+from autocompress.cli.common import DATASET_HELP, add_common_data_args, apply_threads, join_torchrun, seed_value
 
 if TYPE_CHECKING:
     from autocompress.distributed import World
@@ -44,14 +44,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autocompress import distributed
-    from autocompress.models.training import resolve_device
 
     apply_threads(args.threads)
-    here = distributed.world()  # under torchrun: join the job first (the run folder is rank 0's choice)
-    if here.active:
-        distributed.setup(resolve_device(args.device or "cpu"))
-        if not here.main:
-            logging.getLogger("autocompress").setLevel(logging.WARNING)  # one log: rank 0's
+    here = join_torchrun(args.device)  # under torchrun: join the job first (the run folder is rank 0's choice)
     try:
         result = _train(args, here)
     finally:

@@ -439,11 +439,14 @@ class RunRecord:
 
 
 def _drop_partial_row(path: Path) -> None:
-    """Cut a last row a kill left without its line end, so the next row starts on a line of its own."""
+    """Cut a last row a kill left without its line end, so the next row starts on a line of its own (only the
+    last byte is read unless it must be cut: this runs before every appended row)."""
     with path.open("rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        handle.truncate(handle.read().rfind(b"\n") + 1)
 
 
 def _entry(value: Any, path: Path) -> dict[str, Any]:

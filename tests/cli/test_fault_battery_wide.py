@@ -742,18 +742,20 @@ def _pickled(path: Path) -> str:
     return str(path.parent)
 
 
-def _garbage_onnx(t: Path) -> str:
+def _onnx_changed(t: Path, change: Callable[[bytes], bytes]) -> str:
+    """A package copy whose configurations' ONNX files are ``change(their bytes)``."""
     folder = copy("pkg", t)
     for onnx in (folder / "configs").rglob("*.onnx"):
-        onnx.write_bytes(os.urandom(3000))
+        onnx.write_bytes(change(onnx.read_bytes()))
     return str(folder)
+
+
+def _garbage_onnx(t: Path) -> str:
+    return _onnx_changed(t, lambda data: os.urandom(3000))
 
 
 def _truncated_onnx(t: Path) -> str:
-    folder = copy("pkg", t)
-    for onnx in (folder / "configs").rglob("*.onnx"):
-        onnx.write_bytes(onnx.read_bytes()[:5000])
-    return str(folder)
+    return _onnx_changed(t, lambda data: data[:5000])
 
 
 def _onnx_link(t: Path) -> str:
