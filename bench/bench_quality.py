@@ -95,8 +95,9 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
               f"{r['macs_ratio']:.3f}"] for r in long],
         )  # fmt: skip
         body += (
-            f"\n\nLong fine-tune of the best searched policy and the best Torch-Pruning baseline (by test accuracy "
-            f"without fine-tune), {args.long_finetune} epochs, same recipe:\n\n{table}"
+            "\n\nLong fine-tune of the best run of "
+            + (", ".join(args.long_agents) if args.long_agents else "the searchers and of the Torch-Pruning baselines")
+            + f" (by test accuracy without fine-tune), {args.long_finetune} epochs, same recipe:\n\n{table}"
         )
     return body
 
@@ -116,6 +117,12 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=None)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--long-finetune", type=int, default=0, help="epochs of the long fine-tune (0: none)")
+    parser.add_argument(
+        "--long-agents",
+        nargs="+",
+        default=None,
+        help="agents whose best run gets the long fine-tune (default: the best searched and the best baseline)",
+    )
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     root = RESULTS / "quality" / f"{args.model}-macs{args.macs}"
@@ -151,10 +158,12 @@ def main() -> None:
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     if args.long_finetune:
-        for group in (
-            [r for r in rows if r["agent"] not in BASELINES],
-            [r for r in rows if r["agent"] in BASELINES[1:]],
-        ):
+        groups = (
+            [[r for r in rows if r["agent"] == agent] for agent in args.long_agents]
+            if args.long_agents
+            else [[r for r in rows if r["agent"] not in BASELINES], [r for r in rows if r["agent"] in BASELINES[1:]]]
+        )
+        for group in groups:
             if group:
                 best = max(group, key=lambda r: r["test_accuracy_no_ft"])
                 folder = root / f"{best['agent']}-s{best['seed']}"

@@ -45,6 +45,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--val-images", type=int, default=None, help="validation images per evaluation (default: all)")
+    p.add_argument(
+        "--confirm",
+        type=int,
+        default=None,
+        help="score the N best policies (and the front's N most accurate) again on the whole validation split "
+        "before naming the best (default 8; 0: keep the search's scores)",
+    )
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<exp>__<env>__<agent>__s<seed>__<time>)")
     p.add_argument("--exp", default="search", help="experiment name in the run folder's name")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers (default: SQLite in the run)")
@@ -125,9 +132,13 @@ def run(args: argparse.Namespace) -> int:
             pretrained=args.weights is None, weights=args.weights,
             data_dir=args.data_dir, budgets=parse_budgets(args.budget), val_images=args.val_images,
             storage=args.storage, exp=args.exp, device=args.device or "cpu",
-            workers=1 if args.workers is None else args.workers,
+            workers=1 if args.workers is None else args.workers, confirm=8 if args.confirm is None else args.confirm,
         )  # fmt: skip
         job = SearchJob.create(config, args.run_dir)
+    if args.resume and args.confirm is not None:  # this session's confirmation only; the run keeps its own
+        import dataclasses
+
+        job.config = dataclasses.replace(job.config, confirm=args.confirm)
     log.info("run folder: %s (watch it with: tensorboard --logdir %s)", job.run_dir, job.run_dir)
     summary = job.run()
     print(json.dumps(summary, indent=2))

@@ -307,6 +307,18 @@ class PolicyEvaluator:
         self._results[key] = result
         return result
 
+    def score_on(
+        self, policy: Policy, shift: Shift | DriftData | None, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[float, AdaptationCost]:
+        """Accuracy of ``policy`` applied as :meth:`evaluate` applies it, on other uint8 ``images`` (with ``shift``
+        applied to them as to the validation slice; drift data brings its own images, so it scores those), and
+        the adaptation's cost. Not cached: this is how a search confirms its best candidates on more images."""
+        compressed = self.apply(policy, shift)
+        if isinstance(shift, DriftData):
+            return self.evaluate(policy, shift).accuracy, compressed.adapt_cost
+        shifted = shift.apply(images, self.options.seed + 1, self.info) if shift else images
+        return self.accuracy(compressed.model, self.normalize(shifted), labels), compressed.adapt_cost
+
     @torch.inference_mode()
     def accuracy(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> float:
         """Top-1 accuracy of ``model`` on normalised ``inputs`` against ``labels`` (default: the validation labels),

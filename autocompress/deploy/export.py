@@ -201,6 +201,8 @@ def write_export(
         "test_images": count,
         "input": input_spec(splits.info).__dict__ | {"shape": list(shape)},
         "search_val_accuracy": entry["accuracy"],
+        "search_val_accuracy_se": entry.get("accuracy_se"),
+        "search_val_images": entry.get("scored_images"),
         "reconstruct": options.reconstruct,
         "finetune_epochs": options.finetune_epochs,
         "finetune_losses": tuned.losses,
@@ -420,7 +422,7 @@ def render_report(report: dict[str, Any]) -> str:
     rows = [
         ("test accuracy (model.onnx, onnxruntime)", f"{report['test_accuracy']:.4f} on {report['test_images']} images"),
         ("test accuracy simulated in PyTorch (activation fake-quant)", f"{report['test_accuracy_simulated']:.4f}"),
-        ("validation accuracy during the search", _number(report["search_val_accuracy"])),
+        ("validation accuracy of the search (± standard error, images)", _val_accuracy(report)),
         ("fine-tune epochs", str(report["finetune_epochs"])),
         ("MACs (ratio of the original)", f"{report['macs'] / 1e6:.2f} M ({report['macs_ratio']:.3f})"),
         ("parameters", f"{report['params']:,}"),
@@ -450,6 +452,12 @@ def render_report(report: dict[str, Any]) -> str:
         + "_\n\n"
         f"| | |\n|---|---|\n{table}\n\nFiles: {', '.join(f'`{f}`' for f in report['files'])}\n"
     )
+
+
+def _val_accuracy(report: dict[str, Any]) -> str:
+    se, images = report.get("search_val_accuracy_se"), report.get("search_val_images")
+    text = _number(report["search_val_accuracy"])
+    return text if se is None or images is None else f"{text} ± {se:.4f} ({images} images)"
 
 
 def _number(value: float | None) -> str:

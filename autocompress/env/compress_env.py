@@ -9,6 +9,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from autocompress.compress.adaptation import AdaptationCost, adaptation_method
 from autocompress.compress.policy import LayerSetting, Policy
@@ -268,14 +269,34 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
                 layers[layer.name] = setting
         return Policy(self.workload.model_name, LayerSetting(), layers, state.split, state.adapt, self.space.round_to)
 
+    def _reward(self, accuracy: float, costs: dict[str, float]) -> float:
+        """The reward of an episode of the current context with this accuracy and these costs."""
+        energy_scale = self.deployment.energy_weight_scale(self.context)
+        return compute_reward(self.preset.reward, accuracy, costs, self.reference, self.soft_budgets, energy_scale)
+
+    def rescore(
+        self, policy: dict[str, Any], context: dict[str, Any] | None, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[float, float]:
+        """Score a logged episode's policy again on other validation ``images``: its accuracy there and the reward
+        that accuracy gives in the episode's ``context`` (its ``info["context"]``; ``None``: the preset's worst
+        context). Scored on the search's own slice, it gives the logged accuracy and reward back. The environment
+        is left between episodes: call :meth:`reset` before playing again."""
+        base = worst_context(self.preset.context)
+        self._begin(override_context(base, context) if context else base)
+        document = Policy.from_dict(policy, "a logged policy")
+        accuracy, adapt_cost = self.workload.evaluator.score_on(document, self.context.shift, images, labels)
+        report = self.cost.predict_policy(document, adapt_cost)
+        macs = sum(s.macs for s in self.table.shapes(document.kept_channels(self.table)))
+        costs = resources(report, macs, self.table.macs, self.preset.context.adapt_every)
+        return accuracy, self._reward(accuracy, costs)
+
     def _score(self) -> tuple[float, dict[str, Any]]:
         policy = self.policy()
         result = self.workload.evaluator.evaluate(policy, self.context.shift)
         report = self.cost.predict(self.state.kept, self.state.bits, self.state.split, result.adapt_cost)
         costs = resources(report, result.macs, self.table.macs, self.preset.context.adapt_every)
         soft = self.soft_budgets
-        energy_scale = self.deployment.energy_weight_scale(self.context)
-        reward = compute_reward(self.preset.reward, result.accuracy, costs, self.reference, soft, energy_scale)
+        reward = self._reward(result.accuracy, costs)
         hard_broken = [n for n, v in self.limits.hard.items() if costs[n] > v * (1 + 1e-9)]
         memory_broken = [
             m

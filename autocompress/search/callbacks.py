@@ -169,11 +169,30 @@ class TensorBoardCallback(SearchCallback):
         record = self.record
         if record.rows:
             self.writer.add_figure("pareto/front", pareto_figure(record.rows, record.front), record.episodes_done - 1)
+        confirmed = [e for e in record.candidates if "search_accuracy" in e]
+        if confirmed:
+            self.writer.add_text("confirm/candidates", confirmation_table(confirmed), record.episodes_done - 1)
         if record.best is not None:
             metrics = {"hparams/best_reward": record.best["reward"], "hparams/best_accuracy": record.best["accuracy"]}
+            if record.best.get("accuracy_se") is not None:
+                metrics["hparams/best_accuracy_se"] = record.best["accuracy_se"]
             clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hparams.items()}
             self.writer.add_hparams(clean, metrics, run_name=".")
         self.writer.close()
+
+
+def confirmation_table(entries: list[dict[str, Any]]) -> str:
+    """A markdown table of confirmed entries: the search's score beside the confirmed one and its error."""
+    lines = [
+        "| episode | search accuracy (images) | confirmed accuracy ± se (images) | search reward | confirmed reward |",
+        "|---|---|---|---|---|",
+    ]
+    for e in sorted(entries, key=lambda e: -e["reward"]):
+        lines.append(
+            f"| {e['episode']} | {e['search_accuracy']:.4f} ({e['search_images']}) | {e['accuracy']:.4f} ± "
+            f"{e['accuracy_se']:.4f} ({e['scored_images']}) | {e['search_reward']:.4f} | {e['reward']:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def policy_figure(entry: dict[str, Any]) -> Any:
