@@ -231,12 +231,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, but got {action.shape}.")
         step = self.space.steps[self.step_index]
-        if self.step_index == 0 and self.space.split_choices:
-            # The split comes first (Neurosurgeon, then AMC): the look-ahead clipping of every later keep ratio then
-            # knows which layers run on the edge server and which latency the link adds.
-            self.state = self.guard.choose_split(self.state, self.space.decode_split(action))
-        choice = self.space.decode_step(action, step)
-        self.state = self.guard.apply_step(self.state, self.step_index, choice.keep, choice.wbits, choice.abits)
+        self.state = self._advance(self.state, self.step_index, action)
         bits = self.state.bits[self.table.names.index(step.layer)]
         keep = self._keep_of(step.keep_group)
         self.previous = (keep, bits.wbits / 32, bits.abits / 32)
@@ -246,6 +241,24 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         self.state = self.guard.finish(self.state, self.state.split, self.space.decode_adapt(action))
         reward, info = self._score()
         return self._observation(), reward, True, False, info
+
+    def _advance(self, state: Assignment, index: int, action: np.ndarray) -> Assignment:
+        """``state`` after step ``index`` decided ``action``, clipped by the budget guard."""
+        if index == 0 and self.space.split_choices:
+            # The split comes first (Neurosurgeon, then AMC): the look-ahead clipping of every later keep ratio then
+            # knows which layers run on the edge server and which latency the link adds.
+            state = self.guard.choose_split(state, self.space.decode_split(action))
+        choice = self.space.decode_step(action, self.space.steps[index])
+        return self.guard.apply_step(state, index, choice.keep, choice.wbits, choice.abits)
+
+    def plan(self, actions: list[np.ndarray]) -> Assignment:
+        """What an episode of ``actions`` (one per step) would play in the current context — every choice as the
+        guard clips it, the split and adaptation as the last step keeps them — without playing or scoring it (so a
+        baseline can check that what it asks for is what it gets)."""
+        state = self.guard.initial()
+        for index, action in enumerate(actions):
+            state = self._advance(state, index, np.asarray(action, dtype=np.float32).reshape(-1))
+        return self.guard.finish(state, state.split, self.space.decode_adapt(actions[-1]))
 
     def _keep_of(self, group: int | None) -> float:
         if group is None:

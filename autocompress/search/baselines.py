@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.compress.layers import LayerTable
 from autocompress.compress.one_shot import global_kept_channels, keep_ratios
 from autocompress.env.budgets import BudgetGuard
 from autocompress.env.search_space import SearchSpace
 from autocompress.errors import ConfigError
-from autocompress.hardware.cost_model import LayerBits
 from autocompress.search.base import SearchContext, Searcher
 
 log = logging.getLogger(__name__)
@@ -134,19 +134,13 @@ class OneShotSearcher(Searcher):
             raise ConfigError(f"{self.agent.algorithm} prunes channels, so the search space must have a keep range.")
         env.reset(seed=context.seed)
         kept, (wbits, abits) = self._kept_and_bits(context)
-        ratios = keep_ratios(env.table, kept)
-        params: dict[str, Any] = {"split": "none", "adapt": "none"}
-        for step in space.steps:
-            group = env.table.group_of(step.layer)
-            if step.keep_group is not None and group is not None:
-                params[f"keep/{step.layer}"] = ratios[group.leader]
-            params[f"wbits/{step.layer}"] = wbits
-            params[f"abits/{step.layer}"] = abits
-        context.play(space.actions_from_params(params), seed=context.seed)
+        actions = _actions(space, env.table, kept, (wbits, abits))
+        played = env.plan(actions)
+        context.play(actions, seed=context.seed)
         log.info(
             "%s kept %s at %d/%d bits (the other %d episodes are not needed)",
             self.agent.algorithm,
-            kept,
+            played.kept,
             wbits,
             abits,
             episodes - 1,
@@ -191,16 +185,16 @@ class OneShotSearcher(Searcher):
                 workload.model, env.table, ratio, importance, batches, space.round_to, max_ratio
             )
 
-        first_last = {0, len(env.table.layers) - 1}
-        fixed = space.fixed_bits is not None and bool(space.wbits or space.abits)
+        wanted = (bits[0] if space.wbits else None, bits[1] if space.abits else None)
+        asked = [(env.table.names.index(s.layer), s.wbits and wanted[0], s.abits and wanted[1]) for s in space.steps]
 
         def feasible(kept: dict[int, int]) -> bool:
-            state = env.guard.initial()
-            state.kept.update(kept)
-            for i in range(len(state.bits)):
-                if not (fixed and i in first_last):  # the first and last layers keep the space's fixed bits
-                    state.bits[i] = LayerBits(bits[0] if space.wbits else 32, bits[1] if space.abits else 32)
-            return env.guard.feasible(state)
+            # Judged on what the episode would play, not on the channel counts as asked: the action encoding, the
+            # space's keep range and the device's channel rounding can keep more channels than Torch-Pruning chose,
+            # and the guard would then lower some layers' bits to stay within the budgets.
+            state = env.plan(_actions(space, env.table, kept, bits))
+            got = [(w and state.bits[i].wbits, a and state.bits[i].abits) for i, w, a in asked]
+            return got == [(w, a) for _, w, a in asked] and env.guard.feasible(state)
 
         low, high = 0.0, max_ratio
         if feasible(kept_at(low)):
@@ -215,3 +209,17 @@ class OneShotSearcher(Searcher):
             else:
                 low = mid
         return best, ok
+
+
+def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: tuple[int, int]) -> list[np.ndarray]:
+    """The actions of one episode that keep ``kept`` channels per group at ``bits`` everywhere, no split, no
+    adaptation."""
+    ratios = keep_ratios(table, kept)
+    params: dict[str, Any] = {"split": "none", "adapt": "none"}
+    for step in space.steps:
+        group = table.group_of(step.layer)
+        if step.keep_group is not None and group is not None:
+            params[f"keep/{step.layer}"] = ratios[group.leader]
+        params[f"wbits/{step.layer}"] = bits[0]
+        params[f"abits/{step.layer}"] = bits[1]
+    return space.actions_from_params(params)

@@ -17,13 +17,20 @@ def guard_episodes(env: AutoCompressEnv, episodes: int, seed: int) -> list[list[
     for episode in range(episodes):
         env.reset(seed=seed + episode)
         actions = [rng.uniform(-1, 1, env.space.action_dim) for _ in env.space.steps]
-        state = env.guard.choose_split(env.state, env.space.decode_split(actions[0]))
-        for index, step in enumerate(env.space.steps):
-            choice = env.space.decode_step(actions[index], step)
-            state = env.guard.apply_step(state, index, choice.keep, choice.wbits, choice.abits)
-        final = env.guard.finish(state, state.split, env.space.decode_adapt(actions[-1]))
-        broken.append(env.guard.violations(final))
+        broken.append(env.guard.violations(env.plan(actions)))
     return broken
+
+
+def test_a_plan_is_what_the_episode_plays() -> None:
+    env = AutoCompressEnv(env_preset="raspberry-pi-4-wifi", space="full", budgets={"latency_ms": 2.0})
+    rng = np.random.default_rng(3)
+    for episode in range(5):
+        env.reset(seed=episode)
+        actions = [rng.uniform(-1, 1, env.space.action_dim).astype(np.float32) for _ in env.space.steps]
+        planned = env.plan(actions)
+        for action in actions:
+            *_, info = env.step(action)
+        assert env.policy(planned).to_dict() == info["policy"]
 
 
 def tight(env_preset: str, space: str, name: str) -> float:

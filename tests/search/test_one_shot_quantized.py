@@ -39,6 +39,17 @@ def test_four_bit_weights_where_eight_cannot_meet_the_budget(tmp_path: Path, cap
     assert best["storage_bytes"] <= 2_500
 
 
+@pytest.mark.parametrize("storage", [6_000, 4_000])
+def test_the_played_policy_has_the_bits_the_agent_chose(tmp_path: Path, storage: int) -> None:
+    # Torch-Pruning keeps 4 of conv2's 32 channels here, below the space's keep floor (0.2, rounded up to 8 by the
+    # device): judged on the channels as asked, the budget held at 8 bits, and the guard then played conv3/conv4 at
+    # 2 bits (0.88 and 0.57 val); judged on what the episode plays, every layer keeps the bits chosen.
+    best = _best(tmp_path, "tp-taylor-int8", storage, "q")
+    bits = {(s["wbits"], s["abits"]) for name, s in best["policy"]["layers"].items() if name not in ("conv1", "fc")}
+    assert len(bits) == 1 and bits <= {(8, 8), (4, 8)}
+    assert best["storage_bytes"] <= storage and best["accuracy"] > 0.85
+
+
 @pytest.mark.parametrize(
     ("hyperparameters", "message"),
     [("quantize: 16", "quantize must be null, 8, 4 or auto"), ("bogus: 1", "takes only quantize")],
