@@ -356,7 +356,7 @@ class PolicyEvaluator:
         labels = self.val_labels if labels is None else labels
         device = resolve_device(self.options.device)
         fmt = self.memory_format if inputs.dim() == 4 else torch.contiguous_format
-        model.eval().to(device, memory_format=fmt)
+        model.eval().to(device).to(memory_format=fmt)
         correct = 0
         size = self.options.batch_size
         try:
@@ -365,7 +365,7 @@ class PolicyEvaluator:
                 truth = labels[i : i + size].to(device)
                 correct += int((model(batch).argmax(1) == truth).sum())
         finally:
-            model.to("cpu", memory_format=torch.contiguous_format)
+            model.to("cpu").to(memory_format=torch.contiguous_format)
         return correct / max(1, len(inputs))
 
     def split_bytes(self, policy: Policy, model: nn.Module) -> int | None:
