@@ -92,12 +92,18 @@ def evaluate_policy(
     images, labels = splits.split(options.split)
     images, labels = images[: options.limit], labels[: options.limit]
     evaluator = PolicyEvaluator(
-        model, splits.info, images, labels, splits.train_x,
+        model,
+        splits.info,
+        images,
+        labels,
+        splits.train_x,
         EvaluatorOptions(
-            criterion=options.criterion, bn_repair=options.bn_repair, reconstruct=options.reconstruct,
+            criterion=options.criterion,
+            bn_repair=options.bn_repair,
+            reconstruct=options.reconstruct,
             device=options.device,
         ),
-    )  # fmt: skip
+    )
     policy.validate(evaluator.table, [p.name for p in evaluator.cut_points] if policy.split else None)
     scored = evaluator.evaluate(policy, shift)
     pruned = evaluator.pruned_copy(policy)

@@ -119,9 +119,11 @@ class FolderLock:
 def run_lock(folder: Path, purpose: str) -> FolderLock:
     """The lock a search or resume holds on its run folder (``.run.lock`` inside it) while it runs."""
     return FolderLock(
-        folder / LOCK_FILE, purpose, f"a run folder is searched by one process at a time, but '{folder}'",
+        folder / LOCK_FILE,
+        purpose,
+        f"a run folder is searched by one process at a time, but '{folder}'",
         "wait for it to finish (or stop it), then --resume.",
-    )  # fmt: skip
+    )
 
 
 EXPORT_MARKERS = ("report.json", "manifest.json", "controller.json")  # what an earlier export leaves in its folder
@@ -144,9 +146,11 @@ def atomic_folder(out: Path, keep_on_retry: Sequence[str] = ()) -> Iterator[Path
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(
-        parent / f".{out.name}.lock", "export", f"an output folder is written by one export at a time, but '{out}'",
+        parent / f".{out.name}.lock",
+        "export",
+        f"an output folder is written by one export at a time, but '{out}'",
         "wait for it to finish, or export into another --out.",
-    )  # fmt: skip
+    )
     staging, old = parent / f".{out.name}.partial", parent / f".{out.name}.old"
     try:
         if old.exists() and not out.exists():

@@ -35,8 +35,9 @@ def check_searcher(
 
     Returns the first run's summary.
     """
-    config = SearchConfig(model="digits-cnn", dataset="digits", env=env, agent=algorithm, space=space,
-                          episodes=episodes, seed=7)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn", dataset="digits", env=env, agent=algorithm, space=space, episodes=episodes, seed=7
+    )
     first = SearchJob.create(config, folder / "first").run()
     rows = _rows(folder / "first")
     assert len(rows) <= episodes, f"{algorithm} logged {len(rows)} episodes, more than the budget of {episodes}"

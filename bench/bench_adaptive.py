@@ -46,17 +46,29 @@ SHARED_NOTE = (
 def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.Namespace) -> Path:
     folder = root / f"{model}-{env}-{Path(args.space).stem}"
     config = SearchConfig(
-        model=model, dataset=dataset, env=env, space=args.space, agent="tpe", episodes=args.episodes, seed=0,
-        data_dir=args.data_dir, val_images=args.val_images, budgets=budgets(args.budget),
-    )  # fmt: skip
+        model=model,
+        dataset=dataset,
+        env=env,
+        space=args.space,
+        agent="tpe",
+        episodes=args.episodes,
+        seed=0,
+        data_dir=args.data_dir,
+        val_images=args.val_images,
+        budgets=budgets(args.budget),
+    )
     run_search(folder / "search", config)
     name = f"package-trained{args.train_epochs}" if args.train_epochs else "package"
     package = folder / (name.replace("package", "package-shared") if args.share_weights else name)
     if not (package / "manifest.json").exists():
         options = AdaptiveOptions(
-            configs=args.configs, test_images=args.test_images, data_dir=args.data_dir,
-            share_weights=args.share_weights, train_epochs=args.train_epochs, device=args.device,
-        )  # fmt: skip
+            configs=args.configs,
+            test_images=args.test_images,
+            data_dir=args.data_dir,
+            share_weights=args.share_weights,
+            train_epochs=args.train_epochs,
+            device=args.device,
+        )
         export_adaptive(folder / "search", package, options)
     return package
 
@@ -71,8 +83,11 @@ def drift_figures(result: dict[str, Any]) -> dict[str, Any]:
     """Inputs from each shift's onset to the monitor's first adaptation, and accuracy on the drifted steps."""
     delays = []
     for onset in result["shift_onsets"]:
-        fired = [e["input"] - onset["input"] for e in result["events"]
-                 if e["event"] == "adapt" and e["input"] > onset["input"]]  # fmt: skip
+        fired = [
+            e["input"] - onset["input"]
+            for e in result["events"]
+            if e["event"] == "adapt" and e["input"] > onset["input"]
+        ]
         delays.append(min(fired) if fired else None)
     drifted = {r["step"] for r in result["rows"] if r["shift"] not in ("none", None)}
 
@@ -114,12 +129,19 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=4)
     parser.add_argument("--images-per-step", type=int, default=200)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--share-weights", action="store_true",
-                        help="nested configurations with shared weights (export --adaptive --share-weights); "
-                        "written as its own section")  # fmt: skip
-    parser.add_argument("--train-epochs", type=int, default=0,
-                        help="train the nested configurations once together (export --adaptive --train-epochs); "
-                        "written as its own section")  # fmt: skip
+    parser.add_argument(
+        "--share-weights",
+        action="store_true",
+        help="nested configurations with shared weights (export --adaptive --share-weights); "
+        "written as its own section",
+    )
+    parser.add_argument(
+        "--train-epochs",
+        type=int,
+        default=0,
+        help="train the nested configurations once together (export --adaptive --train-epochs); "
+        "written as its own section",
+    )
     parser.add_argument("--device", default="auto", help="where the union trains (auto, cpu, cuda)")
     args = parser.parse_args()
     if args.quick:
@@ -140,34 +162,48 @@ def main() -> None:
             raw[f"{env}/{trace}"] = {k: v for k, v in result.items() if k != "rows"} | {"drift": drift}
             raw[f"{env}/{trace}"]["package"] = os.path.relpath(package, ROOT)
             for strategy, t in totals.items():
-                rows.append({
-                    "env": env, "trace": trace, "strategy": strategy,
-                    "mean acc": round(t["mean_accuracy"], 4),
-                    "energy mJ": round(t["energy_mj"], 1),
-                    "energy vs static_accurate": f"{t['energy_mj'] / static['energy_mj'] - 1:+.1%}",
-                    "acc vs static_accurate (pt)": round(100 * (t["mean_accuracy"] - static["mean_accuracy"]), 2),
-                    "acc vs static_feasible (pt)": round(100 * (t["mean_accuracy"] - feasible["mean_accuracy"]), 2),
-                    "violating steps": t["violation_steps"],
-                    "switches": t["switches"],
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "env": env,
+                        "trace": trace,
+                        "strategy": strategy,
+                        "mean acc": round(t["mean_accuracy"], 4),
+                        "energy mJ": round(t["energy_mj"], 1),
+                        "energy vs static_accurate": f"{t['energy_mj'] / static['energy_mj'] - 1:+.1%}",
+                        "acc vs static_accurate (pt)": round(100 * (t["mean_accuracy"] - static["mean_accuracy"]), 2),
+                        "acc vs static_feasible (pt)": round(100 * (t["mean_accuracy"] - feasible["mean_accuracy"]), 2),
+                        "violating steps": t["violation_steps"],
+                        "switches": t["switches"],
+                    }
+                )
         raw[f"{env}/storage"] = table["storage"]
         raw[f"{env}/training"] = table.get("training")
         # false alarms: a clean stream whose classes arrive in order (every image of class 0, then 1, …)
         sorted_run = simulate(package, "battery-day", args.images_per_step, args.data_dir, None, order="by-class")
         raw[f"{env}/false-alarms"] = sum(e["event"] == "drift" for e in sorted_run["events"])
         for c in table["configs"]:
-            configs.append({
-                "env": env, "config": c["id"], "origin": c["origin"], "val acc": round(c["val_accuracy"], 4),
-                "test acc": round(c["test_accuracy"], 4), "MACs ratio": round(c["macs_ratio"], 3),
-                "split": c["split"] or "-", "storage B (at its bits)": c["costs"]["storage_bytes"],
-            })  # fmt: skip
+            configs.append(
+                {
+                    "env": env,
+                    "config": c["id"],
+                    "origin": c["origin"],
+                    "val acc": round(c["val_accuracy"], 4),
+                    "test acc": round(c["test_accuracy"], 4),
+                    "MACs ratio": round(c["macs_ratio"], 3),
+                    "split": c["split"] or "-",
+                    "storage B (at its bits)": c["costs"]["storage_bytes"],
+                }
+            )
     summary = []
     for env in args.envs:
         storage = raw[f"{env}/storage"]
         switch = [raw[f"{env}/{t}"]["totals"]["adaptive"]["switch_ms_median"] for t in traces]
-        line = {"env": env, "package on disk / largest config alone": round(storage["ratio_to_largest"], 3),
-                "median decision+switch ms": round(statistics.median(switch), 4),
-                "drift alarms on a class-sorted clean stream": raw[f"{env}/false-alarms"]}  # fmt: skip
+        line = {
+            "env": env,
+            "package on disk / largest config alone": round(storage["ratio_to_largest"], 3),
+            "median decision+switch ms": round(statistics.median(switch), 4),
+            "drift alarms on a class-sorted clean stream": raw[f"{env}/false-alarms"],
+        }
         if "camera-drift" in traces:
             drift = raw[f"{env}/camera-drift"]["drift"]
             line |= {

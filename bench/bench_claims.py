@@ -56,23 +56,37 @@ def claim_split(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             deployment = Deployment.from_profiles("raspberry-pi-4", link, "edge-server")
             cost = deployment.cost_model(workload.table, workload.graph)
             device_ms = cost.predict_policy(base).latency_ms
-            scan = [(cost.predict_policy(base.with_changes(split=p.name)).latency_ms, p.name)
-                    for p in workload.evaluator.cut_points]  # fmt: skip
+            scan = [
+                (cost.predict_policy(base.with_changes(split=p.name)).latency_ms, p.name)
+                for p in workload.evaluator.cut_points
+            ]
             scan.append((cost.predict_policy(base.with_changes(split="input")).latency_ms, "input"))
             best_ms, best_cut = min(scan)
             budget = round(device_ms * args.latency_fraction, 3)
             row: dict[str, Any] = {
-                "model": model, "link": link, "unpruned_acc": val_acc, "device_ms": device_ms,
-                "neurosurgeon_ms": best_ms, "neurosurgeon_cut": best_cut, "budget_ms": budget,
+                "model": model,
+                "link": link,
+                "unpruned_acc": val_acc,
+                "device_ms": device_ms,
+                "neurosurgeon_ms": best_ms,
+                "neurosurgeon_cut": best_cut,
+                "budget_ms": budget,
                 "split_only_acc": val_acc if best_ms <= budget else "over budget",
-            }  # fmt: skip
+            }
             for space in ("prune", "prune-split"):
                 config = SearchConfig(
-                    model=model, dataset=args.dataset, env=str(PRESETS / f"pi4-{link}.yaml"), agent="tpe",
+                    model=model,
+                    dataset=args.dataset,
+                    env=str(PRESETS / f"pi4-{link}.yaml"),
+                    agent="tpe",
                     space=str(PRESETS / "prune-split.yaml") if space == "prune-split" else "prune",
-                    episodes=args.episodes, seed=0, data_dir=args.data_dir, budgets={"latency_ms": budget},
-                    val_images=args.val_images, exp="claim-a",
-                )  # fmt: skip
+                    episodes=args.episodes,
+                    seed=0,
+                    data_dir=args.data_dir,
+                    budgets={"latency_ms": budget},
+                    val_images=args.val_images,
+                    exp="claim-a",
+                )
                 found = search(root / "a" / f"{model}-{link}-{space}", config)
                 best = found["best"]
                 row[f"{space}_acc"] = best["accuracy"]
@@ -91,25 +105,45 @@ def claim_bits(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     model = args.models[0]
     workload = build_workload(model, args.dataset, True, None, args.data_dir, args.val_images)
     eight = workload.evaluator.evaluate(Policy(model, LayerSetting(wbits=8, abits=8)))
-    rows = [{"method": "uniform 8/8 bits", "storage_budget": "-", "accuracy": eight.accuracy,
-             "storage_bytes": eight.storage_bytes, "storage_vs_8bit": 1.0, "acc_vs_8bit": 0.0}]  # fmt: skip
+    rows = [
+        {
+            "method": "uniform 8/8 bits",
+            "storage_budget": "-",
+            "accuracy": eight.accuracy,
+            "storage_bytes": eight.storage_bytes,
+            "storage_vs_8bit": 1.0,
+            "acc_vs_8bit": 0.0,
+        }
+    ]
     for fraction in args.storage_fractions:
         budget = int(eight.storage_bytes * fraction)
         for agent in ("uniform", "tpe"):
             config = SearchConfig(
-                model=model, dataset=args.dataset, env=str(PRESETS / "pi4-storage.yaml"), agent=agent, space="quant",
-                episodes=args.episodes, seed=0, data_dir=args.data_dir, budgets={"storage_bytes": budget},
-                val_images=args.val_images, exp="claim-b",
-            )  # fmt: skip
+                model=model,
+                dataset=args.dataset,
+                env=str(PRESETS / "pi4-storage.yaml"),
+                agent=agent,
+                space="quant",
+                episodes=args.episodes,
+                seed=0,
+                data_dir=args.data_dir,
+                budgets={"storage_bytes": budget},
+                val_images=args.val_images,
+                exp="claim-b",
+            )
             best = search(root / "b" / f"{model}-{fraction}-{agent}", config)["best"]
             bits = sorted({(s["wbits"], s["abits"]) for s in best["policy"]["layers"].values()})
             label = f"uniform bits {bits}" if agent == "uniform" else "mixed bits (TPE)"
-            rows.append({
-                "method": label,
-                "storage_budget": f"{fraction:.0%} of 8-bit", "accuracy": best["accuracy"],
-                "storage_bytes": best["storage_bytes"], "storage_vs_8bit": best["storage_bytes"] / eight.storage_bytes,
-                "acc_vs_8bit": best["accuracy"] - eight.accuracy,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "method": label,
+                    "storage_budget": f"{fraction:.0%} of 8-bit",
+                    "accuracy": best["accuracy"],
+                    "storage_bytes": best["storage_bytes"],
+                    "storage_vs_8bit": best["storage_bytes"] / eight.storage_bytes,
+                    "acc_vs_8bit": best["accuracy"] - eight.accuracy,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -141,10 +175,17 @@ def claim_trigger(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     model = args.models[0]
     folder = root / "c" / f"{model}-ddpg"
     config = SearchConfig(
-        model=model, dataset=args.dataset, env=str(PRESETS / "pi4-drift.yaml"), agent="ddpg",
-        space=str(PRESETS / "prune-adapt.yaml"), episodes=args.trigger_episodes, seed=0, data_dir=args.data_dir,
-        val_images=args.val_images, exp="claim-c",
-    )  # fmt: skip
+        model=model,
+        dataset=args.dataset,
+        env=str(PRESETS / "pi4-drift.yaml"),
+        agent="ddpg",
+        space=str(PRESETS / "prune-adapt.yaml"),
+        episodes=args.trigger_episodes,
+        seed=0,
+        data_dir=args.data_dir,
+        val_images=args.val_images,
+        exp="claim-c",
+    )
     search(folder, config)
     job = SearchJob.resume(folder)
     agent = trained_model(job)
@@ -161,14 +202,18 @@ def claim_trigger(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             # the hindsight choice: the same keep ratios with each adaptation, scored by the same reward
             rewards = {method: replay(env, actions, shift, method)["reward"] for method in ADAPTATIONS}
             best_choices.append(max(rewards, key=lambda m: rewards[m]))
-        rows.append({
-            "severity": severity, "contexts": len(shifts),
-            "trigger_rate": sum(c != "none" for c in choices) / len(choices),
-            "choices": ", ".join(f"{s.split(':')[0]}→{c}" for s, c in zip(shifts, choices, strict=True)),
-            "accuracy": statistics.mean(accuracy), "energy_mj": statistics.mean(energy),
-            "best_in_hindsight": ", ".join(best_choices),
-            "hindsight_trigger_rate": sum(c != "none" for c in best_choices) / len(best_choices),
-        })  # fmt: skip
+        rows.append(
+            {
+                "severity": severity,
+                "contexts": len(shifts),
+                "trigger_rate": sum(c != "none" for c in choices) / len(choices),
+                "choices": ", ".join(f"{s.split(':')[0]}→{c}" for s, c in zip(shifts, choices, strict=True)),
+                "accuracy": statistics.mean(accuracy),
+                "energy_mj": statistics.mean(energy),
+                "best_in_hindsight": ", ".join(best_choices),
+                "hindsight_trigger_rate": sum(c != "none" for c in best_choices) / len(best_choices),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

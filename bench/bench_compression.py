@@ -52,14 +52,19 @@ def pruning_rows(models: list[str], splits: Any, images: int, repeats: int) -> l
             pruned = with_repair.pruned_copy(policy)
             from autocompress.compress import count_macs
 
-            rows.append({
-                "model": name, "keep": keep, "predicted_macs": scored.macs,
-                "measured_macs": count_macs(pruned, splits.info.input_shape),
-                "params": sum(p.numel() for p in pruned.parameters()),
-                "acc_no_repair": without.evaluate(policy).accuracy, "acc_bn_repair": scored.accuracy,
-                "latency_ms": torch_latency(pruned, splits.info.input_shape, repeats=repeats).median_ms,
-                "speedup": base_latency / torch_latency(pruned, splits.info.input_shape, repeats=repeats).median_ms,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "keep": keep,
+                    "predicted_macs": scored.macs,
+                    "measured_macs": count_macs(pruned, splits.info.input_shape),
+                    "params": sum(p.numel() for p in pruned.parameters()),
+                    "acc_no_repair": without.evaluate(policy).accuracy,
+                    "acc_bn_repair": scored.accuracy,
+                    "latency_ms": torch_latency(pruned, splits.info.input_shape, repeats=repeats).median_ms,
+                    "speedup": base_latency / torch_latency(pruned, splits.info.input_shape, repeats=repeats).median_ms,
+                }
+            )
     return rows
 
 
@@ -166,13 +171,15 @@ def main() -> None:
 def render(results: dict[str, list[dict[str, Any]]], main_model: str, images: int) -> str:
     pruning_note = "torchvision:resnet18 has no trained weights here; its rows show that it prunes and runs."
     sections = [
-        ("### Pruning: predicted vs measured MACs, BatchNorm repair, host speed (torch, batch 1)\n\n"
-         + pruning_note, "pruning"),
+        (
+            "### Pruning: predicted vs measured MACs, BatchNorm repair, host speed (torch, batch 1)\n\n" + pruning_note,
+            "pruning",
+        ),
         (f"### Quantization of {main_model} (fake quant; weights per-channel, activations per-tensor)", "quantization"),
         ("### Real int8 in onnxruntime (static QDQ) vs fp32: accuracy and latency", "int8"),
         (f"### Test-time adaptation of {main_model}: accuracy per shift and severity", "adaptation"),
         (f"### Evaluator throughput ({main_model}): torch eager at batch 500 vs onnxruntime fp32", "throughput"),
-    ]  # fmt: skip
+    ]
     intro = f"Accuracies on the first {images} val images; latencies are medians of repeats at batch 1 on the host."
     return "\n\n".join([intro, *(f"{title}\n\n{rows_table(results[key])}" for title, key in sections)])
 

@@ -39,12 +39,16 @@ def per_model(rows: list[Any], profile: str) -> list[dict[str, Any]]:
     out = []
     for model in [*sorted({r.model for r in rows}), "all"]:
         errors = sorted(r.abs_pct_error for r in rows if model in ("all", r.model))
-        out.append({
-            "profile": profile, "model": model, "variants": len(errors),
-            "median_abs_pct_error": statistics.median(errors),
-            "p90_abs_pct_error": errors[min(len(errors) - 1, round(0.9 * (len(errors) - 1)))],
-            "max_abs_pct_error": errors[-1],
-        })  # fmt: skip
+        out.append(
+            {
+                "profile": profile,
+                "model": model,
+                "variants": len(errors),
+                "median_abs_pct_error": statistics.median(errors),
+                "p90_abs_pct_error": errors[min(len(errors) - 1, round(0.9 * (len(errors) - 1)))],
+                "max_abs_pct_error": errors[-1],
+            }
+        )
     return out
 
 

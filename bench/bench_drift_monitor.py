@@ -28,9 +28,19 @@ from autocompress.deploy.runtime import AdaptiveModel, input_features, window_dr
 from bench.common import publish, rows_table
 
 SHIFTS = (
-    "gaussian_noise:1", "gaussian_noise:3", "shot_noise:3", "gaussian_blur:1", "gaussian_blur:3", "contrast:1",
-    "contrast:3", "brightness:3", "pixelate:3", "jpeg:1", "jpeg:3", "jpeg:5",
-)  # fmt: skip
+    "gaussian_noise:1",
+    "gaussian_noise:3",
+    "shot_noise:3",
+    "gaussian_blur:1",
+    "gaussian_blur:3",
+    "contrast:1",
+    "contrast:3",
+    "brightness:3",
+    "pixelate:3",
+    "jpeg:1",
+    "jpeg:3",
+    "jpeg:5",
+)
 
 
 def quick_package() -> Path:
@@ -38,8 +48,15 @@ def quick_package() -> Path:
     from autocompress.search import SearchConfig, SearchJob
 
     root = Path(tempfile.mkdtemp())
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",
-                          agent="random", episodes=6, seed=0)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn",
+        dataset="digits",
+        env="raspberry-pi-4-wifi",
+        space="prune",
+        agent="random",
+        episodes=6,
+        seed=0,
+    )
     SearchJob.create(config, root / "run").run()
     export_adaptive(root / "run", root / "pkg", AdaptiveOptions(configs=2, test_images=200, ladder=()))
     return root / "pkg"
@@ -82,8 +99,15 @@ def main() -> None:
         try:
             shifted = raw_t if shift == "none" else Shift.parse(shift).apply(raw_t, 0, splits.info)
         except Exception as exc:  # a shift this dataset's inputs do not take (e.g. JPEG of a 1-D series)
-            rows.append({"stream": shift, "accuracy": f"n/a: {str(exc).splitlines()[0][:80]}", "accuracy cost (pt)": "",
-                         "windows fired": "", "median score": ""})  # fmt: skip
+            rows.append(
+                {
+                    "stream": shift,
+                    "accuracy": f"n/a: {str(exc).splitlines()[0][:80]}",
+                    "accuracy cost (pt)": "",
+                    "windows fired": "",
+                    "median score": "",
+                }
+            )
             continue
         raw = shifted.numpy() if isinstance(shifted, torch.Tensor) else np.asarray(shifted)
         accuracy = float((model.run(model.current, raw).argmax(1) == labels).mean())
@@ -93,9 +117,15 @@ def main() -> None:
             orders["sorted by class"] = np.argsort(labels, kind="stable")
         for name, order in orders.items():
             fired, median = fire_rate(model, raw, order)
-            rows.append({"stream": f"{shift}, {name}", "accuracy": round(accuracy, 4),
-                         "accuracy cost (pt)": round(100 * (clean_accuracy - accuracy), 2),
-                         "windows fired": round(fired, 3), "median score": round(median, 3)})  # fmt: skip
+            rows.append(
+                {
+                    "stream": f"{shift}, {name}",
+                    "accuracy": round(accuracy, 4),
+                    "accuracy cost (pt)": round(100 * (clean_accuracy - accuracy), 2),
+                    "windows fired": round(fired, 3),
+                    "median score": round(median, 3),
+                }
+            )
     monitor = model.manifest.monitor
     body = (
         f"Package `{Path(args.package).name}` ({model.manifest.model} on {model.manifest.dataset}), its most accurate "

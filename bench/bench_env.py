@@ -27,12 +27,20 @@ def run(env: AutoCompressEnv, episodes: int, seed: int) -> list[dict[str, Any]]:
         while not done:
             _, _, done, _, info = env.step(env.action_space.sample())
         timings = info["timings"]
-        rows.append({
-            "episode": episode, "accuracy": info["accuracy"], "macs_ratio": info["macs_ratio"],
-            "latency_ms": info["latency_ms"], "hard_violations": info["hard_violations"],
-            "split": info["policy"]["split"], "adapt": info["policy"]["adapt"], "shift": info["context"]["shift"],
-            **{p: timings.get(p, 0.0) for p in PHASES}, "episode_s": timings["episode"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "episode": episode,
+                "accuracy": info["accuracy"],
+                "macs_ratio": info["macs_ratio"],
+                "latency_ms": info["latency_ms"],
+                "hard_violations": info["hard_violations"],
+                "split": info["policy"]["split"],
+                "adapt": info["policy"]["adapt"],
+                "shift": info["context"]["shift"],
+                **{p: timings.get(p, 0.0) for p in PHASES},
+                "episode_s": timings["episode"],
+            }
+        )
     return rows
 
 
@@ -78,14 +86,16 @@ def main() -> None:
         env, episodes = AutoCompressEnv(workload=workload, env_preset=args.env, space=args.space), args.episodes
     rows = run(env, episodes, seed=0)
     summary = summarize(rows, cost_model_us(env))
-    body = "\n\n".join([
-        f"{summary['episodes']} random episodes, {env.workload.model_name} on {env.workload.info.name} "
-        f"({len(env.workload.evaluator.val_labels)} val images), env `{args.env}`, space `{args.space}` "
-        f"({len(env.space.steps)} steps per episode).",
-        markdown_table(["metric", "value"], [[k, v] for k, v in summary.items()]),
-        "Shares are of the total episode wall time; `overhead` is everything outside prune, adapt, quantize, split "
-        "and evaluate (observation, budget guard, cost model, reward).",
-    ])  # fmt: skip
+    body = "\n\n".join(
+        [
+            f"{summary['episodes']} random episodes, {env.workload.model_name} on {env.workload.info.name} "
+            f"({len(env.workload.evaluator.val_labels)} val images), env `{args.env}`, space `{args.space}` "
+            f"({len(env.space.steps)} steps per episode).",
+            markdown_table(["metric", "value"], [[k, v] for k, v in summary.items()]),
+            "Shares are of the total episode wall time; `overhead` is everything outside prune, adapt, quantize, split "
+            "and evaluate (observation, budget guard, cost model, reward).",
+        ]
+    )
     publish("env", "Environment throughput (issue 5)", body, {"summary": summary, "episodes": rows}, args.quick)
 
 

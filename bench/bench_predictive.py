@@ -66,9 +66,14 @@ def scores(job: SearchJob, policy: dict[str, Any]) -> list[float]:
     result = []
     for mode in MODES:
         evaluator = PolicyEvaluator(
-            base.model, base.info, base.val_images, base.val_labels, base.train_images,
-            EvaluatorOptions(reconstruct=mode), table=base.table,
-        )  # fmt: skip
+            base.model,
+            base.info,
+            base.val_images,
+            base.val_labels,
+            base.train_images,
+            EvaluatorOptions(reconstruct=mode),
+            table=base.table,
+        )
         result.append(evaluator.evaluate(Policy.from_dict(policy)).accuracy)
     return result
 
@@ -117,10 +122,18 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="bench-predictive-"))
         quality = []
     config = SearchConfig(
-        model=args.model, dataset=args.dataset, env=args.env, agent="random", space=args.space, episodes=1,
-        seed=0, data_dir=args.data_dir, budgets={"macs_ratio": args.macs}, val_images=args.val_images,
+        model=args.model,
+        dataset=args.dataset,
+        env=args.env,
+        agent="random",
+        space=args.space,
+        episodes=1,
+        seed=0,
+        data_dir=args.data_dir,
+        budgets={"macs_ratio": args.macs},
+        val_images=args.val_images,
         exp="bench-predictive",
-    )  # fmt: skip
+    )
     policies = searched_policies(quality) + random_policies(folder, config, args.random)
     job = SearchJob.resume(folder / "random-draws")
     rows = []
@@ -133,8 +146,11 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     tests = [r["test_acc_ft"] for r in rows]
     rho = {m: float(spearmanr([r[f"val_acc_{m}"] for r in rows], tests).statistic) for m in MODES}
-    labels = {"none": "no reconstruction", "fast": "fast reconstruction",
-              "sequential": "sequential reconstruction (the default of search and export)"}  # fmt: skip
+    labels = {
+        "none": "no reconstruction",
+        "fast": "fast reconstruction",
+        "sequential": "sequential reconstruction (the default of search and export)",
+    }
     summary = markdown_table(
         ["search-time score: val accuracy after", "Spearman ρ with shipped test accuracy", "policies"],
         [[labels[m], f"{rho[m]:.3f}", len(rows)] for m in MODES],
@@ -146,8 +162,13 @@ def main() -> None:
         f"{args.finetune_epochs}-epoch distilled fine-tune.\n\n{summary}\n\nEvery policy:\n\n{rows_table(rows)}"
     )
     raw = {"rho": rho, "rows": rows}
-    publish(f"predictive-{args.model}-macs{args.macs}", f"Does the search score predict what ships? ({args.model})",
-            body, raw, args.quick)  # fmt: skip
+    publish(
+        f"predictive-{args.model}-macs{args.macs}",
+        f"Does the search score predict what ships? ({args.model})",
+        body,
+        raw,
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -62,15 +62,28 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
     per_agent = []
     for agent in dict.fromkeys(r["agent"] for r in rows):
         mine = [r for r in rows if r["agent"] == agent]
-        per_agent.append([
-            agent, len(mine), spread([r["best_val_accuracy"] for r in mine]),
-            f"{statistics.mean(r['search_wall_s'] for r in mine):.0f}",
-            spread([r["test_accuracy_no_ft"] for r in mine]), spread([r["test_accuracy_ft"] for r in mine]),
-            f"{statistics.mean(r['test_accuracy_ft'] for r in mine) - base:+.4f}",
-            f"{statistics.mean(r['macs_ratio'] for r in mine):.3f}",
-        ])  # fmt: skip
-    columns = ["agent", "seeds", "best val acc", "search s", "test acc", f"test acc ({args.finetune_epochs}-ep ft)",
-               "vs unpruned", "MACs ratio"]  # fmt: skip
+        per_agent.append(
+            [
+                agent,
+                len(mine),
+                spread([r["best_val_accuracy"] for r in mine]),
+                f"{statistics.mean(r['search_wall_s'] for r in mine):.0f}",
+                spread([r["test_accuracy_no_ft"] for r in mine]),
+                spread([r["test_accuracy_ft"] for r in mine]),
+                f"{statistics.mean(r['test_accuracy_ft'] for r in mine) - base:+.4f}",
+                f"{statistics.mean(r['macs_ratio'] for r in mine):.3f}",
+            ]
+        )
+    columns = [
+        "agent",
+        "seeds",
+        "best val acc",
+        "search s",
+        "test acc",
+        f"test acc ({args.finetune_epochs}-ep ft)",
+        "vs unpruned",
+        "MACs ratio",
+    ]
     intro = (
         f"{args.model} on {args.dataset}, env `{args.env}`, space `{args.space}`, budget {args.macs:.0%} of the MACs, "
         f"{args.episodes} episodes per search ({args.val_images} validation images per evaluation), seeds "
@@ -91,9 +104,17 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
     if long:
         table = markdown_table(
             ["agent", "seed", f"test acc ({args.long_finetune}-ep ft)", "vs unpruned", "MACs ratio"],
-            [[r["agent"], r["seed"], f"{r['test_accuracy_long_ft']:.4f}", f"{r['test_accuracy_long_ft'] - base:+.4f}",
-              f"{r['macs_ratio']:.3f}"] for r in long],
-        )  # fmt: skip
+            [
+                [
+                    r["agent"],
+                    r["seed"],
+                    f"{r['test_accuracy_long_ft']:.4f}",
+                    f"{r['test_accuracy_long_ft'] - base:+.4f}",
+                    f"{r['macs_ratio']:.3f}",
+                ]
+                for r in long
+            ],
+        )
         body += (
             "\n\nLong fine-tune of the best run of "
             + (", ".join(args.long_agents) if args.long_agents else "the searchers and of the Torch-Pruning baselines")
@@ -142,20 +163,35 @@ def main() -> None:
     for agent in args.agents:
         for seed in args.seeds if agent not in ONE_EPISODE else args.seeds[:1]:
             config = SearchConfig(
-                model=args.model, dataset=args.dataset, env=args.env, agent=agent, space=args.space,
-                episodes=args.episodes, seed=seed, data_dir=args.data_dir, budgets={"macs_ratio": args.macs},
-                val_images=args.val_images, exp="bench-quality",
-            )  # fmt: skip
+                model=args.model,
+                dataset=args.dataset,
+                env=args.env,
+                agent=agent,
+                space=args.space,
+                episodes=args.episodes,
+                seed=seed,
+                data_dir=args.data_dir,
+                budgets={"macs_ratio": args.macs},
+                val_images=args.val_images,
+                exp="bench-quality",
+            )
             folder = root / f"{agent}-s{seed}"
             summary = run_search(folder, config)
             plain = export(folder, 0, args.data_dir)
             report = export(folder, args.finetune_epochs, args.data_dir)
-            rows.append({
-                "agent": agent, "seed": seed, "episodes": summary["episodes"],
-                "best_val_accuracy": summary["best_accuracy"], "best_episode": summary["best_episode"],
-                "search_wall_s": summary["search_wall_s"], "macs_ratio": report["macs_ratio"],
-                "test_accuracy_no_ft": plain["test_accuracy"], "test_accuracy_ft": report["test_accuracy"],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "agent": agent,
+                    "seed": seed,
+                    "episodes": summary["episodes"],
+                    "best_val_accuracy": summary["best_accuracy"],
+                    "best_episode": summary["best_episode"],
+                    "search_wall_s": summary["search_wall_s"],
+                    "macs_ratio": report["macs_ratio"],
+                    "test_accuracy_no_ft": plain["test_accuracy"],
+                    "test_accuracy_ft": report["test_accuracy"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     if args.long_finetune:
         groups = (

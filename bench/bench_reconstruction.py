@@ -47,8 +47,9 @@ def main() -> None:
         ("digits-cnn", "digits", "host") if args.quick else ("resnet20", "cifar10", "raspberry-pi-4")
     )
     count = 4 if args.quick else args.policies
-    workload = build_workload(model, dataset, True, None, args.data_dir, None if args.quick else args.val_images,
-                              reconstruct="none")  # fmt: skip
+    workload = build_workload(
+        model, dataset, True, None, args.data_dir, None if args.quick else args.val_images, reconstruct="none"
+    )
     env = AutoCompressEnv(workload=workload, env_preset=env_name, space="prune", budgets={"macs_ratio": args.macs})
     policies = random_policies(env, count, seed=0)
     base = workload.evaluator

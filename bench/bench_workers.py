@@ -70,9 +70,15 @@ def main() -> None:
         args.repeats = 1
     else:
         base = SearchConfig(
-            model="resnet20", dataset="cifar10", env=args.env, space=args.space, agent="ddpg",
-            episodes=args.episodes, data_dir=args.data_dir, val_images=args.val_images,
-        )  # fmt: skip
+            model="resnet20",
+            dataset="cifar10",
+            env=args.env,
+            space=args.space,
+            agent="ddpg",
+            episodes=args.episodes,
+            data_dir=args.data_dir,
+            val_images=args.val_images,
+        )
     reference, single, parallel_setup = (1, cores), (1, 1), (args.workers, cores)  # (workers, threads here)
     setups = list(dict.fromkeys([reference, single, parallel_setup]))
     results: dict[tuple[int, int], list[dict[str, Any]]] = {s: [] for s in setups}
@@ -90,12 +96,18 @@ def main() -> None:
     for (workers, threads), runs in results.items():
         rate = statistics.median(r["episodes_per_min"] for r in runs)
         per_worker_threads = max(1, threads // workers)
-        rows.append([
-            f"{workers} × {per_worker_threads} thread(s)", runs[0]["episodes"],
-            statistics.median(r["wall_s"] for r in runs), statistics.median(r["setup_s"] for r in runs),
-            rate, statistics.median(r["steady_episodes_per_min"] for r in runs), rate / reference_rate,
-            statistics.median(r["best_reward"] for r in runs),
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{workers} × {per_worker_threads} thread(s)",
+                runs[0]["episodes"],
+                statistics.median(r["wall_s"] for r in runs),
+                statistics.median(r["setup_s"] for r in runs),
+                rate,
+                statistics.median(r["steady_episodes_per_min"] for r in runs),
+                rate / reference_rate,
+                statistics.median(r["best_reward"] for r in runs),
+            ]
+        )
     per_core = statistics.median(r["steady_episodes_per_min"] for r in results[single])
     parallel = statistics.median(r["steady_episodes_per_min"] for r in results[parallel_setup])
     efficiency = parallel / (args.workers * per_core)

@@ -122,10 +122,17 @@ def test_no_file_level_import_cycle() -> None:
 # gymnasium, onnx or yaml (tests/deploy/test_device.py runs it with those unimportable).
 RUNTIME = "autocompress.deploy.runtime"
 RUNTIME_LEAVES = {
-    "autocompress", "autocompress.errors", "autocompress.files", "autocompress.registry", "autocompress.context_rules",
-    "autocompress.deploy", "autocompress.deploy.manifest", "autocompress.deploy.onnx_wire",
-    "autocompress.deploy.shared_weights", RUNTIME,
-}  # fmt: skip
+    "autocompress",
+    "autocompress.errors",
+    "autocompress.files",
+    "autocompress.registry",
+    "autocompress.context_rules",
+    "autocompress.deploy",
+    "autocompress.deploy.manifest",
+    "autocompress.deploy.onnx_wire",
+    "autocompress.deploy.shared_weights",
+    RUNTIME,
+}
 
 
 def test_deploy_sits_above_search_and_the_runtime_is_a_leaf() -> None:

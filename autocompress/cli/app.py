@@ -110,14 +110,20 @@ def os_error_line(exc: OSError) -> str:
     """One line for an error of the file system: what must hold, the file, how to go on."""
     name = f"'{exc.filename}'" if exc.filename else "a file"
     if exc.errno == errno.ENOSPC:
-        return (f"writing {name} needs free disk space, but the disk is full; free some space and run the same "
-                "command again (an export leaves its earlier output as it was, a search resumes).")  # fmt: skip
+        return (
+            f"writing {name} needs free disk space, but the disk is full; free some space and run the same "
+            "command again (an export leaves its earlier output as it was, a search resumes)."
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"{name} must be writable (or readable), but the system refused it ({exc.strerror}); choose a "
-                "folder you can write.")  # fmt: skip
+        return (
+            f"{name} must be writable (or readable), but the system refused it ({exc.strerror}); choose a "
+            "folder you can write."
+        )
     if exc.errno == errno.ENAMETOOLONG:
-        return (f"a file name must be within the system's length limit, but {name[:120]} is too long; choose a "
-                "shorter path.")  # fmt: skip
+        return (
+            f"a file name must be within the system's length limit, but {name[:120]} is too long; choose a "
+            "shorter path."
+        )
     return f"the file system refused {name[:200]} ({exc.strerror or exc}); check the path and its folder."
 
 

@@ -7,9 +7,20 @@ import json
 from typing import Any
 
 COLUMNS = [
-    "run", "agent", "env", "space", "episodes", "best reward", "best accuracy", "MACs ratio", "latency ms",
-    "energy mJ", "storage bytes", "best at episode", "search s",
-]  # fmt: skip
+    "run",
+    "agent",
+    "env",
+    "space",
+    "episodes",
+    "best reward",
+    "best accuracy",
+    "MACs ratio",
+    "latency ms",
+    "energy mJ",
+    "storage bytes",
+    "best at episode",
+    "search s",
+]
 
 
 def add_parser(sub: Any) -> None:

@@ -37,9 +37,13 @@ def add_parser(sub: Any) -> None:
         default="sequential",
         help="least-squares refit of pruned layers: sequential (default), fast or none",
     )
-    p.add_argument("--compute-device", dest="compute_device", default="cpu",
-                   help="where the measured forward passes run: cpu (default), cuda or auto "
-                   "(--device names the hardware profile whose costs are predicted)")  # fmt: skip
+    p.add_argument(
+        "--compute-device",
+        dest="compute_device",
+        default="cpu",
+        help="where the measured forward passes run: cpu (default), cuda or auto "
+        "(--device names the hardware profile whose costs are predicted)",
+    )
     p.add_argument("--repeats", type=int, default=50, help="timed repeats of the batch-1 latency measurement")
     p.add_argument("--device", default=None, help="add predicted costs on this device profile (name or YAML)")
     p.add_argument("--link", default=None, help="link to the edge server for split policies (wifi, lte, ble, ethernet)")
@@ -86,10 +90,16 @@ def run(args: argparse.Namespace) -> int:
     except AutoCompressError as exc:
         raise UsageError(str(exc).replace("device", "--compute-device", 1)) from None
     options = EvaluateOptions(
-        split=args.split, limit=args.limit, criterion=args.criterion, bn_repair=not args.no_bn_repair,
-        repeats=args.repeats, data_dir=args.data_dir, download=args.download, reconstruct=args.reconstruct,
+        split=args.split,
+        limit=args.limit,
+        criterion=args.criterion,
+        bn_repair=not args.no_bn_repair,
+        repeats=args.repeats,
+        data_dir=args.data_dir,
+        download=args.download,
+        reconstruct=args.reconstruct,
         device=args.compute_device,
-    )  # fmt: skip
+    )
     shift = Shift.parse(args.shift) if args.shift else None
     policy = Policy.load(args.policy) if args.policy else None
     info = dataset_info(args.dataset, args.data_dir)

@@ -22,38 +22,68 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after pruning (default 0)")
     p.add_argument("--finetune-lr", type=float, default=0.01, help="starting learning rate of the fine-tune")
     p.add_argument("--finetune-schedule", default="cosine", help="cosine (default), step or constant")
-    p.add_argument("--no-distill", dest="distill", action="store_false",
-                   help="fine-tune on labels only (default: distil from the unpruned model)")  # fmt: skip
+    p.add_argument(
+        "--no-distill",
+        dest="distill",
+        action="store_false",
+        help="fine-tune on labels only (default: distil from the unpruned model)",
+    )
     p.add_argument("--device", default="auto", help="where the fine-tune runs: auto (default), cpu or cuda")
-    p.add_argument("--reconstruct", default="sequential",
-                   help="least-squares refit of pruned layers: sequential (default), fast or none")  # fmt: skip
+    p.add_argument(
+        "--reconstruct",
+        default="sequential",
+        help="least-squares refit of pruned layers: sequential (default), fast or none",
+    )
     p.add_argument("--test-images", type=int, default=None, help="test images to measure on (default: all)")
     p.add_argument("--data-dir", default=None, help="dataset folder, if it moved since the search")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--trust-code", action="store_true",
-                   help="import file.py:… / pkg.mod:… code the run or package names (else refused)")  # fmt: skip
-    p.add_argument("--adaptive", action="store_true",
-                   help="write an adaptive package: several configurations from the run's Pareto front and "
-                   "a manifest.json by which the runtime picks one per context")  # fmt: skip
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import file.py:… / pkg.mod:… code the run or package names (else refused)",
+    )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="write an adaptive package: several configurations from the run's Pareto front and "
+        "a manifest.json by which the runtime picks one per context",
+    )
     p.add_argument("--configs", type=int, default=4, help="configurations in an adaptive package (default 4)")
-    p.add_argument("--accuracy-tolerance", type=float, default=0.01,
-                   help="accuracy the controller may give up for less energy (default 0.01)")  # fmt: skip
-    p.add_argument("--objective", default="accuracy",
-                   help="adaptive controller: accuracy (default: the most accurate the context and the battery allow, "
-                   "least energy within the tolerance) or energy (least energy at the accuracy of the model one "
-                   "would ship alone)")  # fmt: skip
-    p.add_argument("--ladder", default="1.0,0.5,0.25",
-                   help="adaptive package: MACs fractions at which configurations derived from the best policy join "
-                   "the Pareto front's (default 1.0,0.5,0.25; 'none' for the front's alone)")  # fmt: skip
-    p.add_argument("--train-epochs", type=int, default=0,
-                   help="adaptive package: train the configurations once, together, as slices of one model for N "
-                   "epochs (sandwich rule, distilled, own BatchNorm statistics; implies --share-weights; resumes "
-                   "from OUT/training/)")  # fmt: skip
+    p.add_argument(
+        "--accuracy-tolerance",
+        type=float,
+        default=0.01,
+        help="accuracy the controller may give up for less energy (default 0.01)",
+    )
+    p.add_argument(
+        "--objective",
+        default="accuracy",
+        help="adaptive controller: accuracy (default: the most accurate the context and the battery allow, "
+        "least energy within the tolerance) or energy (least energy at the accuracy of the model one "
+        "would ship alone)",
+    )
+    p.add_argument(
+        "--ladder",
+        default="1.0,0.5,0.25",
+        help="adaptive package: MACs fractions at which configurations derived from the best policy join "
+        "the Pareto front's (default 1.0,0.5,0.25; 'none' for the front's alone)",
+    )
+    p.add_argument(
+        "--train-epochs",
+        type=int,
+        default=0,
+        help="adaptive package: train the configurations once, together, as slices of one model for N "
+        "epochs (sandwich rule, distilled, own BatchNorm statistics; implies --share-weights; resumes "
+        "from OUT/training/)",
+    )
     p.add_argument("--train-lr", type=float, default=0.01, help="its starting learning rate (default 0.01)")
-    p.add_argument("--share-weights", action="store_true",
-                   help="adaptive package: nest the configurations as slices of one refitted model and store "
-                   "shared weights once (smaller; the smaller configurations lose their own refit)")  # fmt: skip
+    p.add_argument(
+        "--share-weights",
+        action="store_true",
+        help="adaptive package: nest the configurations as slices of one refitted model and store "
+        "shared weights once (smaller; the smaller configurations lose their own refit)",
+    )
     p.set_defaults(run=run)
 
 
@@ -65,10 +95,17 @@ def run(args: argparse.Namespace) -> int:
         return _adaptive(args)
     here = _world(args)
     options = ExportOptions(
-        policy=args.policy, reconstruct=args.reconstruct, finetune_epochs=args.finetune_epochs,
-        finetune_lr=args.finetune_lr, finetune_schedule=args.finetune_schedule, distill=args.distill,
-        device=args.device, test_images=args.test_images, data_dir=args.data_dir, trust_code=args.trust_code,
-    )  # fmt: skip
+        policy=args.policy,
+        reconstruct=args.reconstruct,
+        finetune_epochs=args.finetune_epochs,
+        finetune_lr=args.finetune_lr,
+        finetune_schedule=args.finetune_schedule,
+        distill=args.distill,
+        device=args.device,
+        test_images=args.test_images,
+        data_dir=args.data_dir,
+        trust_code=args.trust_code,
+    )
     if here.active and not here.main:
         from autocompress.deploy.export import write_export
 
@@ -108,11 +145,19 @@ def _adaptive(args: argparse.Namespace) -> int:
     from autocompress.deploy.adaptive import AdaptiveOptions, export_adaptive
 
     options = AdaptiveOptions(
-        configs=args.configs, reconstruct=args.reconstruct, accuracy_tolerance=args.accuracy_tolerance,
-        objective=args.objective, test_images=args.test_images, data_dir=args.data_dir,
-        share_weights=args.share_weights, trust_code=args.trust_code, ladder=_ladder(args.ladder),
-        train_epochs=args.train_epochs, train_lr=args.train_lr, device=args.device,
-    )  # fmt: skip
+        configs=args.configs,
+        reconstruct=args.reconstruct,
+        accuracy_tolerance=args.accuracy_tolerance,
+        objective=args.objective,
+        test_images=args.test_images,
+        data_dir=args.data_dir,
+        share_weights=args.share_weights,
+        trust_code=args.trust_code,
+        ladder=_ladder(args.ladder),
+        train_epochs=args.train_epochs,
+        train_lr=args.train_lr,
+        device=args.device,
+    )
     here = _world(args)
     if here.active and not here.main:
         from autocompress.deploy.adaptive import _write_package
@@ -125,10 +170,18 @@ def _adaptive(args: argparse.Namespace) -> int:
         print(json.dumps(controller, indent=2))
         return 0
     rows = [
-        [c["id"], c["val_accuracy"], c["test_accuracy"], c["macs_ratio"], c["costs"]["latency_ms"][-1],
-         c["costs"]["energy_mj"][-1], c["costs"]["storage_bytes"], c["split"] or "-"]
+        [
+            c["id"],
+            c["val_accuracy"],
+            c["test_accuracy"],
+            c["macs_ratio"],
+            c["costs"]["latency_ms"][-1],
+            c["costs"]["energy_mj"][-1],
+            c["costs"]["storage_bytes"],
+            c["split"] or "-",
+        ]
         for c in controller["configs"]
-    ]  # fmt: skip
+    ]
     print_table(
         f"Adaptive package of {controller['model']} ({controller['deployment']['env']})",
         ["config", "val acc", "test acc", "MACs ratio", "latency ms", "energy mJ", "storage B", "split"],

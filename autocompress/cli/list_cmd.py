@@ -76,13 +76,28 @@ def _datasets() -> None:
 
     rows = [[i.name, i.describe_input(), i.num_classes, i.val_size, i.description] for i in DATASETS.values()]
     rows += [
-        ["PATH.npz", "any", "from labels", "10 %", "x_train, y_train, x_test, y_test; optional x_val, y_val, mean, "
-         "std, normalized"],
-        ["FOLDER/", "uint8 images", "class folders", "10 %", "train/<class>/*.png and test/<class>/* (optional "
-         "val/); one image size"],
-        ["pkg.module:factory", "any", "from labels", "10 %", "returns autocompress.data.DatasetSpec(train=(x, y), "
-         "test=(x, y), …); also file.py:factory"],
-    ]  # fmt: skip
+        [
+            "PATH.npz",
+            "any",
+            "from labels",
+            "10 %",
+            "x_train, y_train, x_test, y_test; optional x_val, y_val, mean, std, normalized",
+        ],
+        [
+            "FOLDER/",
+            "uint8 images",
+            "class folders",
+            "10 %",
+            "train/<class>/*.png and test/<class>/* (optional val/); one image size",
+        ],
+        [
+            "pkg.module:factory",
+            "any",
+            "from labels",
+            "10 %",
+            "returns autocompress.data.DatasetSpec(train=(x, y), test=(x, y), …); also file.py:factory",
+        ],
+    ]
     print_table("Datasets", ["name", "input", "classes", "val split", "source"], rows)
     print(
         "Inputs are uint8 images N×C×H×W, float images N×C×H×W or sequences N×C×L; labels 0..classes-1. Float "

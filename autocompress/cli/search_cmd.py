@@ -38,8 +38,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--space", default="prune-quant", help="search-space preset: prune, quant, prune-quant, full, or a YAML"
     )
-    p.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE[:soft]",
-                   help="override a budget, e.g. macs=0.5, latency=20, energy=5:soft (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[:soft]",
+        help="override a budget, e.g. macs=0.5, latency=20, energy=5:soft (repeatable)",
+    )
     p.add_argument(
         "--episodes", type=int, default=None, help="episodes (default 300); with --resume: a new total, to go further"
     )
@@ -56,15 +61,22 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exp", default="search", help="experiment name in the run folder's name")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers (default: SQLite in the run)")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the search in this run folder")
-    p.add_argument("--trust-code", action="store_true",
-                   help="with --resume: import file.py:… / pkg.mod:… code the run names")  # fmt: skip
+    p.add_argument(
+        "--trust-code", action="store_true", help="with --resume: import file.py:… / pkg.mod:… code the run names"
+    )
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $AUTOCOMPRESS_DATA_DIR)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--device", default=None,
-                   help="where policies are scored: cpu (default), cuda or auto; with --resume: change it")  # fmt: skip
-    p.add_argument("--workers", type=int, default=None,
-                   help="RL agents: environments played at once, each in its own process (default 1; a resumed run "
-                   "keeps its own)")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where policies are scored: cpu (default), cuda or auto; with --resume: change it",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="RL agents: environments played at once, each in its own process (default 1; a resumed run keeps its own)",
+    )
     p.set_defaults(run=run)
 
 
@@ -127,13 +139,24 @@ def run(args: argparse.Namespace) -> int:
                 "search needs --model and --dataset (or --resume RUN); e.g. --model digits-cnn --dataset digits."
             )
         config = SearchConfig(
-            model=args.model, dataset=args.dataset, env=args.env, agent=args.agent, space=args.space,
-            episodes=300 if args.episodes is None else args.episodes, seed=args.seed,
-            pretrained=args.weights is None, weights=args.weights,
-            data_dir=args.data_dir, budgets=parse_budgets(args.budget), val_images=args.val_images,
-            storage=args.storage, exp=args.exp, device=args.device or "cpu",
-            workers=1 if args.workers is None else args.workers, confirm=8 if args.confirm is None else args.confirm,
-        )  # fmt: skip
+            model=args.model,
+            dataset=args.dataset,
+            env=args.env,
+            agent=args.agent,
+            space=args.space,
+            episodes=300 if args.episodes is None else args.episodes,
+            seed=args.seed,
+            pretrained=args.weights is None,
+            weights=args.weights,
+            data_dir=args.data_dir,
+            budgets=parse_budgets(args.budget),
+            val_images=args.val_images,
+            storage=args.storage,
+            exp=args.exp,
+            device=args.device or "cpu",
+            workers=1 if args.workers is None else args.workers,
+            confirm=8 if args.confirm is None else args.confirm,
+        )
         job = SearchJob.create(config, args.run_dir)
     if args.resume and args.confirm is not None:  # this session's confirmation only; the run keeps its own
         import dataclasses

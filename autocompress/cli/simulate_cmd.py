@@ -22,8 +22,11 @@ def add_parser(sub: Any) -> None:
         default="stored",
         help="test images as stored, or sorted by class (a clean stream whose classes arrive in order)",
     )
-    p.add_argument("--trust-code", action="store_true",
-                   help="import file.py:… / pkg.mod:… code the run or package names (else refused)")  # fmt: skip
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import file.py:… / pkg.mod:… code the run or package names (else refused)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(run=run)

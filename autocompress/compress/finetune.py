@@ -137,9 +137,16 @@ def finetune(
     model.to(device)
     teacher = teacher.to(device).eval() if teacher is not None and options.distill else None
     batches = BatchIterator(
-        splits.train_x.to(device), splits.train_y.to(device), splits.info, options.batch_size, shuffle=True,
-        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size, world=here,
-    )  # fmt: skip
+        splits.train_x.to(device),
+        splits.train_y.to(device),
+        splits.info,
+        options.batch_size,
+        shuffle=True,
+        augment=True,
+        seed=options.seed,
+        drop_last=len(splits.train_y) > options.batch_size,
+        world=here,
+    )
     optimizer, scheduler = _optimizer(model, options, len(batches))
     result = FinetuneResult(qat_layers=qat, distilled=teacher is not None, device=str(device))
     start = _restore(checkpoint_dir, model, optimizer, scheduler, batches, result, device)
@@ -161,8 +168,11 @@ def finetune(
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}", val_acc=f"{result.val_accuracy[-1]:.4f}")
                 log.info(
                     "fine-tune epoch %d/%d: loss %.4f, val accuracy %.4f",
-                    epoch + 1, options.epochs, result.losses[-1], result.val_accuracy[-1],
-                )  # fmt: skip
+                    epoch + 1,
+                    options.epochs,
+                    result.losses[-1],
+                    result.val_accuracy[-1],
+                )
     finally:
         del net
         _detach_qat(model)
@@ -197,8 +207,10 @@ def _optimizer(model: nn.Module, options: FinetuneOptions, steps_per_epoch: int)
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=options.lr, momentum=0.9, nesterov=True,
-    )  # fmt: skip
+        lr=options.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
     total = max(1, options.epochs * steps_per_epoch)
 
     warmup = max(1, int(options.warmup_fraction * total))
@@ -217,9 +229,14 @@ def _optimizer(model: nn.Module, options: FinetuneOptions, steps_per_epoch: int)
 
 
 def _epoch(
-    model: nn.Module, teacher: nn.Module | None, batches: BatchIterator, optimizer: Any, scheduler: Any,
-    options: FinetuneOptions, here: distributed.World = distributed.SINGLE,
-) -> float:  # fmt: skip
+    model: nn.Module,
+    teacher: nn.Module | None,
+    batches: BatchIterator,
+    optimizer: Any,
+    scheduler: Any,
+    options: FinetuneOptions,
+    here: distributed.World = distributed.SINGLE,
+) -> float:
     """One epoch; under torchrun (``here`` active) over this rank's slice of every global batch, the summed loss
     scaled so that DDP's gradient average is the global batch's mean (as one process computes it)."""
     model.train()
@@ -256,9 +273,14 @@ def _epoch(
 
 
 def _save(
-    folder: Path | None, model: nn.Module, optimizer: Any, scheduler: Any, batches: BatchIterator,
-    result: FinetuneResult, epoch: int,
-) -> None:  # fmt: skip
+    folder: Path | None,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    batches: BatchIterator,
+    result: FinetuneResult,
+    epoch: int,
+) -> None:
     if folder is None:
         return
     state = {
@@ -274,9 +296,14 @@ def _save(
 
 
 def _restore(
-    folder: Path | None, model: nn.Module, optimizer: Any, scheduler: Any, batches: BatchIterator,
-    result: FinetuneResult, device: torch.device,
-) -> int:  # fmt: skip
+    folder: Path | None,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    batches: BatchIterator,
+    result: FinetuneResult,
+    device: torch.device,
+) -> int:
     """Load the checkpoint in ``folder`` if there is one; returns the epochs it had done."""
     path = None if folder is None else folder / CHECKPOINT
     if path is None or not path.is_file():

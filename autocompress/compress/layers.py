@@ -270,10 +270,26 @@ def _layer(
         kernel, stride = tuple(module.kernel_size), tuple(module.stride)
         in_hw, out_hw, in_per_channel = tuple(in_shape[2:]), tuple(out_shape[2:]), math.prod(in_shape[2:])
     layer = Layer(
-        index, name, kind, op_class, cin, cout, groups, kernel, stride, in_hw, out_hw, 0, 0,
-        module.bias is not None, math.prod(in_shape[1:]), math.prod(out_shape[1:]),
-        out_group.get(name), in_group.get(name), in_per_channel,
-    )  # fmt: skip
+        index,
+        name,
+        kind,
+        op_class,
+        cin,
+        cout,
+        groups,
+        kernel,
+        stride,
+        in_hw,
+        out_hw,
+        0,
+        0,
+        module.bias is not None,
+        math.prod(in_shape[1:]),
+        math.prod(out_shape[1:]),
+        out_group.get(name),
+        in_group.get(name),
+        in_per_channel,
+    )
     shape = _shape_of(layer, cin, cout)
     return Layer(**{**layer.__dict__, "macs": shape.macs, "params": shape.params})
 

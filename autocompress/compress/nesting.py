@@ -67,9 +67,15 @@ def nested_models(
     if reconstruct == "sequential":
         working = [pruner.prune(sub_kept) for sub_kept in sub_kepts]
         reconstruct_joint_sequential(
-            shared, union, working, kepts, table, evaluator.pruner.ranking, evaluator.sequential_targets(),
+            shared,
+            union,
+            working,
+            kepts,
+            table,
+            evaluator.pruner.ranking,
+            evaluator.sequential_targets(),
             evaluator.options.reconstruction,
-        )  # fmt: skip
+        )
     elif reconstruct == "fast":
         evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking)
     probe = ChannelPruner(index_probe(shared), sub_table, ranking=ranking)
@@ -113,6 +119,8 @@ def slice_map(pruned_probe: nn.Module, union_state: dict[str, torch.Tensor]) -> 
         grid = np.arange(full.numel()).reshape(tuple(full.shape))[np.ix_(*index)]
         if grid.shape != flat.shape or not np.array_equal(grid, flat):
             continue  # not an axis-wise slice (it never happens for channel pruning; then it is simply not shared)
-        found[name] = [None if len(ix) == n and np.array_equal(ix, np.arange(n)) else ix.tolist()
-                       for ix, n in zip(index, full.shape, strict=True)]  # fmt: skip
+        found[name] = [
+            None if len(ix) == n and np.array_equal(ix, np.arange(n)) else ix.tolist()
+            for ix, n in zip(index, full.shape, strict=True)
+        ]
     return found

@@ -58,10 +58,16 @@ def global_kept_channels(
         for x, y in batches:
             F.cross_entropy(work(x), y).backward()
     pruner = tp.pruner.MetaPruner(
-        work, torch.zeros(1, *table.input_shape), importance=scorer, global_pruning=True, pruning_ratio=ratio,
-        max_pruning_ratio=max_ratio, ignored_layers=ignored, round_to=round_to if round_to > 1 else None,
+        work,
+        torch.zeros(1, *table.input_shape),
+        importance=scorer,
+        global_pruning=True,
+        pruning_ratio=ratio,
+        max_pruning_ratio=max_ratio,
+        ignored_layers=ignored,
+        round_to=round_to if round_to > 1 else None,
         root_module_types=list(LAYER_TYPES),
-    )  # fmt: skip
+    )
     pruner.step()
     return {group.id: _out_channels(modules[group.leader]) for group in table.groups}
 

@@ -63,17 +63,28 @@ def export_onnx(
         warnings.simplefilter("ignore")
         try:  # the TorchScript exporter is quick and quiet; the dynamo exporter is the fallback where it is gone
             torch.onnx.export(
-                model, example, str(path), input_names=[INPUT_NAME], output_names=["logits"],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+                model,
+                example,
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=["logits"],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
                 training=torch.onnx.TrainingMode.EVAL if fold_batchnorm else torch.onnx.TrainingMode.PRESERVE,
-            )  # fmt: skip
+            )
         except Exception as legacy_error:
             log.debug("TorchScript ONNX export failed (%s); trying dynamo", legacy_error)
             try:
                 torch.onnx.export(
-                    model, example, str(path), input_names=[INPUT_NAME], output_names=["logits"],
-                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                )  # fmt: skip
+                    model,
+                    example,
+                    str(path),
+                    input_names=[INPUT_NAME],
+                    output_names=["logits"],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    dynamo=True,
+                )
             except Exception as exc:
                 raise AutoCompressError(f"the model must be exportable to ONNX, but export failed ({exc}).") from None
     return path
@@ -134,9 +145,14 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
         warnings.simplefilter("ignore")
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out_path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+            str(prepared),
+            str(out_path),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
-        )  # fmt: skip
+        )
     prepared.unlink(missing_ok=True)
     return out_path

@@ -106,9 +106,16 @@ def train_union(
     order = sorted(range(len(models)), key=lambda k: sizes[k])
     smallest, largest, middle = order[0], order[-1], order[1:-1]
     batches = BatchIterator(
-        splits.train_x.to(device), splits.train_y.to(device), splits.info, options.batch_size, shuffle=True,
-        augment=True, seed=options.seed, drop_last=len(splits.train_y) > options.batch_size, world=here,
-    )  # fmt: skip
+        splits.train_x.to(device),
+        splits.train_y.to(device),
+        splits.info,
+        options.batch_size,
+        shuffle=True,
+        augment=True,
+        seed=options.seed,
+        drop_last=len(splits.train_y) > options.batch_size,
+        world=here,
+    )
     optimizer, scheduler = _optimizer(union, options, len(batches))
     result = UnionTrainingResult(device=str(device), configurations_per_step=min(3, len(models)))
     start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device)
@@ -143,24 +150,32 @@ def train_union(
                 total, all_count = distributed.sum_all([total, float(count)], here)
                 result.losses.append(total / max(1.0, all_count))
                 _write_slices(union, models, maps)
-                result.val_accuracy.append([
-                    evaluate_accuracy(m.eval(), splits.val_x.to(device), splits.val_y.to(device), splits)
-                    for m in models
-                ])  # fmt: skip
+                result.val_accuracy.append(
+                    [
+                        evaluate_accuracy(m.eval(), splits.val_x.to(device), splits.val_y.to(device), splits)
+                        for m in models
+                    ]
+                )
                 if here.main:
                     _save(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, epoch + 1)
                 distributed.barrier(here)
                 bar.update(1)
                 accuracies = " ".join(f"{a:.3f}" for a in result.val_accuracy[-1])
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}", val=accuracies)
-                log.info("union training epoch %d/%d: loss %.4f, val accuracy %s", epoch + 1, options.epochs,
-                         result.losses[-1], [round(a, 4) for a in result.val_accuracy[-1]])  # fmt: skip
+                log.info(
+                    "union training epoch %d/%d: loss %.4f, val accuracy %s",
+                    epoch + 1,
+                    options.epochs,
+                    result.losses[-1],
+                    [round(a, 4) for a in result.val_accuracy[-1]],
+                )
         _write_slices(union, models, maps)
         normalise = Normalizer(splits.info)
         calibration = splits.train_x[:BN_IMAGES]
         for model in models:  # each configuration's own statistics, for its trained slice
-            recalibrate_batchnorm(model, [normalise(calibration[i : i + 256]).to(device)
-                                          for i in range(0, len(calibration), 256)])  # fmt: skip
+            recalibrate_batchnorm(
+                model, [normalise(calibration[i : i + 256]).to(device) for i in range(0, len(calibration), 256)]
+            )
     finally:
         union.to("cpu").eval()
         for model in models:
@@ -171,9 +186,16 @@ def train_union(
 
 
 def _loss(
-    model: nn.Module, slices: SliceMap, shared: Mapping[str, nn.Parameter], bits: Mapping[str, int],
-    x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, options: FinetuneOptions, reduction: str = "mean",
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    slices: SliceMap,
+    shared: Mapping[str, nn.Parameter],
+    bits: Mapping[str, int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    soft: torch.Tensor | None,
+    options: FinetuneOptions,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """One configuration's loss on a batch (its mean, or with ``reduction="sum"`` its sum over the batch), its
     weights sliced from the union's (gradients flow back into them)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -207,9 +229,16 @@ def _write_slices(union: nn.Module, models: Sequence[nn.Module], maps: Sequence[
 
 
 def _save(
-    folder: Path | None, union: nn.Module, models: Sequence[nn.Module], optimizer: Any, scheduler: Any,
-    batches: BatchIterator, result: UnionTrainingResult, picker: random.Random, epoch: int,
-) -> None:  # fmt: skip
+    folder: Path | None,
+    union: nn.Module,
+    models: Sequence[nn.Module],
+    optimizer: Any,
+    scheduler: Any,
+    batches: BatchIterator,
+    result: UnionTrainingResult,
+    picker: random.Random,
+    epoch: int,
+) -> None:
     if folder is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,9 +256,16 @@ def _save(
 
 
 def _restore(
-    folder: Path | None, union: nn.Module, models: Sequence[nn.Module], optimizer: Any, scheduler: Any,
-    batches: BatchIterator, result: UnionTrainingResult, picker: random.Random, device: torch.device,
-) -> int:  # fmt: skip
+    folder: Path | None,
+    union: nn.Module,
+    models: Sequence[nn.Module],
+    optimizer: Any,
+    scheduler: Any,
+    batches: BatchIterator,
+    result: UnionTrainingResult,
+    picker: random.Random,
+    device: torch.device,
+) -> int:
     """Load the checkpoint in ``folder`` if there is one of these configurations; returns the epochs it had done."""
     path = None if folder is None else folder / CHECKPOINT
     if path is None or not path.is_file():

@@ -231,9 +231,14 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
     config, resolved = record.config, record.resolved
     deployment = resolved.deployment
     workload = build_workload(
-        config.model, config.dataset, config.pretrained, config.weights, options.data_dir or config.data_dir,
-        config.val_images, protect_first_last=resolved.space.protect_first_last,
-    )  # fmt: skip
+        config.model,
+        config.dataset,
+        config.pretrained,
+        config.weights,
+        options.data_dir or config.data_dir,
+        config.val_images,
+        protect_first_last=resolved.space.protect_first_last,
+    )
     evaluator, info, graph = workload.evaluator, workload.info, analyse(workload.model, workload.table)
     front = [Policy.from_dict(e["policy"], f"pareto:{i} of '{record.folder}'") for i, e in enumerate(record.front)]
     nest = options.share_weights or options.train_epochs > 0
@@ -259,8 +264,9 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
         sizes = [float(sum(s.macs for s in table.shapes(p.kept_channels(table)))) for p in policies]
         bits = [{layer.name: p.setting(layer.name).wbits for layer in table.layers} for p in policies]
         train = FinetuneOptions(epochs=options.train_epochs, lr=options.train_lr, device=options.device)
-        result = train_union(union, models, maps, sizes, bits, workload.splits, train, evaluator.model,
-                             out / "training")  # fmt: skip
+        result = train_union(
+            union, models, maps, sizes, bits, workload.splits, train, evaluator.model, out / "training"
+        )
         training = {"epochs": options.train_epochs, "lr": options.train_lr, "rule": "sandwich"} | result.to_dict()
     entries = []
     for k, index in enumerate(picks):
@@ -269,11 +275,19 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
         # BatchNorm stays as nodes (onnxruntime folds them at load, so inference costs the same): the runtime
         # re-estimates their statistics when the input drifts (AdaBN), with onnxruntime alone
         report = write_export(
-            run_dir, folder,
-            ExportOptions(reconstruct=options.reconstruct, test_images=options.test_images,
-                          data_dir=options.data_dir, latency_repeats=10, trust_code=options.trust_code),
-            model=models[k], fold_batchnorm=False, policy=policies[k],
-        )  # fmt: skip
+            run_dir,
+            folder,
+            ExportOptions(
+                reconstruct=options.reconstruct,
+                test_images=options.test_images,
+                data_dir=options.data_dir,
+                latency_repeats=10,
+                trust_code=options.trust_code,
+            ),
+            model=models[k],
+            fold_batchnorm=False,
+            policy=policies[k],
+        )
         policy = policies[k]
         val_accuracy = _accuracy(ort_session(folder / "model.onnx"), evaluator)
         del report["run"]  # a package names nothing outside itself, its configurations' reports included
@@ -302,23 +316,32 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
     del worst["shift"]
     configs_sessions = {c.id: ort_session(out / c.path) for c in entries}  # each calibrates its own drift threshold
     manifest = Manifest(
-        model=config.model, dataset=info.ref or config.dataset, input=input_spec(info),
+        model=config.model,
+        dataset=info.ref or config.dataset,
+        input=input_spec(info),
         deployment=Limits(
-            env=deployment.preset.name, device=deployment.device.name,
-            link=deployment.link.name if deployment.link else None, ram_bytes=deployment.device.ram_bytes,
-            flash_bytes=deployment.device.flash_bytes, hard_budgets=deployment.budgets(None, hard=True),
+            env=deployment.preset.name,
+            device=deployment.device.name,
+            link=deployment.link.name if deployment.link else None,
+            ram_bytes=deployment.device.ram_bytes,
+            flash_bytes=deployment.device.flash_bytes,
+            hard_budgets=deployment.budgets(None, hard=True),
             soft_budgets=deployment.budgets(None, hard=False),
         ),
-        bandwidth_grid=BANDWIDTH_GRID, objective=options.objective, accuracy_tolerance=options.accuracy_tolerance,
-        worst_context=worst, configs=tuple(entries),
+        bandwidth_grid=BANDWIDTH_GRID,
+        objective=options.objective,
+        accuracy_tolerance=options.accuracy_tolerance,
+        worst_context=worst,
+        configs=tuple(entries),
         monitor=_monitor(evaluator, info, ort_session(out / reference), configs_sessions),
         uncompressed=Reference(
-            path=reference, val_accuracy=_accuracy(ort_session(out / reference), evaluator),
+            path=reference,
+            val_accuracy=_accuracy(ort_session(out / reference), evaluator),
             costs=_costs(deployment, evaluator, graph, Policy(config.model)),
         ),
         shared_weights=nest,
         training=training,
-    )  # fmt: skip
+    )
     storage = _storage(manifest.configs, out)
     if union is not None:
         state, maps = compact_union(union.state_dict(), maps)  # what dropped configurations alone used goes
@@ -376,8 +399,9 @@ def _costs(deployment: Any, evaluator: Any, graph: Any, policy: Policy) -> Costs
             latency.append(None)
             energy.append(None)
             continue
-        context = Context(battery=1.0, free_memory=1.0, bandwidth_scale=max(scale, 1e-6), latency_budget_ms=None,
-                          shift=None)  # fmt: skip
+        context = Context(
+            battery=1.0, free_memory=1.0, bandwidth_scale=max(scale, 1e-6), latency_budget_ms=None, shift=None
+        )
         report = deployment.cost_model(evaluator.table, graph, context).predict_policy(policy)
         latency.append(report.latency_ms)
         energy.append(report.energy_mj)
@@ -408,8 +432,11 @@ def _monitor(evaluator: Any, info: Any, session: Any, configs: dict[str, Any] | 
 
     def clean_scores(classes: np.ndarray) -> list[float]:
         """Scores of clean windows, shuffled and sorted by class, grouped by ``classes`` (what a model predicts)."""
-        orders = [np.random.default_rng(0).permutation(len(raw)), np.argsort(classes, kind="stable"),
-                  np.argsort(labels, kind="stable")]  # fmt: skip
+        orders = [
+            np.random.default_rng(0).permutation(len(raw)),
+            np.argsort(classes, kind="stable"),
+            np.argsort(labels, kind="stable"),
+        ]
         windows = (
             order[i : i + MONITOR_WINDOW]
             for order in orders
@@ -654,8 +681,10 @@ def _share_torch(
 def _check_same_logits(full: Path, rebuilt: bytes, inputs: torch.Tensor) -> None:
     import onnxruntime as ort
 
-    sessions = [ort.InferenceSession(str(full), providers=["CPUExecutionProvider"]),
-                ort.InferenceSession(rebuilt, providers=["CPUExecutionProvider"])]  # fmt: skip
+    sessions = [
+        ort.InferenceSession(str(full), providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(rebuilt, providers=["CPUExecutionProvider"]),
+    ]
     a, b = (ort_predict(s, inputs).numpy() for s in sessions)
     if not np.array_equal(a, b):
         raise AutoCompressError(
@@ -714,9 +743,15 @@ def export_actor(run_dir: str | Path, out: str | Path, trust_code: bool = False)
     with torch.no_grad():
         expected = actor(batch).numpy()
         torch.onnx.export(
-            actor, (batch[:1],), str(path), input_names=["observation"], output_names=["action"],
-            dynamic_axes={"observation": {0: "batch"}, "action": {0: "batch"}}, opset_version=17, dynamo=False,
-        )  # fmt: skip
+            actor,
+            (batch[:1],),
+            str(path),
+            input_names=["observation"],
+            output_names=["action"],
+            dynamic_axes={"observation": {0: "batch"}, "action": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"observation": batch.numpy()})[0]
     error = float(np.abs(got - expected).max())

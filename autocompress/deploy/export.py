@@ -101,9 +101,12 @@ class ExportOptions:
 
     def finetune_options(self) -> FinetuneOptions:
         return FinetuneOptions(
-            epochs=self.finetune_epochs, lr=self.finetune_lr, schedule=self.finetune_schedule,  # type: ignore[arg-type]
-            distill=self.distill, device=self.device,
-        )  # fmt: skip
+            epochs=self.finetune_epochs,
+            lr=self.finetune_lr,
+            schedule=self.finetune_schedule,  # type: ignore[arg-type]
+            distill=self.distill,
+            device=self.device,
+        )
 
     def __post_init__(self) -> None:
         self.finetune_options()  # validates the fine-tune's fields
@@ -172,9 +175,14 @@ def write_export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workload = build_workload(
-        config.model, config.dataset, config.pretrained, config.weights, options.data_dir or config.data_dir,
-        config.val_images, protect_first_last=resolved.space.protect_first_last,
-    )  # fmt: skip
+        config.model,
+        config.dataset,
+        config.pretrained,
+        config.weights,
+        options.data_dir or config.data_dir,
+        config.val_images,
+        protect_first_last=resolved.space.protect_first_last,
+    )
     evaluator, splits = workload.evaluator, workload.splits
     policy.save(out / "policy.json")
 
@@ -246,9 +254,14 @@ def input_spec(info: DatasetInfo) -> InputSpec:
     """What the exported files take: the dataset's inputs as it stores them (normalised inside the graph)."""
     note = "scikit-learn's load_digits() images (0..16) × 255/16, rounded to uint8" if info.ref == "digits" else ""
     return InputSpec(
-        dtype=info.dtype, shape=tuple(info.input_shape), layout=LAYOUTS[len(info.input_shape)], scale=info.scale,
-        mean=tuple(info.mean) if info.mean else None, std=tuple(info.std) if info.std else None, note=note,
-    )  # fmt: skip
+        dtype=info.dtype,
+        shape=tuple(info.input_shape),
+        layout=LAYOUTS[len(info.input_shape)],
+        scale=info.scale,
+        mean=tuple(info.mean) if info.mean else None,
+        std=tuple(info.std) if info.std else None,
+        note=note,
+    )
 
 
 def _export_files(

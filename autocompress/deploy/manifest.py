@@ -300,9 +300,10 @@ def _build(kind: Any, value: Any, where: str) -> Any:
         if unknown:
             raise ManifestError(f"{where} has the fields {', '.join(fields)}, but also '{unknown[0]}'.")
         missing = [
-            name for name, f in fields.items()
+            name
+            for name, f in fields.items()
             if name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]  # fmt: skip
+        ]
         if missing:
             raise ManifestError(f"{where} must have the field '{missing[0]}', but has not; export the package again.")
         try:

@@ -97,8 +97,11 @@ class AdaptiveModel:
         self.manifest = Manifest.load(self.folder)
         self.configs: dict[str, Configuration] = {c.id: c for c in self.manifest.configs}
         self.context: dict[str, float | None] = {
-            "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0, "latency_budget_ms": None,
-        }  # fmt: skip
+            "battery": 1.0,
+            "free_memory": 1.0,
+            "bandwidth_scale": 1.0,
+            "latency_budget_ms": None,
+        }
         self.events: list[dict[str, Any]] = []
         self.adapt_enabled, self.threads = adapt, threads
         self._store = load_store(self.folder)  # shared weights, when the package has them
@@ -145,8 +148,12 @@ class AdaptiveModel:
         budgets = context_rules.budgets(
             limits.hard_budgets, True, float(context.get("battery", 1.0)), context.get("latency_budget_ms")
         )
-        values = {"latency_ms": latency, "energy_mj": energy, "storage_bytes": costs.storage_bytes,
-                  "peak_memory_bytes": costs.peak_memory_bytes}  # fmt: skip
+        values = {
+            "latency_ms": latency,
+            "energy_mj": energy,
+            "storage_bytes": costs.storage_bytes,
+            "peak_memory_bytes": costs.peak_memory_bytes,
+        }
         free = float(context.get("free_memory", 1.0))
         return context_rules.violations(values, budgets, limits.ram_bytes, limits.flash_bytes, free)
 
@@ -218,11 +225,18 @@ class AdaptiveModel:
         elapsed = (time.perf_counter() - start) * 1e3
         self.switch_ms.append(elapsed)
         if previous != self.current:  # logged after the clock stops
-            self.events.append({"event": "switch", "from": previous, "to": self.current, "ms": elapsed,
-                                "context": dict(self.context)})  # fmt: skip
+            self.events.append(
+                {"event": "switch", "from": previous, "to": self.current, "ms": elapsed, "context": dict(self.context)}
+            )
         if not choice.feasible:
-            self.events.append({"event": "violation", "config": self.current, "broken": choice.violations,
-                                "context": dict(self.context)})  # fmt: skip
+            self.events.append(
+                {
+                    "event": "violation",
+                    "config": self.current,
+                    "broken": choice.violations,
+                    "context": dict(self.context),
+                }
+            )
         return self.current
 
     # --- inference and the drift monitor ------------------------------------------------------------------------
@@ -264,8 +278,15 @@ class AdaptiveModel:
             if self.adapt_enabled and len(self._buffer) >= max(monitor.window, 2 * self._adapted_on):
                 self._adapted = self._adabn(np.stack(self._buffer))
                 self._adapted_on = len(self._buffer)
-                self.events.append({"event": "adapt", "method": "adabn", "config": self.current,
-                                    "inputs": len(self._buffer), "input": self.inputs_seen})  # fmt: skip
+                self.events.append(
+                    {
+                        "event": "adapt",
+                        "method": "adabn",
+                        "config": self.current,
+                        "inputs": len(self._buffer),
+                        "input": self.inputs_seen,
+                    }
+                )
         elif self._drifting:
             self._drifting, self._adapted, self._buffer = False, None, []
             self.events.append(

@@ -106,8 +106,17 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
             "(one step per minute of context is plenty).",
             params=("trace",),
         )
-    steps, state = [], {"t": 0.0, "battery": 1.0, "free_memory": 1.0, "bandwidth_scale": 1.0,
-                        "latency_budget_ms": None, "shift": "none"}  # fmt: skip
+    steps, state = (
+        [],
+        {
+            "t": 0.0,
+            "battery": 1.0,
+            "free_memory": 1.0,
+            "bandwidth_scale": 1.0,
+            "latency_budget_ms": None,
+            "shift": "none",
+        },
+    )
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise AutoCompressError(f"the trace '{path}' must list its steps as mappings, but does not.", params=("trace",))
     for i, row in enumerate(rows):
@@ -224,24 +233,72 @@ def simulate(
         adapted = [e for e in model.events[before:] if e["event"] == "adapt"]
         latency, energy = model.costs(model.current, bandwidth)
         extra = sum(e["inputs"] for e in adapted) * (energy or 0.0)  # AdaBN: one forward pass per buffered input
-        rows.append(_row(index, step, "adaptive", model.current, logits, y, latency, energy, extra,
-                         model.check(model.current, step.context())))  # fmt: skip
+        rows.append(
+            _row(
+                index,
+                step,
+                "adaptive",
+                model.current,
+                logits,
+                y,
+                latency,
+                energy,
+                extra,
+                model.check(model.current, step.context()),
+            )
+        )
         for strategy, config in (("static_accurate", accurate), ("static_feasible", static)):
             latency, energy = model.costs(config, bandwidth)
-            rows.append(_row(index, step, strategy, config, _run(model, config, raw), y, latency, energy, 0.0,
-                             model.check(config, step.context())))  # fmt: skip
+            rows.append(
+                _row(
+                    index,
+                    step,
+                    strategy,
+                    config,
+                    _run(model, config, raw),
+                    y,
+                    latency,
+                    energy,
+                    0.0,
+                    model.check(config, step.context()),
+                )
+            )
         # uncompressed
         full = full_model.run(None, {full_model.get_inputs()[0].name: model.manifest.input.check(raw)})[0]
         latency, energy = model.entry_costs(reference, bandwidth)
-        rows.append(_row(index, step, "uncompressed", "full", full, y, latency, energy, 0.0,
-                         model.check_entry(reference, step.context())))  # fmt: skip
+        rows.append(
+            _row(
+                index,
+                step,
+                "uncompressed",
+                "full",
+                full,
+                y,
+                latency,
+                energy,
+                0.0,
+                model.check_entry(reference, step.context()),
+            )
+        )
         # oracle
         feasible = [c for c in model.configs if not model.check(c, step.context())] or [model.current]
         scored = {c: float((_run(model, c, raw).argmax(1) == y).mean()) for c in feasible}
         best = max(feasible, key=lambda c: (scored[c], -(model.costs(c, bandwidth)[1] or 0.0)))
         latency, energy = model.costs(best, bandwidth)
-        rows.append(_row(index, step, "oracle", best, _run(model, best, raw), y, latency, energy, 0.0,
-                         model.check(best, step.context())))  # fmt: skip
+        rows.append(
+            _row(
+                index,
+                step,
+                "oracle",
+                best,
+                _run(model, best, raw),
+                y,
+                latency,
+                energy,
+                0.0,
+                model.check(best, step.context()),
+            )
+        )
     result = {
         "trace": name,
         "package": str(package),
@@ -282,17 +339,33 @@ def _static_choice(model: AdaptiveModel, steps: list[TraceStep]) -> str:
 
 
 def _row(
-    index: int, step: TraceStep, strategy: str, config: str, logits: np.ndarray, labels: np.ndarray,
-    latency: float | None, energy: float | None, extra_mj: float, broken: list[str],
-) -> dict[str, Any]:  # fmt: skip
+    index: int,
+    step: TraceStep,
+    strategy: str,
+    config: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    latency: float | None,
+    energy: float | None,
+    extra_mj: float,
+    broken: list[str],
+) -> dict[str, Any]:
     return {
-        "step": index, "t": step.t, "strategy": strategy, "config": config,
-        "battery": step.battery, "bandwidth_scale": step.bandwidth_scale, "free_memory": step.free_memory,
-        "latency_budget_ms": step.latency_budget_ms, "shift": step.shift,
+        "step": index,
+        "t": step.t,
+        "strategy": strategy,
+        "config": config,
+        "battery": step.battery,
+        "bandwidth_scale": step.bandwidth_scale,
+        "free_memory": step.free_memory,
+        "latency_budget_ms": step.latency_budget_ms,
+        "shift": step.shift,
         "accuracy": float((logits.argmax(1) == labels).mean()),
-        "latency_ms": latency, "energy_mj": energy, "adapt_energy_mj": extra_mj,
+        "latency_ms": latency,
+        "energy_mj": energy,
+        "adapt_energy_mj": extra_mj,
         "violation": ",".join(broken),
-    }  # fmt: skip
+    }
 
 
 def _totals(rows: list[dict[str, Any]], model: AdaptiveModel, images: int) -> dict[str, dict[str, Any]]:
@@ -345,8 +418,14 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
     budgets = [r["latency_budget_ms"] for r in first]
     if any(b is not None for b in budgets):
         twin = axes[0].twinx()
-        twin.step(times, [np.nan if b is None else b for b in budgets], where="post", color="black", ls="--",
-                  label="latency budget (ms)")  # fmt: skip
+        twin.step(
+            times,
+            [np.nan if b is None else b for b in budgets],
+            where="post",
+            color="black",
+            ls="--",
+            label="latency budget (ms)",
+        )
         twin.set_ylabel("latency budget (ms)")
         twin.legend(loc="upper right", fontsize=8)
     axes[0].set_ylabel("context (fraction)")
@@ -357,8 +436,14 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
         axes[2].step(times, [r["accuracy"] for r in mine], where="post", label=strategy)
         energy = [(r["energy_mj"] or 0.0) + r["adapt_energy_mj"] / result["images_per_step"] for r in mine]
         axes[3].step(times, energy, where="post", label=strategy)
-    axes[3].step(times, [r["energy_mj"] or 0.0 for r in first], where="post", color="C0", ls=":",
-                 label="adaptive without AdaBN's passes")  # fmt: skip
+    axes[3].step(
+        times,
+        [r["energy_mj"] or 0.0 for r in first],
+        where="post",
+        color="C0",
+        ls=":",
+        label="adaptive without AdaBN's passes",
+    )
     axes[1].set_yticks(range(len(configs)), configs)
     axes[1].set_ylabel("configuration")
     axes[2].set_ylabel("accuracy")
@@ -409,8 +494,9 @@ def render(result: dict[str, Any]) -> str:
         )
     adaptive = result["totals"]["adaptive"]
     lines.append("")
-    lines.append(f"adaptive: median decision+switch {adaptive['switch_ms_median']:.3f} ms, "
-                 f"{adaptive['adaptations']} adaptations")  # fmt: skip
+    lines.append(
+        f"adaptive: median decision+switch {adaptive['switch_ms_median']:.3f} ms, {adaptive['adaptations']} adaptations"
+    )
     return "\n".join(lines)
 
 

@@ -319,13 +319,23 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         soft_broken = [n for n, v in soft.items() if costs[n] > v * (1 + 1e-9)]
         violated = hard_broken + memory_broken + soft_broken
         episode = EpisodeResult(
-            accuracy=result.accuracy, reward=reward, latency_ms=costs["latency_ms"], energy_mj=costs["energy_mj"],
-            macs_ratio=costs["macs_ratio"], macs=result.macs, storage_bytes=report.storage_bytes,
-            peak_memory_bytes=report.peak_memory_bytes, fits=not memory_broken, split_bytes=result.split_bytes,
-            constraint_violations=len(violated), hard_violations=len(hard_broken) + len(memory_broken),
-            violated=violated, drift_score=result.drift_score, policy=policy.to_dict(),
+            accuracy=result.accuracy,
+            reward=reward,
+            latency_ms=costs["latency_ms"],
+            energy_mj=costs["energy_mj"],
+            macs_ratio=costs["macs_ratio"],
+            macs=result.macs,
+            storage_bytes=report.storage_bytes,
+            peak_memory_bytes=report.peak_memory_bytes,
+            fits=not memory_broken,
+            split_bytes=result.split_bytes,
+            constraint_violations=len(violated),
+            hard_violations=len(hard_broken) + len(memory_broken),
+            violated=violated,
+            drift_score=result.drift_score,
+            policy=policy.to_dict(),
             context=self.context.to_dict(),
             timings={**result.timings, "episode": time.perf_counter() - self._episode_start},
-        )  # fmt: skip
+        )
         info = episode.to_info()
         return reward, info

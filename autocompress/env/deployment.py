@@ -65,9 +65,13 @@ class Deployment:
         from autocompress.env.presets import ContextSpec
 
         preset = EnvPreset(
-            name="custom", description="", device=device, link=link, edge=edge or "edge-server",
+            name="custom",
+            description="",
+            device=device,
+            link=link,
+            edge=edge or "edge-server",
             context=ContextSpec(interval_ms=interval_ms),
-        )  # fmt: skip
+        )
         return cls(preset, load_device(device), load_link(link) if link else None, load_device(edge) if edge else None)
 
     # --- the record: what a run folder saves, so a later export predicts with what the search used ------------------

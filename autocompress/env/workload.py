@@ -72,8 +72,13 @@ def build_workload(
     if val_images is not None and val_images > count:
         log.warning("val_images %d is more than the validation split holds: all %d are used", val_images, count)
     evaluator = PolicyEvaluator(
-        net, info, splits.val_x[:count], splits.val_y[:count], splits.train_x[:train_images],
-        EvaluatorOptions(criterion=criterion, bn_repair=bn_repair, reconstruct=reconstruct, device=device), table=table,
-    )  # fmt: skip
+        net,
+        info,
+        splits.val_x[:count],
+        splits.val_y[:count],
+        splits.train_x[:train_images],
+        EvaluatorOptions(criterion=criterion, bn_repair=bn_repair, reconstruct=reconstruct, device=device),
+        table=table,
+    )
     log.debug("workload %s on %s: %d layers, %d val images", model, dataset, len(table.layers), count)
     return Workload(model, info, splits, net, table, analyse(net, table), evaluator)

@@ -130,11 +130,21 @@ class CostModel:
         fits_ram, fits_flash = peak <= self.device.ram_bytes, store.total <= self.device.flash_bytes
         adapt_ms, adapt_mj = self._adapt_costs(adapt, sum(s.macs for s in shapes))
         return CostReport(
-            latency_ms=device_ms + link_ms + edge_ms, energy_mj=energy, storage_bytes=store.total,
-            peak_memory_bytes=peak, fits=fits_ram and fits_flash, fits_ram=fits_ram, fits_flash=fits_flash,
-            device_ms=device_ms, link_ms=link_ms, edge_ms=edge_ms, sent_bytes=sent, radio_energy_mj=radio_mj,
-            adapt_latency_ms=adapt_ms, adapt_energy_mj=adapt_mj,
-        )  # fmt: skip
+            latency_ms=device_ms + link_ms + edge_ms,
+            energy_mj=energy,
+            storage_bytes=store.total,
+            peak_memory_bytes=peak,
+            fits=fits_ram and fits_flash,
+            fits_ram=fits_ram,
+            fits_flash=fits_flash,
+            device_ms=device_ms,
+            link_ms=link_ms,
+            edge_ms=edge_ms,
+            sent_bytes=sent,
+            radio_energy_mj=radio_mj,
+            adapt_latency_ms=adapt_ms,
+            adapt_energy_mj=adapt_mj,
+        )
 
     def predict_policy(self, policy: Policy, adapt: AdaptationCost | None = None) -> CostReport:
         """Costs of a policy document."""

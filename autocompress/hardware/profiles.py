@@ -83,8 +83,12 @@ class DeviceProfile:
                 log.warning(
                     "device profile %s: peak_gmacs.%s (%g) is below fp32 (%g), so %s layers will be predicted slower "
                     "than float ones; check the profile if that is not what the device does.",
-                    self.name, precision, self.peak_gmacs[precision], self.peak_gmacs["fp32"], precision,
-                )  # fmt: skip
+                    self.name,
+                    precision,
+                    self.peak_gmacs[precision],
+                    self.peak_gmacs["fp32"],
+                    precision,
+                )
 
     def precision_for(self, wbits: int, abits: int) -> str:
         """The compute precision a layer runs at: int8 when both widths fit 8 bits, fp16 at 16, else fp32;

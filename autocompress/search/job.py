@@ -208,12 +208,17 @@ class SearchJob:
     ) -> SearchContext:
         """What a searcher of this job sees; ``report_episode`` logs an episode (default: refuse, nothing runs)."""
         return SearchContext(
-            env=self.env, agent=self.agent, config=self.config, run_dir=self.record.folder,
+            env=self.env,
+            agent=self.agent,
+            config=self.config,
+            run_dir=self.record.folder,
             optuna_storage=self.config.storage or self.record.optuna_storage,
-            report_episode=report_episode or _no_episodes, episodes_done_fn=lambda: self.record.episodes_done,
+            report_episode=report_episode or _no_episodes,
+            episodes_done_fn=lambda: self.record.episodes_done,
             env_factory=functools.partial(_build_env, self.config, self.env.deployment, self.env.space_spec),
-            run_id=self.record.run_id, logged_rows=lambda: self.record.rows,
-        )  # fmt: skip
+            run_id=self.record.run_id,
+            logged_rows=lambda: self.record.rows,
+        )
 
     def confirm(self) -> None:
         """Score the run's best candidates again on the whole validation split (``config.confirm`` of them, and as
@@ -275,9 +280,16 @@ def _build_env(config: SearchConfig, deployment: Deployment, space: SpaceSpec) -
     """Seed everything, then load the workload and build the environment of a search."""
     _seed_everything(config.seed)
     workload = build_workload(
-        config.model, config.dataset, config.pretrained, config.weights, config.data_dir, config.val_images,
-        protect_first_last=space.protect_first_last, reconstruct=space.reconstruct, device=config.device,
-    )  # fmt: skip
+        config.model,
+        config.dataset,
+        config.pretrained,
+        config.weights,
+        config.data_dir,
+        config.val_images,
+        protect_first_last=space.protect_first_last,
+        reconstruct=space.reconstruct,
+        device=config.device,
+    )
     return AutoCompressEnv(workload=workload, space=space, deployment=deployment)
 
 

@@ -52,10 +52,28 @@ CONFIG, PROGRESS, BEST, PARETO, SUMMARY, CANDIDATES = (
     "candidates.json",
 )
 COLUMNS = [
-    "episode", "wall_s", "reward", "accuracy", "latency_ms", "energy_mj", "storage_bytes", "macs_ratio",
-    "peak_memory_bytes", "constraint_violations", "hard_violations", "split", "adapt", "shift", "best_reward",
-    "best_accuracy", "exploration_sigma", "actor_loss", "critic_loss", "policy_loss", "value_loss",
-]  # fmt: skip
+    "episode",
+    "wall_s",
+    "reward",
+    "accuracy",
+    "latency_ms",
+    "energy_mj",
+    "storage_bytes",
+    "macs_ratio",
+    "peak_memory_bytes",
+    "constraint_violations",
+    "hard_violations",
+    "split",
+    "adapt",
+    "shift",
+    "best_reward",
+    "best_accuracy",
+    "exploration_sigma",
+    "actor_loss",
+    "critic_loss",
+    "policy_loss",
+    "value_loss",
+]
 STAT_COLUMNS = COLUMNS[-5:]  # what an agent adds to a row: exploration noise and its latest losses
 RUN_ID = "run_id"  # config.json's key of the run's unique id (not a SearchConfig field)
 ENTRY_KEYS = ("reward", "accuracy", "latency_ms", "energy_mj", "storage_bytes", "macs_ratio")

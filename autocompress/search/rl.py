@@ -132,8 +132,13 @@ class Checkpoint(BaseCallback):
             terminal = local["infos"][i].get("terminal_observation") if done else None
             if terminal is not None:
                 next_obs[i] = terminal
-        row = (np.array(self.model._last_obs), next_obs, np.array(local["buffer_actions"]),
-               np.asarray(local["rewards"], np.float32), dones.astype(np.float32))  # fmt: skip
+        row = (
+            np.array(self.model._last_obs),
+            next_obs,
+            np.array(local["buffer_actions"]),
+            np.asarray(local["rewards"], np.float32),
+            dones.astype(np.float32),
+        )
         self.journal.append(row)
         if dones.any():
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -278,10 +283,12 @@ class SB3Searcher(Searcher):
         self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
 
     def search(self, context: SearchContext, episodes: int) -> None:
-        callbacks = CallbackList([  # the checkpoint's journal records an episode before the other callback logs it
-            Checkpoint(context.checkpoint_dir, self.noise, lambda: context.episodes_done),
-            EpisodeCallback(context.report, self.noise),
-        ])  # fmt: skip
+        callbacks = CallbackList(
+            [  # the checkpoint's journal records an episode before the other callback logs it
+                Checkpoint(context.checkpoint_dir, self.noise, lambda: context.episodes_done),
+                EpisodeCallback(context.report, self.noise),
+            ]
+        )
         try:
             self.model.learn(total_timesteps=episodes * context.steps, callback=callbacks, reset_num_timesteps=False)
         except (EOFError, BrokenPipeError, ConnectionResetError):

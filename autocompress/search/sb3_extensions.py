@@ -119,10 +119,15 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
     def save_arrays(self, path: Path) -> None:
         """Write the buffer's contents as a numpy archive (no pickle)."""
         np.savez(
-            path, observations=self.observations, next_observations=self.next_observations, actions=self.actions,
-            rewards=self.rewards, dones=self.dones, timeouts=self.timeouts,
+            path,
+            observations=self.observations,
+            next_observations=self.next_observations,
+            actions=self.actions,
+            rewards=self.rewards,
+            dones=self.dones,
+            timeouts=self.timeouts,
             meta=np.array([self.pos, int(self.full), np.nan if self.baseline is None else self.baseline]),
-        )  # fmt: skip
+        )
 
     def load_arrays(self, path: Path) -> None:
         with np.load(path, allow_pickle=False) as data:

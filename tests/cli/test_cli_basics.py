@@ -125,9 +125,21 @@ def test_train_then_resume_from_cli(capsys, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_evaluate_pretrained_resnet20_on_real_cifar(capsys, cifar_dir: Path) -> None:
     code, out, _ = run_cli(
-        capsys, "evaluate", "--model", "resnet20", "--pretrained", "--dataset", "cifar10", "--data-dir", str(cifar_dir),
-        "--limit", "500", "--json", "--repeats", "3",
-    )  # fmt: skip
+        capsys,
+        "evaluate",
+        "--model",
+        "resnet20",
+        "--pretrained",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(cifar_dir),
+        "--limit",
+        "500",
+        "--json",
+        "--repeats",
+        "3",
+    )
     result = json.loads(out)
     assert code == 0 and result["images"] == 500 and result["accuracy"] > 0.8 and result["macs"] == 40_813_184
 
@@ -146,9 +158,21 @@ def test_evaluate_with_policy_and_shift_reports_compression(capsys, tmp_path: Pa
         )
     )
     code, out, _ = run_cli(
-        capsys, "evaluate", "--model", "digits-cnn", "--pretrained", "--dataset", "digits", "--policy", str(policy),
-        "--shift", "contrast:3", "--json", "--repeats", "3",
-    )  # fmt: skip
+        capsys,
+        "evaluate",
+        "--model",
+        "digits-cnn",
+        "--pretrained",
+        "--dataset",
+        "digits",
+        "--policy",
+        str(policy),
+        "--shift",
+        "contrast:3",
+        "--json",
+        "--repeats",
+        "3",
+    )
     result = json.loads(out)
     assert code == 0 and result["macs"] < 1_493_632 / 2 and result["split_bytes"] == 1024
     assert result["storage_bytes"] < 65_834 and result["drift_score"] > 0 and result["host_throughput_ips"] > 0

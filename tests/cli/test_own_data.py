@@ -35,9 +35,20 @@ def train_search_export(capsys: pytest.CaptureFixture[str], tmp: Path, model: st
     assert code == 0, err
     assert 0.0 <= json.loads(out)["accuracy"] <= 1.0
     search = [
-        "search", "--model", model, "--dataset", dataset, "--weights", weights, "--agent", agent, "--episodes", "4",
-        "--run-dir", str(tmp / "search"),
-    ]  # fmt: skip
+        "search",
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--weights",
+        weights,
+        "--agent",
+        agent,
+        "--episodes",
+        "4",
+        "--run-dir",
+        str(tmp / "search"),
+    ]
     code, _, err = run_cli(capsys, *search)
     assert code == 0, err
     export = ["export", str(tmp / "search"), "--out", str(tmp / "export")]
@@ -86,9 +97,21 @@ def test_image_shifts_on_sensor_data_are_refused_before_a_search_starts(capsys, 
     torch.save(build_model("sensor-cnn", 4, (6, 100)).state_dict(), tmp_path / "none.pt")
     run = tmp_path / "run"
     code, _, err = run_cli(
-        capsys, "search", "--model", "sensor-cnn", "--dataset", "basic-motions", "--env", "smartwatch-ble",
-        "--weights", str(tmp_path / "none.pt"), "--run-dir", str(run), "--episodes", "2",
-    )  # fmt: skip
+        capsys,
+        "search",
+        "--model",
+        "sensor-cnn",
+        "--dataset",
+        "basic-motions",
+        "--env",
+        "smartwatch-ble",
+        "--weights",
+        str(tmp_path / "none.pt"),
+        "--run-dir",
+        str(run),
+        "--episodes",
+        "2",
+    )
     assert_one_line_error(code, err, "the shift 'brightness:3' works on uint8 images only")
     assert not run.exists() or not any(run.iterdir())  # refused before the run folder fills
 
@@ -108,9 +131,11 @@ def test_a_search_under_the_users_own_drift_data(capsys, tmp_path: Path, digits:
     presets = tmp_path / "presets"
     presets.mkdir()
     np.savez(
-        presets / "fog.npz", x=fog(digits.val_x, 3).numpy(), y=digits.val_y.numpy(),
+        presets / "fog.npz",
+        x=fog(digits.val_x, 3).numpy(),
+        y=digits.val_y.numpy(),
         x_target=fog(digits.train_x[-300:], 3).numpy(),
-    )  # fmt: skip
+    )
     (presets / "foggy.yaml").write_text(
         "name: foggy\ndescription: host under a fog the user recorded\ndevice: host\nlink: wifi\n"
         "budgets:\n  macs_ratio: {value: 0.7, hard: true}\nreward: {mode: acc}\n"
@@ -118,9 +143,24 @@ def test_a_search_under_the_users_own_drift_data(capsys, tmp_path: Path, digits:
     )
     run = tmp_path / "run"
     code, _, err = run_cli(
-        capsys, "search", "--model", "digits-cnn", "--dataset", "digits", "--pretrained", "--env",
-        str(presets / "foggy.yaml"), "--space", "full", "--agent", "random", "--episodes", "6", "--run-dir", str(run),
-    )  # fmt: skip
+        capsys,
+        "search",
+        "--model",
+        "digits-cnn",
+        "--dataset",
+        "digits",
+        "--pretrained",
+        "--env",
+        str(presets / "foggy.yaml"),
+        "--space",
+        "full",
+        "--agent",
+        "random",
+        "--episodes",
+        "6",
+        "--run-dir",
+        str(run),
+    )
     assert code == 0, err
     rows = (run / "progress.csv").read_text().splitlines()
     assert len(rows) == 7 and all(f"data:{presets / 'fog.npz'}" in row for row in rows[1:])

@@ -40,8 +40,9 @@ def test_union_training_lifts_the_smallest_and_keeps_the_slices_shared(tmp_path:
     workload, union, models, maps, sizes, bits = _setup()
     before = [_val(m, workload) for m in models]
     options = FinetuneOptions(epochs=2, lr=0.01, device="cpu", batch_size=64)
-    result = train_union(union, models, maps, sizes, bits, workload.splits, options, workload.evaluator.model,
-                         tmp_path / "ck")  # fmt: skip
+    result = train_union(
+        union, models, maps, sizes, bits, workload.splits, options, workload.evaluator.model, tmp_path / "ck"
+    )
     after = [_val(m, workload) for m in models]
     assert len(result.losses) == 2 and len(result.val_accuracy[0]) == 3 and result.configurations_per_step == 3
     assert after[2] > before[2] + 0.05, (before, after)  # the smallest configuration gains most

@@ -54,9 +54,13 @@ def write_plugin(folder: Path) -> str:
 
 def digits_npz(path: Path, digits: DatasetSplits, **extra: np.ndarray) -> Path:
     np.savez(
-        path, x_train=digits.train_x.numpy(), y_train=digits.train_y.numpy(), x_test=digits.test_x.numpy(),
-        y_test=digits.test_y.numpy(), **extra,
-    )  # fmt: skip
+        path,
+        x_train=digits.train_x.numpy(),
+        y_train=digits.train_y.numpy(),
+        x_test=digits.test_x.numpy(),
+        y_test=digits.test_y.numpy(),
+        **extra,
+    )
     return path
 
 
@@ -85,9 +89,13 @@ def test_npz_dataset_keeps_uint8_images_and_holds_out_a_balanced_val(tmp_path: P
 
 def test_npz_with_its_own_val_split_and_statistics(tmp_path: Path, digits: DatasetSplits) -> None:
     path = digits_npz(
-        tmp_path / "v.npz", digits, x_val=digits.val_x.numpy(), y_val=digits.val_y.numpy(),
-        mean=np.array([0.5]), std=np.array([0.25]),
-    )  # fmt: skip
+        tmp_path / "v.npz",
+        digits,
+        x_val=digits.val_x.numpy(),
+        y_val=digits.val_y.numpy(),
+        mean=np.array([0.5]),
+        std=np.array([0.25]),
+    )
     splits = load_dataset(str(path))
     assert torch.equal(splits.val_x, digits.val_x) and splits.info.mean == (0.5,) and splits.info.std == (0.25,)
     normalised = Normalizer(splits.info)(torch.full((1, 1, 8, 8), 255, dtype=torch.uint8))

@@ -21,8 +21,9 @@ from autocompress.search.record import SearchConfig
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("adaptive")
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="full", agent="tpe",
-                          episodes=12, seed=0)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="full", agent="tpe", episodes=12, seed=0
+    )
     job = SearchJob.create(config, root / "run")
     job.run()
     export_adaptive(root / "run", root / "pkg", AdaptiveOptions(configs=3, test_images=120))
@@ -45,9 +46,11 @@ def test_package_holds_verified_configurations_and_a_plain_table(package: Path) 
 
 def test_choice_keeps_the_most_accurate_and_the_cheapest() -> None:
     front = [
-        {"accuracy": 0.99, "energy_mj": 5.0}, {"accuracy": 0.98, "energy_mj": 3.0},
-        {"accuracy": 0.95, "energy_mj": 2.0}, {"accuracy": 0.90, "energy_mj": 1.0},
-    ]  # fmt: skip
+        {"accuracy": 0.99, "energy_mj": 5.0},
+        {"accuracy": 0.98, "energy_mj": 3.0},
+        {"accuracy": 0.95, "energy_mj": 2.0},
+        {"accuracy": 0.90, "energy_mj": 1.0},
+    ]
     assert choose_configurations(front, 2) == [0, 3]
     assert choose_configurations(front, 9) == [0, 1, 2, 3]
     front[2]["policy"] = {"split": "layer2"}
@@ -60,10 +63,12 @@ def test_shared_packages_choose_configurations_that_nest() -> None:
     """With a union size the rest grow the shared union least: a configuration that fits inside the union is
     chosen before a cheaper-spread one that does not."""
     front = [
-        {"accuracy": 0.99, "energy_mj": 5.0}, {"accuracy": 0.98, "energy_mj": 4.0},
-        {"accuracy": 0.97, "energy_mj": 3.0}, {"accuracy": 0.95, "energy_mj": 2.0},
+        {"accuracy": 0.99, "energy_mj": 5.0},
+        {"accuracy": 0.98, "energy_mj": 4.0},
+        {"accuracy": 0.97, "energy_mj": 3.0},
+        {"accuracy": 0.95, "energy_mj": 2.0},
         {"accuracy": 0.90, "energy_mj": 1.0},
-    ]  # fmt: skip
+    ]
     channels = [(8, 8), (8, 6), (4, 12), (6, 4), (4, 4)]  # entry 2 does not nest inside entry 0
 
     def union_size(indices: list[int]) -> float:
@@ -81,8 +86,12 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
     from autocompress.context_rules import battery_energy_budget
     from autocompress.deploy.runtime import HYSTERESIS, STAY_ENERGY
 
-    contexts = ({"bandwidth_scale": 0.0}, {"battery": 0.5, "free_memory": 0.5}, {"battery": 0.1},
-                {"battery": 1.0, "bandwidth_scale": 1.0})  # fmt: skip
+    contexts = (
+        {"bandwidth_scale": 0.0},
+        {"battery": 0.5, "free_memory": 0.5},
+        {"battery": 0.1},
+        {"battery": 1.0, "bandwidth_scale": 1.0},
+    )
     for fields in contexts:
         chosen = model.update_context(**fields)
         assert not model.check(chosen, model.context)  # the rule's pick meets every hard limit
@@ -115,8 +124,10 @@ def test_drift_monitor_triggers_adabn_and_recovers(package: Path, digits: Datase
     for i in range(0, 96, 32):
         model.predict(clean[i : i + 32])
     assert not any(e["event"] == "drift" for e in model.events)
-    right = sum(int((model.predict(foggy[i : i + 32]).argmax(1) == digits.test_y[96 + i : 128 + i].numpy()).sum())
-                for i in range(0, 192, 32))  # fmt: skip
+    right = sum(
+        int((model.predict(foggy[i : i + 32]).argmax(1) == digits.test_y[96 + i : 128 + i].numpy()).sum())
+        for i in range(0, 192, 32)
+    )
     right_plain = sum(
         int((plain.predict(foggy[i : i + 32]).argmax(1) == digits.test_y[96 + i : 128 + i].numpy()).sum())
         for i in range(0, 192, 32)
@@ -184,8 +195,15 @@ def test_shared_weight_package_nests_configurations_and_stores_them_once(tmp_pat
     from autocompress.deploy.export import load_exported
     from autocompress.deploy.shared_weights import SHARED_FILE, load_store, materialize
 
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",
-                          agent="random", episodes=10, seed=1)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn",
+        dataset="digits",
+        env="raspberry-pi-4-wifi",
+        space="prune",
+        agent="random",
+        episodes=10,
+        seed=1,
+    )
     SearchJob.create(config, tmp_path / "run").run()
     table = export_adaptive(tmp_path / "run", tmp_path / "pkg", AdaptiveOptions(configs=3, share_weights=True))
     package = tmp_path / "pkg"
@@ -228,8 +246,9 @@ def test_an_rl_run_ships_its_actor_as_onnx(tmp_path: Path, package: Path) -> Non
     from autocompress.deploy.adaptive import export_actor
     from autocompress.search.rl import trained_model
 
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune",
-                          agent="ddpg", episodes=6, seed=0)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="prune", agent="ddpg", episodes=6, seed=0
+    )
     SearchJob.create(config, tmp_path / "run").run()
     info = export_actor(tmp_path / "run", tmp_path)
     assert info is not None and info["algorithm"] == "ddpg" and info["max_error"] < 1e-4

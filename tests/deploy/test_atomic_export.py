@@ -19,8 +19,24 @@ QUICK = ["--model", "digits-cnn", "--dataset", "digits", "--threads", "1"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("runs") / "r"
-    assert main(["-q", "search", *QUICK, "--agent", "random", "--episodes", "2", "--space", "prune-quant",
-                 "--run-dir", str(folder)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "search",
+                *QUICK,
+                "--agent",
+                "random",
+                "--episodes",
+                "2",
+                "--space",
+                "prune-quant",
+                "--run-dir",
+                str(folder),
+            ]
+        )
+        == 0
+    )
     return folder
 
 

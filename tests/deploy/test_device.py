@@ -40,8 +40,9 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A run on the phone preset (a link, a drawn latency budget) and its package, moved away from where it was
     made (the run folder deleted)."""
     root = tmp_path_factory.mktemp("device")
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="full", agent="tpe",
-                          episodes=12, seed=3)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space="full", agent="tpe", episodes=12, seed=3
+    )
     SearchJob.create(config, root / "run").run()
     export_adaptive(root / "run", root / "built", AdaptiveOptions(configs=3, test_images=200))
     moved = root / "elsewhere" / "pkg"
@@ -132,15 +133,54 @@ def test_raw_inputs_for_a_users_float_series_and_a_split_head(tmp_path: Path) ->
     series = (series + rng.normal(0, 4, series.shape)).astype(np.float32)
     data = tmp_path / "sensors.npz"
     np.savez(data, x_train=series[:220], y_train=labels[:220], x_test=series[220:], y_test=labels[220:])
-    assert main(["-q", "train", "--model", "sensor-cnn", "--dataset", str(data), "--epochs", "6",
-                 "--batch-size", "16", "--run-dir", str(tmp_path / "train")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--model",
+                "sensor-cnn",
+                "--dataset",
+                str(data),
+                "--epochs",
+                "6",
+                "--batch-size",
+                "16",
+                "--run-dir",
+                str(tmp_path / "train"),
+            ]
+        )
+        == 0
+    )
     weights = next((tmp_path / "train").glob("*.pt"))
     preset = ROOT / "envs" / "smartwatch-ble.yaml"
     env = tmp_path / "watch.yaml"  # the watch preset with drifts a series can have
     env.write_text(preset.read_text().replace("brightness:3", "gain:3").replace("smartwatch-ble", "watch-series"))
-    assert main(["-q", "search", "--model", "sensor-cnn", "--dataset", str(data), "--weights", str(weights),
-                 "--env", str(env), "--space", "full", "--agent", "random", "--episodes", "10",
-                 "--run-dir", str(tmp_path / "run")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "search",
+                "--model",
+                "sensor-cnn",
+                "--dataset",
+                str(data),
+                "--weights",
+                str(weights),
+                "--env",
+                str(env),
+                "--space",
+                "full",
+                "--agent",
+                "random",
+                "--episodes",
+                "10",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     report = export_run(tmp_path / "run", tmp_path / "out", ExportOptions())
     assert report["input"]["dtype"] == "float32" and report["input"]["layout"] == "NCL"
     session = onnxruntime.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -230,8 +270,12 @@ def test_env_and_runtime_give_the_same_feasible_set_on_a_grid(made: tuple[Path, 
                         env_broken = context_rules.violations(
                             values, limits.hard, limits.ram_bytes / free, limits.flash_bytes, free
                         )
-                        fields = {"battery": battery, "free_memory": free, "bandwidth_scale": bandwidth,
-                                  "latency_budget_ms": budget}  # fmt: skip
+                        fields = {
+                            "battery": battery,
+                            "free_memory": free,
+                            "bandwidth_scale": bandwidth,
+                            "latency_budget_ms": budget,
+                        }
                         assert sorted(model.check(config.id, fields)) == sorted(env_broken), (config.id, fields)
                         checked += 1
     assert checked >= 100
@@ -285,8 +329,12 @@ print(right, sorted({m.split(".")[0] for m in sys.modules} & blocked))
 
 def _device_inputs(tmp_path: Path, digits: DatasetSplits) -> Path:
     path = tmp_path / "inputs.npz"
-    np.savez(path, clean=digits.test_x[:96].numpy(), foggy=fog(digits.test_x[96:288], 4).numpy(),
-             y=digits.test_y[96:288].numpy())  # fmt: skip
+    np.savez(
+        path,
+        clean=digits.test_x[:96].numpy(),
+        foggy=fog(digits.test_x[96:288], 4).numpy(),
+        y=digits.test_y[96:288].numpy(),
+    )
     return path
 
 
@@ -297,8 +345,9 @@ def test_the_runtime_runs_with_the_training_stack_unimportable(
     inputs = _device_inputs(tmp_path, digits)
     script = tmp_path / "device.py"
     script.write_text("BLOCK = True\n" + RUNTIME_SCRIPT)
-    out = subprocess.run([sys.executable, str(script), str(made[1]), str(inputs)], capture_output=True, text=True,
-                         cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(script), str(made[1]), str(inputs)], capture_output=True, text=True, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     right, loaded = out.stdout.split(" ", 1)
     assert loaded.strip() == "[]"
@@ -330,8 +379,12 @@ def test_a_fresh_venv_with_numpy_and_onnxruntime_only_runs_a_package(
     script = tmp_path / "device.py"
     script.write_text("BLOCK = False\n" + RUNTIME_SCRIPT)
     inputs = _device_inputs(tmp_path, digits)
-    out = subprocess.run([str(venv / "bin" / "python"), str(script), str(package), str(inputs)],
-                         capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), str(script), str(package), str(inputs)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert textwrap.dedent(out.stdout).split(" ", 1)[1].strip() == "[]"
 
@@ -366,11 +419,18 @@ def test_a_run_made_with_a_users_searcher_reopens_in_a_new_process(tmp_path: Pat
     assert saved["searcher"] == "mysearch:GreedyKeep"
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "AUTOCOMPRESS_RUNS_DIR": str(tmp_path / "runs")}
     cli = [sys.executable, "-m", "autocompress"]
-    refused = subprocess.run([*cli, "export", str(tmp_path / "run"), "--out", str(tmp_path / "out")],
-                             capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+    refused = subprocess.run(
+        [*cli, "export", str(tmp_path / "run"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert refused.returncode == 1 and "mysearch:GreedyKeep" in refused.stderr and "--trust-code" in refused.stderr
-    for verb in (["search", "--resume", str(tmp_path / "run")], ["export", str(tmp_path / "run"), "--out",
-                                                                   str(tmp_path / "out")]):  # fmt: skip
+    for verb in (
+        ["search", "--resume", str(tmp_path / "run")],
+        ["export", str(tmp_path / "run"), "--out", str(tmp_path / "out")],
+    ):
         done = subprocess.run([*cli, "-q", *verb, "--trust-code"], capture_output=True, text=True, env=env, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-1500:]
     assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 4
@@ -430,8 +490,15 @@ def test_a_users_adaptation_by_reference_is_searched_recorded_and_reopened(tmp_p
     space = tmp_path / "space.yaml"
     space.write_text(f"name: mine\ndescription: mine\nkeep: {{min: 0.5, max: 1.0}}\nadapt: [none, '{ref}']\n")
     assert adaptation_method(ref).estimate(64).forward_images == 32
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4-wifi", space=str(space),
-                          agent="random", episodes=6, seed=0)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn",
+        dataset="digits",
+        env="raspberry-pi-4-wifi",
+        space=str(space),
+        agent="random",
+        episodes=6,
+        seed=0,
+    )
     job = SearchJob.create(config, tmp_path / "run")
     space.unlink()  # the run holds what it needs
     job.run(callbacks=[_StopAfter(3)])
@@ -453,9 +520,18 @@ def test_a_users_adaptation_by_reference_is_searched_recorded_and_reopened(tmp_p
 def test_raw_cifar10_bytes_from_the_official_file_give_the_reports_accuracy(tmp_path: Path, cifar_dir: Path) -> None:
     """The exported ResNet-20 takes CIFAR-10 as ``test_batch.bin`` stores it (uint8, N×3×32×32, no normalisation
     by the user), read here straight from the file, not through the tool's loader."""
-    config = SearchConfig(model="resnet20", dataset="cifar10", data_dir=str(cifar_dir), pretrained=True,
-                          env="raspberry-pi-4", space="prune-quant", agent="random", episodes=2, seed=0,
-                          val_images=200)  # fmt: skip
+    config = SearchConfig(
+        model="resnet20",
+        dataset="cifar10",
+        data_dir=str(cifar_dir),
+        pretrained=True,
+        env="raspberry-pi-4",
+        space="prune-quant",
+        agent="random",
+        episodes=2,
+        seed=0,
+        val_images=200,
+    )
     SearchJob.create(config, tmp_path / "run").run()
     report = export_run(tmp_path / "run", tmp_path / "out", ExportOptions(test_images=500, latency_repeats=3))
     assert report["input"]["dtype"] == "uint8" and report["input"]["layout"] == "NCHW"

@@ -26,8 +26,24 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def pq_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short DDPG search over pruning and bits on the host preset."""
     run = tmp_path_factory.mktemp("runs") / "pq"
-    assert main(["-q", "search", *QUICK, "--agent", "ddpg", "--episodes", "8", "--space", "prune-quant",
-                 "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "search",
+                *QUICK,
+                "--agent",
+                "ddpg",
+                "--episodes",
+                "8",
+                "--space",
+                "prune-quant",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -41,8 +57,15 @@ def test_export_verifies_and_reports_what_the_files_give(capsys, pq_run: Path, t
     # the reported accuracy is what model.onnx gives on the raw (uint8) test split, fed by plain onnxruntime
     digits = load_dataset("digits")
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert report["input"] == {"dtype": "uint8", "shape": [1, 8, 8], "layout": "NCHW", "scale": 1 / 255,
-                               "mean": [0.3052], "std": [0.3757], "note": report["input"]["note"]}  # fmt: skip
+    assert report["input"] == {
+        "dtype": "uint8",
+        "shape": [1, 8, 8],
+        "layout": "NCHW",
+        "scale": 1 / 255,
+        "mean": [0.3052],
+        "std": [0.3757],
+        "note": report["input"]["note"],
+    }
     logits = session.run(None, {"input": digits.test_x.numpy()})[0]
     assert report["test_accuracy"] == pytest.approx(float((logits.argmax(1) == digits.test_y.numpy()).mean()))
     assert report["test_accuracy"] > 0.5 and report["test_images"] == len(digits.test_y)
@@ -78,15 +101,43 @@ def test_int8_file_where_the_policy_is_int8(capsys, pq_run: Path, tmp_path: Path
 
 def test_split_policy_exports_head_and_tail(capsys, tmp_path: Path) -> None:
     run = tmp_path / "full"
-    assert main(["-q", "search", *QUICK, "--agent", "random", "--episodes", "12", "--space", "full",
-                 "--env", "raspberry-pi-4-wifi", "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "search",
+                *QUICK,
+                "--agent",
+                "random",
+                "--episodes",
+                "12",
+                "--space",
+                "full",
+                "--env",
+                "raspberry-pi-4-wifi",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     front = json.loads((run / "pareto.json").read_text())
     index = next((i for i, e in enumerate(front) if e["policy"]["split"] not in (None, "input")), None)
     if index is None:
         pytest.fail(f"no split policy on the front of 12 random episodes: {[e['policy']['split'] for e in front]}")
-    code, stdout, err = cli(capsys, "export", str(run), "--policy", f"pareto:{index}", "--out", str(tmp_path / "e"),
-                            "--json", "--test-images", "100")  # fmt: skip
+    code, stdout, err = cli(
+        capsys,
+        "export",
+        str(run),
+        "--policy",
+        f"pareto:{index}",
+        "--out",
+        str(tmp_path / "e"),
+        "--json",
+        "--test-images",
+        "100",
+    )
     assert code == 0, err
     report = json.loads(stdout)
     assert {"head.onnx", "tail.onnx"} <= set(report["files"]) and report["verification"]["split"]["passed"]
@@ -94,8 +145,18 @@ def test_split_policy_exports_head_and_tail(capsys, tmp_path: Path) -> None:
 
 
 def test_finetune_runs_and_is_reported(capsys, pq_run: Path, tmp_path: Path) -> None:
-    code, stdout, err = cli(capsys, "export", str(pq_run), "--out", str(tmp_path / "ft"), "--finetune-epochs", "2",
-                            "--json", "--threads", "1")  # fmt: skip
+    code, stdout, err = cli(
+        capsys,
+        "export",
+        str(pq_run),
+        "--out",
+        str(tmp_path / "ft"),
+        "--finetune-epochs",
+        "2",
+        "--json",
+        "--threads",
+        "1",
+    )
     assert code == 0, err
     report = json.loads(stdout)
     assert report["finetune_epochs"] == 2 and len(report["finetune_losses"]) == 2

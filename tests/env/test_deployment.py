@@ -49,8 +49,9 @@ def test_profile_paths_in_an_env_preset_are_relative_to_its_folder(tmp_path, mon
 
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "board.yaml").write_text((DEVICES_DIR / "raspberry-pi-4.yaml").read_text().replace(
-        "name: raspberry-pi-4", "name: my-board"))  # fmt: skip
+    (folder / "board.yaml").write_text(
+        (DEVICES_DIR / "raspberry-pi-4.yaml").read_text().replace("name: raspberry-pi-4", "name: my-board")
+    )
     (folder / "env.yaml").write_text("name: mine\ndescription: x\ndevice: board.yaml\n")
     monkeypatch.chdir(tmp_path)  # the preset's folder is not the working directory
     assert Deployment.from_preset(str(folder / "env.yaml")).device.name == "my-board"

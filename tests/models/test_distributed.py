@@ -40,8 +40,17 @@ def test_ranks_slice_the_global_batch_one_process_draws() -> None:
 
 
 def _torchrun(*args: str, nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "autocompress", *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "autocompress",
+        *args,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -55,11 +64,19 @@ def _metrics(folder: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_two_ranks_reach_the_one_process_accuracy_and_write_once(tmp_path: Path) -> None:
-    one = subprocess.run([sys.executable, "-m", "autocompress", *TRAIN, "--epochs", "10", "--run-dir",
-                          str(tmp_path / "w1")], capture_output=True, text=True, env=_env())  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, "-m", "autocompress", *TRAIN, "--epochs", "10", "--run-dir", str(tmp_path / "w1")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(_torchrun(*TRAIN, "--epochs", "10", "--run-dir", str(tmp_path / "w2")),
-                         capture_output=True, text=True, env=_env())  # fmt: skip
+    two = subprocess.run(
+        _torchrun(*TRAIN, "--epochs", "10", "--run-dir", str(tmp_path / "w2")),
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "w1" / "result.json").read_text())["test_accuracy"]
     b = json.loads((tmp_path / "w2" / "result.json").read_text())["test_accuracy"]
@@ -72,8 +89,13 @@ def test_two_ranks_reach_the_one_process_accuracy_and_write_once(tmp_path: Path)
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_job_and_the_run_resumes_in_one_process(tmp_path: Path) -> None:
     folder = tmp_path / "run"
-    job = subprocess.Popen(_torchrun(*TRAIN, "--epochs", "60", "--run-dir", str(folder)), env=_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    job = subprocess.Popen(
+        _torchrun(*TRAIN, "--epochs", "60", "--run-dir", str(folder)),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not ((folder / "metrics.csv").exists() and len(_metrics(folder)) >= 2):
@@ -92,8 +114,12 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_in_one_process(tmp_path:
     assert len(ours) == 1 and ("lost a peer" in ours[0] or "was stopped because another rank" in ours[0]), ours
     done = len(_metrics(folder))
     assert 2 <= done < 60
-    resumed = subprocess.run([sys.executable, "-m", "autocompress", "train", "--resume", str(folder), "--threads",
-                              "1"], capture_output=True, text=True, env=_env())  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "autocompress", "train", "--resume", str(folder), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     epochs = [int(r["epoch"]) for r in _metrics(folder)]
     assert epochs[-1] == 60 and len(set(epochs)) == 60  # every epoch trained; the resumed one carried on
@@ -106,11 +132,14 @@ def test_the_export_fine_tune_runs_on_two_ranks_and_rank_0_alone_writes(tmp_path
     run = tmp_path / "run"
     SearchJob.create(SearchConfig(model="digits-cnn", dataset="digits", agent="random", episodes=2), run).run()
     export = ["export", str(run), "--finetune-epochs", "2", "--device", "cpu", "--threads", "1", "--json"]
-    one = subprocess.run([sys.executable, "-m", "autocompress", *export, "--out", str(tmp_path / "e1")],
-                         capture_output=True, text=True, env=_env())  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, "-m", "autocompress", *export, "--out", str(tmp_path / "e1")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(_torchrun(*export, "--out", str(tmp_path / "e2")), capture_output=True, text=True,
-                         env=_env())  # fmt: skip
+    two = subprocess.run(_torchrun(*export, "--out", str(tmp_path / "e2")), capture_output=True, text=True, env=_env())
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "e1" / "report.json").read_text())
     b = json.loads((tmp_path / "e2" / "report.json").read_text())
@@ -118,8 +147,12 @@ def test_the_export_fine_tune_runs_on_two_ranks_and_rank_0_alone_writes(tmp_path
     assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 2 / 360 + 1e-6, (a["test_accuracy"], b["test_accuracy"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e1", "e2", "run"]  # nothing beside --out
     assert two.stdout.count('"test_accuracy"') == 1
-    refused = subprocess.run(_torchrun("export", str(run), "--out", str(tmp_path / "e3"), "--adaptive"),
-                             capture_output=True, text=True, env=_env())  # fmt: skip
+    refused = subprocess.run(
+        _torchrun("export", str(run), "--out", str(tmp_path / "e3"), "--adaptive"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert refused.returncode != 0 and "error: under torchrun, export runs its training data-parallel" in refused.stderr
 
 
@@ -129,13 +162,28 @@ def test_the_union_training_of_an_adaptive_package_runs_on_two_ranks(tmp_path: P
 
     run = tmp_path / "run"
     SearchJob.create(SearchConfig(model="digits-cnn", dataset="digits", agent="random", episodes=3), run).run()
-    export = ["export", str(run), "--adaptive", "--configs", "2", "--train-epochs", "1", "--device", "cpu",
-              "--threads", "1", "--json"]  # fmt: skip
-    one = subprocess.run([sys.executable, "-m", "autocompress", *export, "--out", str(tmp_path / "p1")],
-                         capture_output=True, text=True, env=_env())  # fmt: skip
+    export = [
+        "export",
+        str(run),
+        "--adaptive",
+        "--configs",
+        "2",
+        "--train-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "autocompress", *export, "--out", str(tmp_path / "p1")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(_torchrun(*export, "--out", str(tmp_path / "p2")), capture_output=True, text=True,
-                         env=_env())  # fmt: skip
+    two = subprocess.run(_torchrun(*export, "--out", str(tmp_path / "p2")), capture_output=True, text=True, env=_env())
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (json.loads((tmp_path / p / "manifest.json").read_text()) for p in ("p1", "p2"))
     assert [c["id"] for c in a["configs"]] == [c["id"] for c in b["configs"]]  # the same configurations

@@ -14,8 +14,15 @@ from autocompress.search.record import RunRecord
 
 
 def _best(tmp_path: Path, agent: str, storage: float, name: str) -> dict:
-    config = SearchConfig(model="digits-cnn", dataset="digits", agent=agent, space="prune-quant",
-                          env="raspberry-pi-4", budgets={"storage_bytes": storage}, episodes=1)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn",
+        dataset="digits",
+        agent=agent,
+        space="prune-quant",
+        env="raspberry-pi-4",
+        budgets={"storage_bytes": storage},
+        episodes=1,
+    )
     SearchJob.create(config, tmp_path / name).run()
     best = RunRecord.open(tmp_path / name).best
     assert best is not None

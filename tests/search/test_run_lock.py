@@ -40,8 +40,9 @@ def test_a_killed_holder_leaves_the_folder_free(tmp_path: Path) -> None:
 
 
 def test_a_search_holds_its_folder_until_it_ends_and_resume_takes_it_after(tmp_path: Path) -> None:
-    config = SearchConfig(model="digits-cnn", dataset="digits", env="raspberry-pi-4", space="prune", agent="random",
-                          episodes=2, seed=0)  # fmt: skip
+    config = SearchConfig(
+        model="digits-cnn", dataset="digits", env="raspberry-pi-4", space="prune", agent="random", episodes=2, seed=0
+    )
     job = SearchJob.create(config, tmp_path / "run")
     with pytest.raises(AutoCompressError, match="in use by process"):
         SearchJob.resume(tmp_path / "run")

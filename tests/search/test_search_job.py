@@ -248,16 +248,23 @@ def test_ctrl_c_prints_one_line_and_leaves_a_resumable_run(tmp_path: Path, worke
     cmd += ["--workers", str(workers)]
     # Ctrl-C from a terminal: SIGINT at its default (a job started in the background, `cmd &`, inherits it ignored,
     # and Python then never raises KeyboardInterrupt)
-    proc = subprocess.Popen([*cmd, "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            process_group=0, preexec_fn=_sigint_at_default)  # fmt: skip
+    proc = subprocess.Popen(
+        [*cmd, "--run-dir", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+        preexec_fn=_sigint_at_default,
+    )
     # the whole process group gets the interrupt, as from a terminal: the workers must stay quiet
     workers_seen = _kill_when(proc, run, 8, signal.SIGINT, group=True)
     _assert_gone(workers_seen)
     err = proc.stderr.read() if proc.stderr else ""
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130 and len(lines) == 1 and "--resume" in lines[0], err
-    done = subprocess.run([sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(run)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(run)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert [int(r["episode"]) for r in progress(run)] == list(range(30))
 
@@ -265,8 +272,24 @@ def test_ctrl_c_prints_one_line_and_leaves_a_resumable_run(tmp_path: Path, worke
 @pytest.mark.slow
 def test_export_killed_midway_completes_when_run_again(tmp_path: Path) -> None:
     run, out = tmp_path / "run", tmp_path / "export"
-    subprocess.run([sys.executable, "-m", "autocompress", "-q", "search", *QUICK, "--agent", "random", "--episodes",
-                    "3", "--run-dir", str(run)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocompress",
+            "-q",
+            "search",
+            *QUICK,
+            "--agent",
+            "random",
+            "--episodes",
+            "3",
+            "--run-dir",
+            str(run),
+        ],
+        check=True,
+        capture_output=True,
+    )
     cmd = [sys.executable, "-m", "autocompress", "-q", "export", str(run), "--out", str(out), "--finetune-epochs", "3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -335,8 +358,22 @@ def test_a_search_writes_nothing_to_the_system_temp_directory(tmp_path: Path) ->
     temp = tmp_path / "systemp"
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"TMPDIR": str(temp)}
-    command = [sys.executable, "-m", "autocompress", "search", "--model", "digits-cnn", "--dataset", "digits",
-               "--agent", "ddpg", "--episodes", "2", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "autocompress",
+        "search",
+        "--model",
+        "digits-cnn",
+        "--dataset",
+        "digits",
+        "--agent",
+        "ddpg",
+        "--episodes",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert list(temp.iterdir()) == []  # SB3's logger (SB3-<time>) and torch's compile cache used to land here

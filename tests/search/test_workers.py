@@ -21,9 +21,29 @@ WORKERS, EPISODES = 3, 4
 
 
 def run_workers(tmp_path: Path, agent: str, exp: str) -> list[subprocess.CompletedProcess[str]]:
-    command = [sys.executable, "-m", "autocompress", "--quiet", "search", "--model", "digits-cnn", "--dataset",
-               "digits", "--agent", agent, "--episodes", str(EPISODES), "--seed", "0", "--storage", str(URL),
-               "--exp", exp, "--threads", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "autocompress",
+        "--quiet",
+        "search",
+        "--model",
+        "digits-cnn",
+        "--dataset",
+        "digits",
+        "--agent",
+        agent,
+        "--episodes",
+        str(EPISODES),
+        "--seed",
+        "0",
+        "--storage",
+        str(URL),
+        "--exp",
+        exp,
+        "--threads",
+        "1",
+    ]
     procs = [
         subprocess.Popen(
             [*command, "--run-dir", str(tmp_path / f"worker{i}")],
@@ -69,7 +89,14 @@ def test_optuna_dashboard_opens_the_study(tmp_path: Path) -> None:
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     app = dashboard.wsgi(URL)
     status: list[str] = []
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/studies", "QUERY_STRING": "", "SERVER_NAME": "localhost",
-               "SERVER_PORT": "8080", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http"}  # fmt: skip
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/studies",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "8080",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+    }
     body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
     assert status[0].startswith("200") and exp.encode() in body
