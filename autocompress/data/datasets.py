@@ -245,7 +245,7 @@ def load_dataset(
 
 
 def _load(ref: str, data_dir: str | os.PathLike[str] | None, download: bool, val_size: int | None) -> DatasetSplits:
-    from autocompress.data import sources
+    from autocompress.data import sources  # sources builds on this module's types: imported here, not in a circle
 
     if ref in DATASETS:
         info = DATASETS[ref]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from autocompress.data.datasets import DatasetInfo
+from autocompress.data.sources import npz_arrays
 from autocompress.errors import DataError
 from autocompress.plugins import import_object, is_plugin_spec
 
@@ -92,8 +93,6 @@ _CACHE: dict[tuple[str, float], DriftData] = {}
 
 
 def _read(path: str) -> DriftSpec:
-    from autocompress.data.sources import npz_arrays
-
     arrays = npz_arrays(path, "a drift data file", NPZ_KEYS, "shift")
     if "x" not in arrays or "y" not in arrays:
         raise DataError(

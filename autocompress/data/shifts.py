@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from autocompress.data.drift import DriftData
+from autocompress.data.jpeg import jpeg_roundtrip
 from autocompress.errors import AutoCompressError, did_you_mean
 from autocompress.plugins import import_object
 
@@ -70,8 +72,6 @@ def _pixelate(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Ten
 
 
 def _jpeg(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
-    from autocompress.data.jpeg import jpeg_roundtrip
-
     return jpeg_roundtrip(x, [80, 65, 58, 50, 40][severity - 1])
 
 
@@ -130,8 +130,6 @@ class Shift:
         """Parse ``name:severity`` (e.g. ``noise:3``; aliases noise, blur, jpeg_compression),
         ``package.module:function:severity`` (a plugin) or ``data:SOURCE`` (a drift given as data)."""
         if spec.startswith("data:"):
-            from autocompress.data.drift import DriftData
-
             return DriftData.load(spec[len("data:") :])
         name, sep, level = spec.rpartition(":")
         if not sep or not name or not level.strip().isdigit():

@@ -62,7 +62,7 @@ from autocompress.env import build_workload
 from autocompress.env.context import Context, worst_context
 from autocompress.errors import AutoCompressError
 from autocompress.hardware.graph import analyse
-from autocompress.runs import atomic_folder, atomic_write_json
+from autocompress.runs import atomic_folder, atomic_torch_save, atomic_write_json
 from autocompress.search.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -664,8 +664,6 @@ def _share_torch(
     path: Path, slices: dict[str, list[list[int] | None]], union: dict[str, np.ndarray], used: set[str]
 ) -> None:
     """Strip a configuration's ``model.pt`` of the tensors it shares (AdaBN rebuilds it in torch on the device)."""
-    from autocompress.runs import atomic_torch_save
-
     saved = torch.load(path, map_location="cpu", weights_only=True)
     refs = {}
     for name, tensor in list(saved["state_dict"].items()):
@@ -717,6 +715,8 @@ def export_actor(run_dir: str | Path, out: str | Path, trust_code: bool = False)
     ``autocompress.env`` in Python — and applying the policy it composes needs the original model and torch. The
     configurations of the package are what switches without retraining; the actor is what re-searches a new context.
     """
+    # Only this export of the actor needs the RL stack (stable-baselines3, through search.rl) and onnxruntime's
+    # check: a package without the actor does not pay for importing them.
     import onnxruntime as ort
 
     from autocompress.search.job import SearchJob

@@ -43,7 +43,7 @@ from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer
 from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.split import split_model
-from autocompress.data import DatasetInfo, Normalizer
+from autocompress.data import DatasetInfo, Normalizer, dataset_info
 from autocompress.deploy.manifest import LAYOUTS, InputSpec
 from autocompress.deploy.shared_weights import load_store, resolve
 from autocompress.env import build_workload
@@ -370,8 +370,6 @@ def load_exported(path: str | Path, trust_code: bool = False) -> nn.Module:
     matter: every weight is then replaced) and loaded; activation quantization hooks are re-attached with the
     calibrated ranges.
     """
-    from autocompress.data import dataset_info
-
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"  # an export folder (or a package's configuration) names its model.pt

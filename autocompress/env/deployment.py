@@ -18,7 +18,7 @@ from autocompress import context_rules
 from autocompress.compress.layers import LayerTable
 from autocompress.config import from_mapping
 from autocompress.env.context import Context
-from autocompress.env.presets import EnvPreset, load_env_preset
+from autocompress.env.presets import ContextSpec, EnvPreset, load_env_preset
 from autocompress.hardware.cost_model import CostModel
 from autocompress.hardware.graph import GraphInfo
 from autocompress.hardware.profiles import DeviceProfile, LinkProfile, load_device, load_link
@@ -62,8 +62,6 @@ class Deployment:
         cls, device: str, link: str | None = None, edge: str | None = "edge-server", interval_ms: float = 1000.0
     ) -> Deployment:
         """A deployment with no budgets, for measuring one policy (``autocompress evaluate``)."""
-        from autocompress.env.presets import ContextSpec
-
         preset = EnvPreset(
             name="custom",
             description="",
