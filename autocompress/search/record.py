@@ -411,7 +411,9 @@ class RunRecord:
         row |= {k: entry[k] for k in ENTRY_KEYS}
         row |= {k: getattr(result, k) for k in ("peak_memory_bytes", "constraint_violations", "hard_violations")}
         row |= {"split": result.policy["split"], "adapt": result.policy["adapt"], "shift": result.context["shift"]}
-        row |= {"best_reward": self.best["reward"], "best_accuracy": self.best["accuracy"]}
+        # the search's own scores, also after a confirmation (a resumed run's rows stay comparable)
+        best_accuracy = self.best.get("search_accuracy", self.best["accuracy"])
+        row |= {"best_reward": search_reward(self.best), "best_accuracy": best_accuracy}
         row |= {k: episode.stats.get(k, "") for k in STAT_COLUMNS}
         self._append(row)
         return row, improved
@@ -427,19 +429,33 @@ class RunRecord:
 
     def to_confirm(self, count: int, images: int) -> list[dict[str, Any]]:
         """The entries a confirmation on ``images`` validation images scores: the ``count`` best candidates by
-        the search's reward and the ``count`` most accurate of the Pareto front, without those already scored on
-        as many images (one entry per policy)."""
+        the search's reward and the ``count`` most accurate of the Pareto front, one per policy, without the
+        policies already confirmed on as many images (in any of the record's lists)."""
+        known = self._confirmed(images)
         chosen = {policy_key(e): e for e in [*self.candidates[:count], *self.front[:count]]}
-        return [e for e in chosen.values() if e.get("scored_images") != images]
+        return [e for key, e in chosen.items() if key not in known]
+
+    def _confirmed(self, images: int) -> dict[str, dict[str, Any]]:
+        """The confirmation fields of every policy already confirmed on ``images`` images, by policy key."""
+        fields = ("accuracy", "reward", "accuracy_se", "scored_images", "search_accuracy", "search_reward")
+        entries = [*self.candidates, *self.front, *([self.best] if self.best else [])]
+        return {
+            policy_key(e): {k: e[k] for k in (*fields, "search_images")}
+            for e in entries
+            if e.get("scored_images") == images and all(k in e for k in (*fields, "search_images"))
+        }
 
     def confirm(self, scores: dict[str, tuple[float, float]], images: int, search_images: int) -> None:
         """Record a confirmation: ``scores`` maps a policy key (:func:`policy_key`) to its accuracy and reward on
         ``images`` validation images; the search scored ``search_images``. Candidates, front and best are
         rewritten (candidates first, best last, each atomically: a kill in between leaves entries that the next
         confirmation finds done); the best is the confirmed candidate with the highest confirmed reward."""
+        known = self._confirmed(images) if images > search_images else {}
 
         def update(entry: dict[str, Any]) -> dict[str, Any]:
             key = policy_key(entry)
+            if key in known and key not in scores:  # confirmed before (this list's copy may predate it)
+                return entry | known[key]
             if key not in scores:
                 done = entry.get("scored_images") is not None
                 return entry if done else entry | se_fields(entry["accuracy"], search_images)

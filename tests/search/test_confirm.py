@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,41 @@ def test_confirm_out_of_range_is_one_line(capsys, tmp_path: Path) -> None:
     code = main(["search", *QUICK, "--run-dir", str(tmp_path / "x"), "--confirm", "99", "--episodes", "2"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "0 <= --confirm <= 32 must hold, but got --confirm=99" in err
+
+
+def test_a_resumed_run_searches_on_with_the_search_scores_and_confirms_again(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    base = ["-q", "search", *QUICK, "--run-dir", str(run), "--agent", "random", "--space", "prune"]
+    assert main([*base, "--episodes", "8", "--val-images", "40", "--confirm", "3"]) == 0
+    first = entries(run, "best_policy.json")[0]
+    assert main(["-q", "search", "--resume", str(run), "--episodes", "14", "--confirm", "5"]) == 0
+    rows = list(csv.DictReader((run / "progress.csv").open()))
+    assert len(rows) == 14
+    running = 0.0
+    for row in rows:  # the best-so-far columns are the search's scores before and after the confirmation
+        running = max(running, float(row["reward"])) if row["episode"] != "0" else float(row["reward"])
+        assert float(row["best_reward"]) == pytest.approx(running)
+    candidates = entries(run, "candidates.json")
+    assert all(c["scored_images"] == 180 for c in candidates[:5])
+    best = entries(run, "best_policy.json")[0]
+    assert best["reward"] == max(c["reward"] for c in candidates if c.get("scored_images") == 180)
+    assert best["reward"] >= first["reward"]
+
+
+def test_a_confirmation_cut_short_is_finished_by_the_next_session(confirmed_run, tmp_path: Path) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(confirmed_run[0], run)
+    candidates = entries(run, "candidates.json")
+    undone = [{k: v for k, v in c.items() if k not in ("accuracy_se", "scored_images")} for c in candidates]
+    for c in undone[:4]:  # as if killed before the confirmation wrote anything: the search's scores stand
+        c.update(accuracy=c.pop("search_accuracy"), reward=c.pop("search_reward"))
+        c.pop("search_images")
+    (run / "candidates.json").write_text(json.dumps(undone))
+    job = SearchJob.resume(run)
+    try:
+        summary = job.run()
+    finally:
+        job.close()
+    assert summary["best_scored_images"] == 180
+    again, before = entries(run, "candidates.json")[:4], entries(confirmed_run[0], "candidates.json")[:4]
+    assert again == before
