@@ -14,6 +14,7 @@ COLUMNS = [
     "episodes",
     "best reward",
     "best accuracy",
+    "± se",
     "MACs ratio",
     "latency ms",
     "energy mJ",

@@ -360,6 +360,7 @@ class RunRecord:
             "episodes": f"{self.episodes_done}/{config.episodes}",
             "best_reward": best.get("reward"),
             "best_accuracy": best.get("accuracy"),
+            "accuracy_se": best.get("accuracy_se"),
             "macs_ratio": best.get("macs_ratio"),
             "latency_ms": best.get("latency_ms"),
             "energy_mj": best.get("energy_mj"),

@@ -125,3 +125,12 @@ def test_a_confirmation_cut_short_is_finished_by_the_next_session(confirmed_run,
     assert summary["best_scored_images"] == 180
     again, before = entries(run, "candidates.json")[:4], entries(confirmed_run[0], "candidates.json")[:4]
     assert again == before
+
+
+def test_compare_shows_the_best_accuracy_with_its_error(confirmed_run, capsys) -> None:
+    run, summary = confirmed_run
+    assert main(["compare", str(run), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["best_accuracy"] == summary["best_accuracy"] and row["accuracy_se"] == summary["best_accuracy_se"]
+    assert main(["compare", str(run)]) == 0
+    assert "± se" in capsys.readouterr().out
