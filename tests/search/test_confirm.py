@@ -134,3 +134,13 @@ def test_compare_shows_the_best_accuracy_with_its_error(confirmed_run, capsys) -
     assert row["best_accuracy"] == summary["best_accuracy"] and row["accuracy_se"] == summary["best_accuracy_se"]
     assert main(["compare", str(run)]) == 0
     assert "± se" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"a": 1}'])
+def test_a_damaged_candidates_file_is_one_line(confirmed_run, tmp_path: Path, capsys, text: str) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(confirmed_run[0], run)
+    (run / "candidates.json").write_text(text)
+    assert main(["compare", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "candidates.json" in err
