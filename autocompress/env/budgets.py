@@ -116,6 +116,14 @@ class BudgetGuard:
             wbits if step.wbits and wbits else old.wbits, abits if step.abits and abits else old.abits
         )
 
+    def unclipped(self, choices: list[tuple[float | None, int | None, int | None]]) -> Assignment:
+        """The assignment that (keep, wbits, abits) per step ask for, nothing clipped: if it meets the limits,
+        :meth:`apply_step` keeps every choice of it (the costs grow with keep and bits)."""
+        state = self.initial()
+        for step, (keep, wbits, abits) in zip(self.space.steps, choices, strict=True):
+            self._set(state, step, keep, wbits, abits)
+        return state
+
     def evaluate(self, state: Assignment) -> dict[str, float]:
         report = self.cost.predict(state.kept, state.bits, state.split, self.adapt_cost(state.adapt))
         macs = sum(s.macs for s in self.table.shapes(state.kept))

@@ -260,6 +260,18 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
             state = self._advance(state, index, np.asarray(action, dtype=np.float32).reshape(-1))
         return self.guard.finish(state, state.split, self.space.decode_adapt(actions[-1]))
 
+    def asked(self, actions: list[np.ndarray]) -> Assignment:
+        """What ``actions`` (one per step) ask for before the guard clips anything: keep ratios through the space's
+        range and the device's channel rounding, bits, the split and the adaptation as decoded."""
+        decoded = [
+            self.space.decode_step(np.asarray(a, dtype=np.float32).reshape(-1), s)
+            for a, s in zip(actions, self.space.steps, strict=True)
+        ]
+        state = self.guard.unclipped([(c.keep, c.wbits, c.abits) for c in decoded])
+        state.split = self.space.decode_split(np.asarray(actions[0], dtype=np.float32).reshape(-1))
+        state.adapt = self.space.decode_adapt(np.asarray(actions[-1], dtype=np.float32).reshape(-1))
+        return state
+
     def _keep_of(self, group: int | None) -> float:
         if group is None:
             return 1.0

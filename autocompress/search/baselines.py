@@ -135,7 +135,14 @@ class OneShotSearcher(Searcher):
         env.reset(seed=context.seed)
         kept, (wbits, abits) = self._kept_and_bits(context)
         actions = _actions(space, env.table, kept, (wbits, abits))
-        played = env.plan(actions)
+        played, asked = env.plan(actions), env.asked(actions)
+        if (played.kept, played.bits) != (asked.kept, asked.bits):
+            log.warning(
+                "%s: no global ratio meets the budgets, so the budget guard clipped the policy (kept %s, asked %s)",
+                self.agent.algorithm,
+                played.kept,
+                asked.kept,
+            )
         context.play(actions, seed=context.seed)
         log.info(
             "%s kept %s at %d/%d bits (the other %d episodes are not needed)",
@@ -185,16 +192,12 @@ class OneShotSearcher(Searcher):
                 workload.model, env.table, ratio, importance, batches, space.round_to, max_ratio
             )
 
-        wanted = (bits[0] if space.wbits else None, bits[1] if space.abits else None)
-        asked = [(env.table.names.index(s.layer), s.wbits and wanted[0], s.abits and wanted[1]) for s in space.steps]
-
         def feasible(kept: dict[int, int]) -> bool:
-            # Judged on what the episode would play, not on the channel counts as asked: the action encoding, the
-            # space's keep range and the device's channel rounding can keep more channels than Torch-Pruning chose,
-            # and the guard would then lower some layers' bits to stay within the budgets.
-            state = env.plan(_actions(space, env.table, kept, bits))
-            got = [(w and state.bits[i].wbits, a and state.bits[i].abits) for i, w, a in asked]
-            return got == [(w, a) for _, w, a in asked] and env.guard.feasible(state)
+            # Judged on what the actions ask for once decoded — the space's keep range and the device's channel
+            # rounding can keep more channels than Torch-Pruning chose — and not on the episode the guard would
+            # play: the guard makes every episode feasible, by pruning the last layers harder or lowering bits.
+            # When what is asked meets the limits, the guard clips nothing, so the episode plays it as asked.
+            return env.guard.feasible(env.asked(_actions(space, env.table, kept, bits)))
 
         low, high = 0.0, max_ratio
         if feasible(kept_at(low)):

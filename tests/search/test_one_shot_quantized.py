@@ -46,6 +46,31 @@ def test_four_bit_weights_where_eight_cannot_meet_the_budget(tmp_path: Path, cap
     assert best["storage_bytes"] <= 2_500
 
 
+@pytest.mark.parametrize(
+    ("agent", "space"), [("tp-taylor", "prune"), ("tp-magnitude", "prune"), ("tp-taylor-int8", "prune-quant")]
+)
+def test_the_guard_clips_nothing_the_one_shot_agent_asks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, agent: str, space: str
+) -> None:
+    # Feasibility judged on the episode the guard plays passed every ratio (the guard makes every episode
+    # feasible): the bisection returned "prune nothing" and the guard then pruned the last layers to their floor
+    # (ResNet-20 at half its MACs: 0.37 val instead of 0.77).
+    config = SearchConfig(
+        model="digits-cnn",
+        dataset="digits",
+        agent=agent,
+        space=space,
+        env="raspberry-pi-4",
+        budgets={"macs_ratio": 0.4},
+        episodes=1,
+    )
+    with caplog.at_level(logging.WARNING, logger="autocompress.search.baselines"):
+        SearchJob.create(config, tmp_path / "r").run()
+    assert "clipped" not in caplog.text
+    best = RunRecord.open(tmp_path / "r").best
+    assert best is not None and 0.3 < best["macs_ratio"] <= 0.4 and best["accuracy"] > 0.9
+
+
 @pytest.mark.parametrize("storage", [6_000, 4_000])
 def test_the_played_policy_has_the_bits_the_agent_chose(tmp_path: Path, storage: int) -> None:
     # Torch-Pruning keeps 4 of conv2's 32 channels here, below the space's keep floor (0.2, rounded up to 8 by the
