@@ -193,8 +193,7 @@ class SearchJob:
                         searcher.search(context, remaining)
                     finally:
                         searcher.teardown(context)
-                if self.record.episodes_done >= self.config.episodes:
-                    self.confirm()
+                self.confirm()  # the searcher returned: its budget is spent, it needs no more (one-shot), or stopped
                 summary = self.summary(time.perf_counter() - start)
             finally:
                 chain.on_search_end(summary)

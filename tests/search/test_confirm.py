@@ -144,3 +144,11 @@ def test_a_damaged_candidates_file_is_one_line(confirmed_run, tmp_path: Path, ca
     assert main(["compare", str(run)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "candidates.json" in err
+
+
+def test_a_one_shot_agent_is_confirmed_too(tmp_path: Path) -> None:
+    # a one-shot agent plays one episode of its budget: its search ends there, and its policy is confirmed
+    args = [*QUICK, "--run-dir", str(tmp_path / "r"), "--agent", "tp-taylor", "--space", "prune", "--episodes", "50"]
+    assert main(["-q", "search", *args, "--val-images", "40"]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["episodes"] == 1 and summary["best_scored_images"] == 180
