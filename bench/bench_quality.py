@@ -32,6 +32,7 @@ RECIPE = (
 
 AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform", "tp-taylor", "tp-magnitude"]
 BASELINES = ("uniform", "tp-taylor", "tp-magnitude")
+LONG_KEYS = ("test_accuracy_long_ft", "val_accuracy_per_epoch")  # in the long fine-tune's table, not every run's
 
 
 def export(run: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
@@ -98,12 +99,19 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
         + f". Search val accuracy is what the search scored (`{args.reconstruct}` reconstruction). Unpruned "
         f"test accuracy: {base:.4f}."
     )
-    detail = rows_table(rows)
+    detail = rows_table([{k: v for k, v in r.items() if k not in LONG_KEYS} for r in rows])
     body = f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
     long = [r for r in rows if "test_accuracy_long_ft" in r]
     if long:
         table = markdown_table(
-            ["agent", "seed", f"test acc ({args.long_finetune}-ep ft)", "vs unpruned", "MACs ratio"],
+            [
+                "agent",
+                "seed",
+                f"test acc ({args.long_finetune}-ep ft)",
+                "vs unpruned",
+                "MACs ratio",
+                "val acc by epoch",
+            ],
             [
                 [
                     r["agent"],
@@ -111,6 +119,7 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
                     f"{r['test_accuracy_long_ft']:.4f}",
                     f"{r['test_accuracy_long_ft'] - base:+.4f}",
                     f"{r['macs_ratio']:.3f}",
+                    " ".join(f"{v:.3f}" for v in r.get("val_accuracy_per_epoch", [])),
                 ]
                 for r in long
             ],
@@ -203,7 +212,9 @@ def main() -> None:
             if group:
                 best = max(group, key=lambda r: r["test_accuracy_no_ft"])
                 folder = root / f"{best['agent']}-s{best['seed']}"
-                best["test_accuracy_long_ft"] = export(folder, args.long_finetune, args.data_dir)["test_accuracy"]
+                report = export(folder, args.long_finetune, args.data_dir)
+                best["test_accuracy_long_ft"] = report["test_accuracy"]
+                best["val_accuracy_per_epoch"] = report["finetune"]["val_accuracy"]
                 print(json.dumps(best), flush=True)
     from autocompress.env.presets import load_space_preset
 
