@@ -324,8 +324,8 @@ class PolicyEvaluator:
     @property
     def memory_format(self) -> torch.memory_format:
         """The memory layout the scoring and refit passes run in: channels-last for images on the CPU, where
-        oneDNN's convolutions run faster in it (measured on 2 cores: MobileNetV2 1.6-2x, its depthwise
-        convolutions most; ResNet-20 1.3x; VGG-11 and the digits CNN about even), else PyTorch's default. A fixed
+        oneDNN's convolutions run faster in it (MobileNetV2's depthwise convolutions most; per model in
+        ``bench/bench_episode_floor.py``'s BENCHMARKS section), else PyTorch's default. A fixed
         rule rather than a timing, so that the same seed scores the same on a busy machine as on a quiet one (the
         layout changes float sums in the last bits)."""
         if self._format is None:
@@ -382,9 +382,7 @@ class PolicyEvaluator:
             return 0
         if mode == "sequential":
             targets, options = self.sequential_targets(), self.options.reconstruction
-            if targets.images.dim() != 4 or self.memory_format == torch.contiguous_format:
-                return reconstruct_sequential(model, self.table, kept, self.pruner.ranking, targets, options)
-            model.to(memory_format=self.memory_format)
+            model.to(memory_format=self.memory_format)  # the layout of the refit images (see sequential_targets)
             try:
                 return reconstruct_sequential(model, self.table, kept, self.pruner.ranking, targets, options)
             finally:
@@ -397,9 +395,8 @@ class PolicyEvaluator:
             options = self.options.reconstruction
             images = self.normalize(self.train_images[: options.images])
             targets = collect_targets(self.model, self.table, images, options)
-            if images.dim() == 4:  # the refit's pass runs in the scoring layout (values are the same)
-                targets = dataclasses.replace(targets, images=images.contiguous(memory_format=self.memory_format))
-            self._targets = targets
+            # the refit's pass runs in the scoring layout (values are the same)
+            self._targets = dataclasses.replace(targets, images=images.contiguous(memory_format=self.memory_format))
         return self._targets
 
     def fast_reconstructor(self) -> FastReconstructor:

@@ -263,13 +263,10 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     def asked(self, actions: list[np.ndarray]) -> Assignment:
         """What ``actions`` (one per step) ask for before the guard clips anything: keep ratios through the space's
         range and the device's channel rounding, bits, the split and the adaptation as decoded."""
-        decoded = [
-            self.space.decode_step(np.asarray(a, dtype=np.float32).reshape(-1), s)
-            for a, s in zip(actions, self.space.steps, strict=True)
-        ]
+        flat = [np.asarray(a, dtype=np.float32).reshape(-1) for a in actions]
+        decoded = [self.space.decode_step(a, s) for a, s in zip(flat, self.space.steps, strict=True)]
         state = self.guard.unclipped([(c.keep, c.wbits, c.abits) for c in decoded])
-        state.split = self.space.decode_split(np.asarray(actions[0], dtype=np.float32).reshape(-1))
-        state.adapt = self.space.decode_adapt(np.asarray(actions[-1], dtype=np.float32).reshape(-1))
+        state.split, state.adapt = self.space.decode_split(flat[0]), self.space.decode_adapt(flat[-1])
         return state
 
     def _keep_of(self, group: int | None) -> float:

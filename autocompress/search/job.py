@@ -239,7 +239,7 @@ class SearchJob:
             scores[policy_key(entry)] = self.env.rescore(
                 entry["policy"], entry.get("context"), splits.val_x, splits.val_y
             )
-        self.record.confirm(scores, images if images > searched else searched, searched)
+        self.record.confirm(scores, images, searched)
 
     def _report(self, chain: SearchCallback, result: EpisodeResult, wall_s: float, stats: dict[str, float]) -> bool:
         episode = Episode(self.record.episodes_done, result, wall_s, stats)

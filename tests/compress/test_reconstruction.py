@@ -17,6 +17,7 @@ from autocompress.compress.reconstruction import (
     reconstruct_sequential,
 )
 from autocompress.env import build_workload
+from autocompress.env.workload import Workload
 from autocompress.errors import AutoCompressError
 
 
@@ -57,6 +58,12 @@ def test_refit_is_exact_when_the_kept_channels_carry_everything() -> None:
         assert before > 0.1 and after < 1e-4, (mode, before, after)
 
 
+def evaluator_of(w: Workload, options: EvaluatorOptions) -> PolicyEvaluator:
+    """A fresh evaluator of the workload's model and slices with other options."""
+    e = w.evaluator
+    return PolicyEvaluator(w.model, w.info, e.val_images, e.val_labels, e.train_images, options, table=w.table)
+
+
 @pytest.fixture(scope="module")
 def digits_workload():  # type: ignore[no-untyped-def]
     return build_workload("digits-cnn", "digits")
@@ -68,15 +75,7 @@ def test_reconstruction_recovers_accuracy_on_digits(digits_workload, mode: str) 
     policy = Policy("digits-cnn", layers={g.leader: LayerSetting(keep=0.4) for g in w.table.groups if not g.protected})
     scores = {}
     for choice in ("none", mode):
-        evaluator = PolicyEvaluator(
-            w.model,
-            w.info,
-            w.evaluator.val_images,
-            w.evaluator.val_labels,
-            w.evaluator.train_images,
-            EvaluatorOptions(reconstruct=choice),
-            table=w.table,
-        )
+        evaluator = evaluator_of(w, EvaluatorOptions(reconstruct=choice))
         scores[choice] = evaluator.evaluate(policy).accuracy
     assert scores[mode] >= scores["none"] + 0.1, scores  # measured: 0.68 → 0.97 (fast), 0.95 (sequential)
 
@@ -108,15 +107,7 @@ def test_scoring_on_a_chosen_device_gives_the_same_accuracy(digits_workload) -> 
     policy = Policy("digits-cnn", layers={g.leader: LayerSetting(keep=0.5) for g in w.table.groups if not g.protected})
     scores = []
     for device in ("cpu", "auto"):
-        evaluator = PolicyEvaluator(
-            w.model,
-            w.info,
-            w.evaluator.val_images,
-            w.evaluator.val_labels,
-            w.evaluator.train_images,
-            EvaluatorOptions(device=device),
-            table=w.table,
-        )
+        evaluator = evaluator_of(w, EvaluatorOptions(device=device))
         scores.append(evaluator.evaluate(policy).accuracy)
     assert scores[0] == scores[1]
     with pytest.raises(AutoCompressError, match="device must be auto, cpu or cuda"):
@@ -133,15 +124,7 @@ def test_the_memory_layout_changes_no_score(digits_workload) -> None:  # type: i
     )
     scores, weights = [], []
     for layout in (torch.contiguous_format, torch.channels_last):
-        evaluator = PolicyEvaluator(
-            w.model,
-            w.info,
-            w.evaluator.val_images,
-            w.evaluator.val_labels,
-            w.evaluator.train_images,
-            EvaluatorOptions(reconstruct="sequential"),
-            table=w.table,
-        )
+        evaluator = evaluator_of(w, EvaluatorOptions(reconstruct="sequential"))
         evaluator._format = layout  # the default layout is what a GPU (or a series model) runs in
         scores.append(evaluator.evaluate(policy).accuracy)
         model = evaluator.pruned_copy(policy)
