@@ -9,7 +9,10 @@ fine-tune of the best searched policy and of the best Torch-Pruning baseline.
         --episodes 300 --seeds 0 --val-images 1000 --finetune-epochs 1 --long-finetune 20   # ResNet-20, hours
 
 Resumable: each search and each export lives in ``bench/results/quality/<model>-macs<budget>/``; a finished one is
-reused, an interrupted search continues from its checkpoint.
+reused, an interrupted search continues from its checkpoint. Those folders are not committed; on a fresh checkout
+``--reuse AGENT ...`` takes those agents' runs, where their folders are missing, from the committed raw results of
+the same command instead of redoing them (the note under the tables names them and their date), so a long fine-tune
+can be added to one agent alone.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from autocompress.deploy.export import ExportOptions, export_run
 from autocompress.search import SearchConfig
-from bench.common import ONE_EPISODE, RESULTS, markdown_table, publish, rows_table, run_search
+from bench.common import ONE_EPISODE, RESULTS, markdown_table, publish, rows_table, run_search, section_date
 
 RECIPE = (
     "SGD Nesterov, lr 0.01 with a 5 % linear warm-up then cosine, batch 128, gradients clipped at norm 2, "
@@ -33,6 +37,22 @@ RECIPE = (
 AGENTS = ["ddpg", "ppo", "tpe", "random", "uniform", "tp-taylor", "tp-magnitude"]
 BASELINES = ("uniform", "tp-taylor", "tp-magnitude")
 LONG_KEYS = ("test_accuracy_long_ft", "val_accuracy_per_epoch")  # in the long fine-tune's table, not every run's
+NOTE_KEYS = ("measured", "reused")  # in the note under the tables, not every run's
+
+
+def committed_runs(name: str, episodes: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs of the committed raw results ``name`` (same model, budget and space) that searched ``episodes``
+    episodes (any number for one-episode agents), by (agent, seed); each keeps the date it was measured."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text())
+    date = section_date(name) or "an earlier run"
+    return {
+        (r["agent"], r["seed"]): {**r, "measured": r.get("measured", date)}
+        for r in raw["runs"]
+        if r["episodes"] == episodes or r["agent"] in ONE_EPISODE
+    }
 
 
 def export(run: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
@@ -99,7 +119,7 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
         + f". Search val accuracy is what the search scored (`{args.reconstruct}` reconstruction). Unpruned "
         f"test accuracy: {base:.4f}."
     )
-    detail = rows_table([{k: v for k, v in r.items() if k not in LONG_KEYS} for r in rows])
+    detail = rows_table([{k: v for k, v in r.items() if k not in LONG_KEYS + NOTE_KEYS} for r in rows])
     body = f"{intro}\n\n{markdown_table(columns, per_agent)}\n\nEvery run:\n\n{detail}"
     long = [r for r in rows if "test_accuracy_long_ft" in r]
     if long:
@@ -129,6 +149,19 @@ def render(rows: list[dict[str, Any]], base: float, args: argparse.Namespace) ->
             + (", ".join(args.long_agents) if args.long_agents else "the searchers and of the Torch-Pruning baselines")
             + f" (by test accuracy without fine-tune), {args.long_finetune} epochs, same recipe:\n\n{table}"
         )
+    earlier = sorted({r["measured"] for r in rows if r.get("reused")})
+    if earlier:
+        body += (
+            "\n\nMeasured on an earlier run of this command and reused (`--reuse`, their run folders were not on this "
+            "checkout): "
+            + "; ".join(
+                f"{', '.join(sorted({r['agent'] for r in rows if r.get('reused') and r['measured'] == d}))} on {d}"
+                for d in earlier
+            )
+            + ". Everything else was measured on "
+            + time.strftime("%Y-%m-%d")
+            + "."
+        )
     return body
 
 
@@ -154,6 +187,13 @@ def main() -> None:
         help="agents whose best run gets the long fine-tune (default: the best searched and the best baseline)",
     )
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="AGENT",
+        help="agents whose runs, when their folders are missing, come from the committed raw results of this command",
+    )
     args = parser.parse_args()
     root = RESULTS / "quality" / f"{args.model}-macs{args.macs}"
     if args.space != "prune":
@@ -168,7 +208,9 @@ def main() -> None:
         )
         args.val_images, args.finetune_epochs = None, 1
         root = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    rows = []
+    name = f"quality-{root.name}"
+    committed = committed_runs(name, args.episodes) if not args.quick else {}
+    rows, reused = [], set()
     for agent in args.agents:
         for seed in args.seeds if agent not in ONE_EPISODE else args.seeds[:1]:
             config = SearchConfig(
@@ -185,6 +227,11 @@ def main() -> None:
                 exp="bench-quality",
             )
             folder = root / f"{agent}-s{seed}"
+            if agent in args.reuse and not (folder / "config.json").exists() and (agent, seed) in committed:
+                rows.append({**committed[agent, seed], "reused": True})
+                reused.add((agent, seed))
+                print(f"reused from bench/results/{name}.json: {json.dumps(rows[-1])}", flush=True)
+                continue
             summary = run_search(folder, config)
             plain = export(folder, 0, args.data_dir)
             report = export(folder, args.finetune_epochs, args.data_dir)
@@ -199,6 +246,7 @@ def main() -> None:
                     "macs_ratio": report["macs_ratio"],
                     "test_accuracy_no_ft": plain["test_accuracy"],
                     "test_accuracy_ft": report["test_accuracy"],
+                    "measured": time.strftime("%Y-%m-%d"),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -211,6 +259,13 @@ def main() -> None:
         for group in groups:
             if group:
                 best = max(group, key=lambda r: r["test_accuracy_no_ft"])
+                if (best["agent"], best["seed"]) in reused:
+                    if "test_accuracy_long_ft" in best:
+                        continue  # reused with its long fine-tune
+                    raise SystemExit(
+                        f"the best {best['agent']} run was reused from bench/results/{name}.json without a long "
+                        "fine-tune and its run folder is not here; run again without --reuse"
+                    )
                 folder = root / f"{best['agent']}-s{best['seed']}"
                 report = export(folder, args.long_finetune, args.data_dir)
                 best["test_accuracy_long_ft"] = report["test_accuracy"]
@@ -220,7 +275,6 @@ def main() -> None:
 
     args.reconstruct = load_space_preset(args.space).reconstruct
     base = unpruned_test_accuracy(args.model, args.dataset, args.data_dir)
-    name = f"quality-{root.name}"
     raw = {"unpruned_test_accuracy": base, "runs": rows}
     title = f"Search quality: {args.model} at {args.macs:.0%} MACs"
     publish(name, title, render(rows, base, args), raw, args.quick)

@@ -80,6 +80,13 @@ def save_raw(name: str, data: Any) -> Path:
     return path
 
 
+def section_date(name: str) -> str | None:
+    """The date stamped on BENCHMARKS.md's section ``name``, if there is one."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    found = re.search(rf"<!-- bench:{re.escape(name)} -->\n## [^\n]*\n\n_(\d{{4}}-\d\d-\d\d) ", text)
+    return found.group(1) if found else None
+
+
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section ``name`` of BENCHMARKS.md, stamped with date, machine and command."""
     stamp = f"_{time.strftime('%Y-%m-%d')} · {machine()} · `{command()}` · raw results: `bench/results/{name}.json`_"
