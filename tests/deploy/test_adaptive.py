@@ -324,3 +324,62 @@ def test_the_hours_to_the_next_charge_move_the_charge_the_governor_reads() -> No
     assert charges == sorted(charges, reverse=True) and all(BATTERY_LOW < c <= 1 for c in charges)
     budgets = [battery_energy_budget(c, 1.0, 4.0) for c in charges]
     assert budgets == sorted(budgets, reverse=True) and budgets[0] == 4.0 and budgets[-1] > 1.0
+
+
+def test_bits_the_device_gains_nothing_from_are_lifted() -> None:
+    from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.deploy.adaptive import lift_bits
+    from autocompress.deploy.manifest import Costs
+    from autocompress.env import build_workload
+
+    table = build_workload("digits-cnn", "digits", True, None, None, None).table
+    names = table.names
+
+    def costs_of(policy: Policy) -> Costs:  # int8 kernels when both are at most 8 bits, else float; weights stored
+        int8 = [policy.setting(n).wbits <= 8 and policy.setting(n).abits <= 8 for n in names]
+        time = float(sum(1.0 if fast else 2.0 for fast in int8))
+        storage = sum(policy.setting(n).wbits for n in names)
+        return Costs((time, time), (3 * time, 3 * time), storage, 0)
+
+    def broken(limit: int):  # type: ignore[no-untyped-def]
+        return lambda costs: {"storage_bytes"} if costs.storage_bytes > limit else set()
+
+    legal = {"wbits": [2, 4, 8, 16, 32], "abits": [8, 16, 32]}
+    settings = [LayerSetting(wbits=4, abits=8), LayerSetting(wbits=16, abits=8), LayerSetting(wbits=32, abits=32)]
+    policy = Policy("digits-cnn", layers={n: settings[i % 3] for i, n in enumerate(names)})
+    lifted = lift_bits(policy, table, legal, costs_of, broken(10_000))
+    expected = [(8, 8), (32, 32), (32, 32)]  # int8 stays int8 (2x faster), float layers get float bits
+    assert [(lifted.setting(n).wbits, lifted.setting(n).abits) for n in names] == [
+        expected[i % 3] for i in range(len(names))
+    ]
+    assert costs_of(lifted).latency_ms == costs_of(policy).latency_ms
+    assert lift_bits(lifted, table, legal, costs_of, broken(10_000)) == lifted  # nothing left to lift
+    tight = costs_of(policy).storage_bytes  # a storage limit the searched policy just meets: nothing may grow
+    held = lift_bits(policy, table, legal, costs_of, broken(tight))
+    assert all(held.setting(n).wbits == policy.setting(n).wbits for n in names)  # stored bits may not grow
+    assert held.setting(names[1]).abits == 32  # activation bits cost no storage here: still lifted
+    assert lift_bits(policy, table, {"wbits": [2, 4], "abits": [8]}, costs_of, broken(10_000)) == policy  # none legal
+
+
+def test_a_package_holds_no_configuration_its_own_lifted_bits_beat(package: Path) -> None:
+    from autocompress.compress.policy import Policy
+    from autocompress.deploy.adaptive import lifted_policies
+    from autocompress.env import build_workload
+    from autocompress.hardware.graph import analyse
+    from autocompress.search.record import RunRecord
+
+    record = RunRecord.open(package.parent / "run", "export")
+    workload = build_workload("digits-cnn", "digits", True, None, None, None)
+    table = json.loads((package / "manifest.json").read_text())
+    policies = [Policy.load(package / Path(c["path"]).parent / "policy.json") for c in table["configs"]]
+    searched = [Policy.from_dict(e["policy"]) for e in record.front]
+    graph = analyse(workload.model, workload.table)
+    again, _ = lifted_policies(
+        policies, ["x"] * len(policies), workload.table, record.resolved.deployment, workload.evaluator, graph
+    )
+    assert again == policies  # every shipped configuration's bits are already as high as its costs allow
+    lifted, _ = lifted_policies(
+        searched, ["x"] * len(searched), workload.table, record.resolved.deployment, workload.evaluator, graph
+    )
+    assert any(a != b for a, b in zip(lifted, searched, strict=True))  # the search left bits to lift (this one did)
+    assert any(c["origin"].endswith("bits lifted") for c in table["configs"])
