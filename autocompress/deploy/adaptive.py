@@ -254,9 +254,13 @@ def lift_bits(
 def lifted_policies(
     policies: list[Policy], origins: list[str], table: LayerTable, deployment: Any, evaluator: Any, graph: Any
 ) -> tuple[list[Policy], list[str]]:
-    """Each policy through :func:`lift_bits` for the deployment's device, checked in its worst context."""
+    """Each policy through :func:`lift_bits` for the deployment's device, checked in its worst context; a storage
+    budget counts whether it is hard or soft (a soft one is what the user would rather keep)."""
     worst = worst_context(deployment.preset.context)
-    hard = {k: v for k, v in deployment.budgets(worst, hard=True).items() if k == "storage_bytes"}
+    storage = [
+        b["storage_bytes"] for hard in (True, False) if "storage_bytes" in (b := deployment.budgets(worst, hard=hard))
+    ]
+    hard = {"storage_bytes": min(storage)} if storage else {}
     device = deployment.device
 
     def broken(costs: Costs) -> set[str]:
