@@ -82,7 +82,7 @@ def effective_charge(battery: float, hours_to_charge: float | None = None) -> fl
     """The charge the battery governor reads, given the hours until the next charge (``None``: unknown, the charge
     itself). The charge above :data:`BATTERY_LOW` is stretched or shrunk by :data:`DAY_HOURS` / ``hours_to_charge``:
     half a battery 8 hours before the charger is as comfortable as a full one at the start of a day (both spend it
-    at the same pace), a full one 48 hours from the next charge is as tight as a third of one, and on the way to the
+    at the same pace), a full one 48 hours from the next charge is as tight as 47 % of one today, and on the way to the
     charger the budget opens up. At or below :data:`BATTERY_LOW` the charge is what it is."""
     if hours_to_charge is None or battery <= BATTERY_LOW:
         return battery
