@@ -4,7 +4,9 @@ the on-device runtime and simulator (:class:`~autocompress.deploy.runtime.Adapti
 it runs on the device.
 
 - battery (0..1] scales the preset's hard energy budget per inference, and becomes an energy budget of its own by
-  :func:`battery_energy_budget` (the battery governor), whatever the preset's budgets are;
+  :func:`battery_energy_budget` (the battery governor), whatever the preset's budgets are; hours_to_charge, when the
+  device knows when it is next charged, turns the charge into the charge the governor reads
+  (:func:`effective_charge`);
 - free_memory (0..1] scales the device's RAM a configuration may use;
 - bandwidth_scale multiplies the link's nominal rates (0: no link); costs are looked up at the grid point at or
   below it (:func:`grid_index`), so a package never assumes more bandwidth than the context has;
@@ -14,9 +16,11 @@ it runs on the device.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 
-CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")
+CONTEXT_FIELDS = ("battery", "free_memory", "bandwidth_scale", "latency_budget_ms")  # the limits a context sets
+RUNTIME_FIELDS = (*CONTEXT_FIELDS, "hours_to_charge")  # what a device tells the runtime
 RELATIVE_SLACK = 1e-9  # a cost equal to its limit up to rounding meets it
 
 
@@ -50,6 +54,39 @@ def battery_energy_budget(battery: float, least_mj: float, most_mj: float) -> fl
         return max(least_mj, most_mj)
     fraction = min(1.0, max(0.0, (battery - BATTERY_LOW) / (BATTERY_FULL - BATTERY_LOW)))
     return float(least_mj * (most_mj / least_mj) ** fraction)
+
+
+def field_problem(name: str, value: object) -> str | None:
+    """What is wrong with a context field's value (``None``: nothing): battery and free_memory are fractions in
+    (0, 1], bandwidth_scale >= 0, latency_budget_ms > 0 or None (none), hours_to_charge >= 0 or None (unknown)."""
+    if value is None and name in ("latency_budget_ms", "hours_to_charge"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+        return f"{name} must be a number, but is {value!r}"
+    value = float(value)
+    rules = {
+        "battery": (0 < value <= 1, "0 < battery <= 1"),
+        "free_memory": (0 < value <= 1, "0 < free_memory <= 1"),
+        "bandwidth_scale": (value >= 0, "bandwidth_scale >= 0 (0: no link)"),
+        "latency_budget_ms": (value > 0, "latency_budget_ms > 0 (or None: no budget)"),
+        "hours_to_charge": (value >= 0, "hours_to_charge >= 0 (or None: unknown)"),
+    }
+    ok, rule = rules[name]
+    return None if ok else f"a context must have {rule}, but {name} is {value!r}"
+
+
+DAY_HOURS = 16.0  # the time a full charge is meant to last: a waking day for a phone, a watch or a field sensor
+
+
+def effective_charge(battery: float, hours_to_charge: float | None = None) -> float:
+    """The charge the battery governor reads, given the hours until the next charge (``None``: unknown, the charge
+    itself). The charge above :data:`BATTERY_LOW` is stretched or shrunk by :data:`DAY_HOURS` / ``hours_to_charge``:
+    half a battery 8 hours before the charger is as comfortable as a full one at the start of a day (both spend it
+    at the same pace), a full one 48 hours from the next charge is as tight as 47 % of one today, and on the way to the
+    charger the budget opens up. At or below :data:`BATTERY_LOW` the charge is what it is."""
+    if hours_to_charge is None or battery <= BATTERY_LOW:
+        return battery
+    return min(1.0, BATTERY_LOW + (battery - BATTERY_LOW) * DAY_HOURS / max(hours_to_charge, 1e-9))
 
 
 def dominated(points: Sequence[Sequence[float]]) -> list[bool]:

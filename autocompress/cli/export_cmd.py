@@ -70,6 +70,13 @@ def add_parser(sub: Any) -> None:
         "the Pareto front's (default 1.0,0.5,0.25; 'none' for the front's alone)",
     )
     p.add_argument(
+        "--keep-bits",
+        dest="lift_bits",
+        action="store_false",
+        help="adaptive package: ship the searched bits (default: raise a layer's bits where the device runs "
+        "them at the same predicted latency and energy and no limit breaks)",
+    )
+    p.add_argument(
         "--train-epochs",
         type=int,
         default=0,
@@ -154,6 +161,7 @@ def _adaptive(args: argparse.Namespace) -> int:
         share_weights=args.share_weights,
         trust_code=args.trust_code,
         ladder=_ladder(args.ladder),
+        lift_bits=args.lift_bits,
         train_epochs=args.train_epochs,
         train_lr=args.train_lr,
         device=args.device,

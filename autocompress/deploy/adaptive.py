@@ -96,6 +96,8 @@ class AdaptiveOptions:
             BatchNorm statistics and any weights rounded to fewer bits) and store shared tensors once
             (:mod:`autocompress.deploy.shared_weights`); otherwise each configuration is refitted on its own and stored
             whole (more accurate, larger).
+        lift_bits: Raise each configuration's bits where the device runs them at the same predicted latency and
+            energy and no limit breaks (:func:`lift_bits`); ``False`` ships the searched bits.
         train_epochs: Train the configurations once, together, as slices of one union model for this many epochs
             (:func:`~autocompress.compress.union_training.train_union`: sandwich rule, distillation from the
             unpruned model, each configuration's own BatchNorm statistics, quantization-aware below 8 bits; a
@@ -115,6 +117,7 @@ class AdaptiveOptions:
     share_weights: bool = False
     trust_code: bool = False
     ladder: tuple[float, ...] = LADDER
+    lift_bits: bool = True
     train_epochs: int = 0
     train_lr: float = 0.01
     device: str = "auto"
@@ -217,6 +220,74 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
     return policies
 
 
+def lift_bits(
+    policy: Policy,
+    table: LayerTable,
+    legal: dict[str, Sequence[int]],
+    costs_of: Callable[[Policy], Costs],
+    broken: Callable[[Costs], set[str]],
+) -> Policy:
+    """``policy`` with each layer's weight and activation bits (``legal``: per field, the device's values) raised
+    to the most the device runs at the same predicted latency and energy at every bandwidth, as long as no limit
+    the policy met (``broken``: the hard limits costs break in the worst context — storage, flash, RAM) breaks.
+
+    A search keeps bits a device gains nothing from when nothing charges for them: on a Raspberry Pi 4, 2- and
+    4-bit weights only save storage (they run as int8) and 32 GB of flash never binds, so a search leaves them
+    where its sampler put them. The lifted configuration costs the same and is more accurate — the searched one is
+    dominated by it, and an adaptive package should hold no dominated configuration."""
+    base = costs_of(policy)
+    allowed = broken(base)
+    current = policy
+    for name in table.names:
+        for field in ("wbits", "abits"):
+            have = getattr(current.setting(name), field)
+            for bits in sorted((b for b in legal[field] if b > have), reverse=True):
+                layers = {**current.layers, name: dataclasses.replace(current.setting(name), **{field: bits})}
+                trial = dataclasses.replace(current, layers=layers)
+                costs = costs_of(trial)
+                if _same_time_and_energy(costs, base) and broken(costs) <= allowed:
+                    current = trial
+                    break
+    return current
+
+
+def lifted_policies(
+    policies: list[Policy], origins: list[str], table: LayerTable, deployment: Any, evaluator: Any, graph: Any
+) -> tuple[list[Policy], list[str]]:
+    """Each policy through :func:`lift_bits` for the deployment's device, checked in its worst context; a storage
+    budget counts whether it is hard or soft (a soft one is what the user would rather keep)."""
+    worst = worst_context(deployment.preset.context)
+    storage = [
+        b["storage_bytes"] for hard in (True, False) if "storage_bytes" in (b := deployment.budgets(worst, hard=hard))
+    ]
+    hard = {"storage_bytes": min(storage)} if storage else {}
+    device = deployment.device
+
+    def broken(costs: Costs) -> set[str]:
+        values = {"storage_bytes": costs.storage_bytes, "peak_memory_bytes": costs.peak_memory_bytes}
+        return set(
+            context_rules.violations(values, hard, device.ram_bytes, device.flash_bytes, worst.free_memory or 1.0)
+        )
+
+    legal = {"wbits": device.legal_wbits, "abits": device.legal_abits}
+    lifted = [lift_bits(p, table, legal, lambda q: _costs(deployment, evaluator, graph, q), broken) for p in policies]
+    for k, (before, after) in enumerate(zip(policies, lifted, strict=True)):
+        if before.key() != after.key():
+            origins[k] += ", bits lifted"
+            log.info("%s: bits raised where the device runs them at the same latency and energy", origins[k])
+    return lifted, origins
+
+
+def _same_time_and_energy(a: Costs, b: Costs) -> bool:
+    def same(x: float | None, y: float | None) -> bool:
+        if x is None or y is None:
+            return x is None and y is None
+        return abs(x - y) <= 1e-9 * max(abs(y), 1e-12)
+
+    pairs = zip((*a.latency_ms, *a.energy_mj), (*b.latency_ms, *b.energy_mj), strict=True)
+    return all(same(x, y) for x, y in pairs)
+
+
 def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveOptions) -> dict[str, Any]:
     """Write the adaptive package of a run into ``out_dir``; returns its manifest (also ``manifest.json``) as a
     dict. The package is built beside ``out_dir`` and swapped in whole (:func:`autocompress.runs.atomic_folder`):
@@ -246,13 +317,15 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
     picks = choose_configurations(record.front, options.configs, union_size)
     policies = [front[i] for i in picks]
     origins = [f"pareto:{i}" for i in picks]
-    known = {p.key() for p in policies}
     for target, derived in zip(options.ladder, ladder_policies(front[0], workload.table, options.ladder), strict=True):
-        if derived.key() not in known:
-            known.add(derived.key())
-            picks.append(-1)
-            policies.append(derived)
-            origins.append(f"ladder:{target:g} of pareto:0")
+        picks.append(-1)
+        policies.append(derived)
+        origins.append(f"ladder:{target:g} of pareto:0")
+    if options.lift_bits:
+        policies, origins = lifted_policies(policies, origins, workload.table, deployment, evaluator, graph)
+    first = {policy.key(): k for k, policy in reversed(list(enumerate(policies)))}
+    keep = sorted(first.values())  # a policy twice (a ladder rung as a front's, two lifted alike): the first stays
+    picks, policies, origins = [picks[k] for k in keep], [policies[k] for k in keep], [origins[k] for k in keep]
     models: list[Any] = [None] * len(picks)
     union: torch.nn.Module | None = None
     maps: list[dict[str, list[list[int] | None]]] = []

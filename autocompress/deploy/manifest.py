@@ -177,7 +177,7 @@ class Configuration:
     id: str
     path: str
     pareto_index: int  # -1: not on the run's front (a ladder configuration)
-    origin: str  # pareto:K, or ladder:F of pareto:K (derived at F of the MACs)
+    origin: str  # pareto:K, or ladder:F of pareto:K (derived at F of the MACs); ", bits lifted" (lift_bits)
     val_accuracy: float
     search_accuracy: float
     test_accuracy: float

@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from autocompress import context_rules
-from autocompress.context_rules import CONTEXT_FIELDS
+from autocompress.context_rules import CONTEXT_FIELDS, RUNTIME_FIELDS
 from autocompress.deploy import onnx_wire
 from autocompress.deploy.manifest import Configuration, Costs, Manifest, inside
 from autocompress.deploy.shared_weights import load_store, materialize
@@ -36,7 +36,15 @@ BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (s
 HYSTERESIS = 0.005  # accuracy below the floor the controller accepts to keep its configuration (see choose)
 STAY_ENERGY = 0.05  # energy above the pick's the controller accepts to keep its configuration
 SWITCH_HORIZON = 2000  # inputs over which re-adapting a new configuration to a drift is paid back
-__all__ = ["CONTEXT_FIELDS", "AdaptiveModel", "Choice", "feature_names", "input_features", "window_drift_score"]
+__all__ = [
+    "CONTEXT_FIELDS",
+    "RUNTIME_FIELDS",
+    "AdaptiveModel",
+    "Choice",
+    "feature_names",
+    "input_features",
+    "window_drift_score",
+]
 
 
 def input_features(inputs: np.ndarray) -> np.ndarray:
@@ -101,6 +109,7 @@ class AdaptiveModel:
             "free_memory": 1.0,
             "bandwidth_scale": 1.0,
             "latency_budget_ms": None,
+            "hours_to_charge": None,
         }
         self.events: list[dict[str, Any]] = []
         self.adapt_enabled, self.threads = adapt, threads
@@ -163,7 +172,9 @@ class AdaptiveModel:
         1. feasible: every hard limit met (:meth:`check`);
         2. within the battery governor's energy budget
            (:func:`~autocompress.context_rules.battery_energy_budget`: between the most accurate feasible
-           configuration's energy at a full battery and the cheapest's at a low one);
+           configuration's energy at a full battery and the cheapest's at a low one), the charge read through the
+           hours until the next charge when the context gives them
+           (:func:`~autocompress.context_rules.effective_charge`);
         3. objective ``accuracy`` (default): the least energy among those within the tolerance of the most accurate
            of them; ``energy``: the least energy among those at least as accurate as the reference (the most
            accurate configuration feasible in the manifest's worst context) minus the tolerance;
@@ -182,9 +193,11 @@ class AdaptiveModel:
         accuracy = {c: self.configs[c].val_accuracy for c in feasible}
         energy = {c: float(self.costs(c, bandwidth)[1] or 0.0) for c in feasible}
         best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
-        budget = context_rules.battery_energy_budget(
-            float(context.get("battery", 1.0)), min(energy.values()), energy[best]
+        hours = context.get("hours_to_charge")
+        charge = context_rules.effective_charge(
+            float(context.get("battery", 1.0)), None if hours is None else float(hours)
         )
+        budget = context_rules.battery_energy_budget(charge, min(energy.values()), energy[best])
         allowed = [c for c in feasible if context_rules.within(energy[c], budget)]
         tolerance = self.manifest.accuracy_tolerance
         if self.manifest.objective == "energy":
@@ -209,13 +222,18 @@ class AdaptiveModel:
         return Choice(pick, True)
 
     def update_context(self, **fields: float | None) -> str:
-        """Change context fields (battery, free_memory, bandwidth_scale, latency_budget_ms) and switch to the
-        configuration the rule picks; the decision and switch time is measured and logged."""
-        unknown = sorted(set(fields) - set(CONTEXT_FIELDS))
+        """Change context fields (battery, free_memory, bandwidth_scale, latency_budget_ms, hours_to_charge; ``None``
+        for the last two: none, unknown) and switch to the configuration the rule picks; the decision and switch
+        time is measured and logged."""
+        unknown = sorted(set(fields) - set(RUNTIME_FIELDS))
         if unknown:
             raise AutoCompressError(
-                f"a context has the fields {', '.join(CONTEXT_FIELDS)}, but got '{unknown[0]}'.", params=("context",)
+                f"a context has the fields {', '.join(RUNTIME_FIELDS)}, but got '{unknown[0]}'.", params=("context",)
             )
+        for name, value in fields.items():
+            problem = context_rules.field_problem(name, value)
+            if problem:
+                raise AutoCompressError(f"{problem}; the context is unchanged.", params=("context",))
         start = time.perf_counter()
         self.context.update(fields)
         choice = self.choose(self.context)

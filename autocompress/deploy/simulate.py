@@ -2,11 +2,12 @@
 configuration and an oracle.
 
 A trace is a YAML file (``steps:`` a list of rows) or a CSV with the columns ``t, battery, free_memory,
-bandwidth_scale, latency_budget_ms, shift`` (missing columns keep their previous value; ``shift`` is ``none`` or any
-shift spec; ``note`` is free text; any other key is refused in one line). Shipped traces
-(``autocompress/deploy/traces/``): ``phone-day``, ``commute``, ``camera-drift``, ``battery-day`` (a drain to 8 %
-and a charge), ``link-drop`` (a link that fades and drops) and ``latency-tighten`` (a latency budget that tightens
-under load).
+bandwidth_scale, latency_budget_ms, hours_to_charge, shift`` (missing columns keep their previous value; ``t`` in
+seconds; ``hours_to_charge`` empty or absent when the device does not know it; ``shift`` is ``none`` or any shift
+spec; ``note`` is free text; any other key is refused in one line). Shipped traces
+(``autocompress/deploy/traces/``): ``phone-day``, ``commute``, ``camera-drift``, ``battery-day`` (a drain to 8 % and
+a charge), ``battery-day-known-charge`` (the same, with the hours to the next charge), ``link-drop`` (a link that
+fades and drops) and ``latency-tighten`` (a latency budget that tightens under load).
 
 At each step every strategy classifies the next test images (with the step's shift applied) and is charged the
 predicted latency and energy of what it ran at the step's bandwidth:
@@ -35,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from autocompress.config import read_yaml
+from autocompress.context_rules import field_problem
 from autocompress.data import load_dataset
 from autocompress.data.shifts import Shift
 from autocompress.deploy.manifest import inside
-from autocompress.deploy.runtime import CONTEXT_FIELDS, AdaptiveModel
+from autocompress.deploy.runtime import RUNTIME_FIELDS, AdaptiveModel
 from autocompress.errors import AutoCompressError, did_you_mean
 from autocompress.files import read_text, short
 from autocompress.plugins import require_trust
@@ -47,7 +49,17 @@ from autocompress.runs import atomic_write_json
 log = logging.getLogger(__name__)
 TRACES_DIR = Path(__file__).parent / "traces"
 STRATEGIES = ("adaptive", "static_accurate", "static_feasible", "uncompressed", "oracle")
-TRACE_KEYS = ("t", "battery", "free_memory", "bandwidth_scale", "latency_budget_ms", "shift", "note")  # note: text
+TRACE_KEYS = (
+    "t",
+    "battery",
+    "free_memory",
+    "bandwidth_scale",
+    "latency_budget_ms",
+    "hours_to_charge",
+    "shift",
+    "note",  # free text
+)
+OPTIONAL = ("latency_budget_ms", "hours_to_charge")  # empty: none, unknown
 ORDERS = ("stored", "by-class")
 MAX_TRACE_STEPS = 10_000  # a day at one step per 10 s; every step runs every strategy on its images
 MAX_IMAGES_PER_STEP = 10_000
@@ -61,9 +73,10 @@ class TraceStep:
     bandwidth_scale: float
     latency_budget_ms: float | None
     shift: str
+    hours_to_charge: float | None = None
 
     def context(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in CONTEXT_FIELDS}
+        return {name: getattr(self, name) for name in RUNTIME_FIELDS}
 
 
 def shipped_traces() -> list[str]:
@@ -114,6 +127,7 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
             "free_memory": 1.0,
             "bandwidth_scale": 1.0,
             "latency_budget_ms": None,
+            "hours_to_charge": None,
             "shift": "none",
         },
     )
@@ -138,17 +152,12 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
                 continue
             if key in state and value not in (None, ""):
                 state[key] = value if key == "shift" else _number(value, key, i, path)
-            elif key in state and key == "latency_budget_ms":
+            elif key in OPTIONAL:
                 state[key] = None
         step = TraceStep(**state)  # type: ignore[arg-type]
-        budget_ok = step.latency_budget_ms is None or step.latency_budget_ms > 0
-        if not (0 < step.battery <= 1 and 0 < step.free_memory <= 1 and step.bandwidth_scale >= 0 and budget_ok):
-            raise AutoCompressError(
-                f"step {i} of '{path}' must have 0 < battery <= 1, 0 < free_memory <= 1, bandwidth_scale >= 0 and "
-                "latency_budget_ms > 0 (or empty), "
-                f"but has {step}.",
-                params=("trace",),
-            )
+        problems = [p for name, value in step.context().items() if (p := field_problem(name, value))]
+        if problems:
+            raise AutoCompressError(f"step {i} of '{path}': {problems[0]}.", params=("trace",))
         steps.append(step)
     return path.stem, steps
 
@@ -359,6 +368,7 @@ def _row(
         "bandwidth_scale": step.bandwidth_scale,
         "free_memory": step.free_memory,
         "latency_budget_ms": step.latency_budget_ms,
+        "hours_to_charge": step.hours_to_charge,
         "shift": step.shift,
         "accuracy": float((logits.argmax(1) == labels).mean()),
         "latency_ms": latency,

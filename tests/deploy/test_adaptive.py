@@ -83,7 +83,7 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
     model = AdaptiveModel.load(package, adapt=False)
     logits = model.predict(digits.test_x[:5].numpy())
     assert logits.shape == (5, 10)
-    from autocompress.context_rules import battery_energy_budget
+    from autocompress.context_rules import battery_energy_budget, effective_charge
     from autocompress.deploy.runtime import HYSTERESIS, STAY_ENERGY
 
     contexts = (
@@ -91,6 +91,9 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
         {"battery": 0.5, "free_memory": 0.5},
         {"battery": 0.1},
         {"battery": 1.0, "bandwidth_scale": 1.0},
+        {"battery": 0.6, "hours_to_charge": 40.0},  # a charge far away: thriftier than the charge alone says
+        {"hours_to_charge": 0.5},  # the charger is near: spend
+        {"hours_to_charge": None},  # unknown again
     )
     for fields in contexts:
         chosen = model.update_context(**fields)
@@ -99,7 +102,8 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
         accuracy = {c: model.configs[c].val_accuracy for c in feasible}
         energy = {c: float(model.costs(c, model.context["bandwidth_scale"])[1] or 0) for c in feasible}
         best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
-        budget = battery_energy_budget(model.context["battery"], min(energy.values()), energy[best])
+        charge = effective_charge(model.context["battery"], model.context["hours_to_charge"])
+        budget = battery_energy_budget(charge, min(energy.values()), energy[best])
         allowed = [c for c in feasible if energy[c] <= budget * (1 + 1e-9)]
         assert chosen in allowed  # within the battery governor's budget
         floor = max(accuracy[c] for c in allowed) - model.manifest.accuracy_tolerance
@@ -110,9 +114,22 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
             assert energy[chosen] == min(energy.values())  # a low battery gets the cheapest
     model.update_context(latency_budget_ms=1e-6)
     assert model.events[-1]["event"] == "violation" and "latency_ms" in model.events[-1]["broken"]
-    assert len(model.switch_ms) == 5 and max(model.switch_ms) < 50
+    assert len(model.switch_ms) == 8 and max(model.switch_ms) < 50
     with pytest.raises(AutoCompressError, match="a context has the fields"):
         model.update_context(wifi=1.0)
+    before = dict(model.context)
+    for bad, rule in (
+        ({"battery": 1.5}, "0 < battery <= 1"),
+        ({"battery": "full"}, "battery must be a number"),
+        ({"free_memory": 0.0}, "0 < free_memory <= 1"),
+        ({"bandwidth_scale": -1.0}, "bandwidth_scale >= 0"),
+        ({"latency_budget_ms": 0.0}, "latency_budget_ms > 0"),
+        ({"hours_to_charge": -2.0}, "hours_to_charge >= 0"),
+        ({"battery": float("nan")}, "battery must be a number"),
+    ):
+        with pytest.raises(AutoCompressError, match=rule):
+            model.update_context(**bad)  # type: ignore[arg-type]
+    assert model.context == before  # a refused context changes nothing
 
 
 def test_drift_monitor_triggers_adabn_and_recovers(package: Path, digits: DatasetSplits) -> None:
@@ -174,6 +191,12 @@ def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("steps:\n- {t: 0, battery: 1.5}\n")
     with pytest.raises(AutoCompressError, match="0 < battery <= 1"):
         load_trace(str(tmp_path / "bad.yaml"))
+    (tmp_path / "bad.yaml").write_text("steps:\n- {t: 0, hours_to_charge: -1}\n")
+    with pytest.raises(AutoCompressError, match="hours_to_charge >= 0"):
+        load_trace(str(tmp_path / "bad.yaml"))
+    (tmp_path / "hours.csv").write_text("t,battery,hours_to_charge\n0,0.9,10\n60,0.8,\n")
+    steps = load_trace(str(tmp_path / "hours.csv"))[1]
+    assert [s.hours_to_charge for s in steps] == [10.0, None]  # empty: unknown from then on
     with pytest.raises(AutoCompressError, match="must be one of"):
         load_trace("no-such-trace")
 
@@ -286,3 +309,77 @@ def test_the_union_store_keeps_only_what_the_remaining_configurations_slice() ->
         for name in ("w", "b"):
             assert np.array_equal(take(state[name].numpy(), m[name]), expected[name])
     assert renumbered[1]["w"] == [[1, 2], [1, 3]] and maps[1]["w"] == [[2, 4], [1, 3]]  # the caller's maps stay
+
+
+def test_the_hours_to_the_next_charge_move_the_charge_the_governor_reads() -> None:
+    from autocompress.context_rules import BATTERY_LOW, DAY_HOURS, battery_energy_budget, effective_charge
+
+    assert effective_charge(0.6) == 0.6 and effective_charge(0.6, DAY_HOURS) == pytest.approx(0.6)
+    assert effective_charge(0.6, DAY_HOURS / 2) > 0.6 > effective_charge(0.6, DAY_HOURS * 2)
+    assert effective_charge(0.6, 0.0) == 1.0  # at the charger
+    assert effective_charge(0.6, DAY_HOURS / 2) == pytest.approx(1.0)  # (0.6 - 0.2) x 2 + 0.2: a full day's pace
+    assert effective_charge(BATTERY_LOW, 0.1) == BATTERY_LOW  # a low battery stays low
+    hours = [0.5, 2, 8, 16, 24, 48, 96]
+    charges = [effective_charge(0.7, h) for h in hours]
+    assert charges == sorted(charges, reverse=True) and all(BATTERY_LOW < c <= 1 for c in charges)
+    budgets = [battery_energy_budget(c, 1.0, 4.0) for c in charges]
+    assert budgets == sorted(budgets, reverse=True) and budgets[0] == 4.0 and budgets[-1] > 1.0
+
+
+def test_bits_the_device_gains_nothing_from_are_lifted() -> None:
+    from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.deploy.adaptive import lift_bits
+    from autocompress.deploy.manifest import Costs
+    from autocompress.env import build_workload
+
+    table = build_workload("digits-cnn", "digits", True, None, None, None).table
+    names = table.names
+
+    def costs_of(policy: Policy) -> Costs:  # int8 kernels when both are at most 8 bits, else float; weights stored
+        int8 = [policy.setting(n).wbits <= 8 and policy.setting(n).abits <= 8 for n in names]
+        time = float(sum(1.0 if fast else 2.0 for fast in int8))
+        storage = sum(policy.setting(n).wbits for n in names)
+        return Costs((time, time), (3 * time, 3 * time), storage, 0)
+
+    def broken(limit: int):  # type: ignore[no-untyped-def]
+        return lambda costs: {"storage_bytes"} if costs.storage_bytes > limit else set()
+
+    legal = {"wbits": [2, 4, 8, 16, 32], "abits": [8, 16, 32]}
+    settings = [LayerSetting(wbits=4, abits=8), LayerSetting(wbits=16, abits=8), LayerSetting(wbits=32, abits=32)]
+    policy = Policy("digits-cnn", layers={n: settings[i % 3] for i, n in enumerate(names)})
+    lifted = lift_bits(policy, table, legal, costs_of, broken(10_000))
+    expected = [(8, 8), (32, 32), (32, 32)]  # int8 stays int8 (2x faster), float layers get float bits
+    assert [(lifted.setting(n).wbits, lifted.setting(n).abits) for n in names] == [
+        expected[i % 3] for i in range(len(names))
+    ]
+    assert costs_of(lifted).latency_ms == costs_of(policy).latency_ms
+    assert lift_bits(lifted, table, legal, costs_of, broken(10_000)) == lifted  # nothing left to lift
+    tight = costs_of(policy).storage_bytes  # a storage limit the searched policy just meets: nothing may grow
+    held = lift_bits(policy, table, legal, costs_of, broken(tight))
+    assert all(held.setting(n).wbits == policy.setting(n).wbits for n in names)  # stored bits may not grow
+    assert held.setting(names[1]).abits == 32  # activation bits cost no storage here: still lifted
+    assert lift_bits(policy, table, {"wbits": [2, 4], "abits": [8]}, costs_of, broken(10_000)) == policy  # none legal
+
+
+def test_a_package_holds_no_configuration_its_own_lifted_bits_beat(package: Path) -> None:
+    from autocompress.compress.policy import Policy
+    from autocompress.deploy.adaptive import lifted_policies
+    from autocompress.env import build_workload
+    from autocompress.hardware.graph import analyse
+    from autocompress.search.record import RunRecord
+
+    record = RunRecord.open(package.parent / "run", "export")
+    workload = build_workload("digits-cnn", "digits", True, None, None, None)
+    table = json.loads((package / "manifest.json").read_text())
+    policies = [Policy.load(package / Path(c["path"]).parent / "policy.json") for c in table["configs"]]
+    searched = [Policy.from_dict(e["policy"]) for e in record.front]
+    graph = analyse(workload.model, workload.table)
+    again, _ = lifted_policies(
+        policies, ["x"] * len(policies), workload.table, record.resolved.deployment, workload.evaluator, graph
+    )
+    assert again == policies  # every shipped configuration's bits are already as high as its costs allow
+    lifted, _ = lifted_policies(
+        searched, ["x"] * len(searched), workload.table, record.resolved.deployment, workload.evaluator, graph
+    )
+    assert any(a != b for a, b in zip(lifted, searched, strict=True))  # the search left bits to lift (this one did)
+    assert any(c["origin"].endswith("bits lifted") for c in table["configs"])
