@@ -436,22 +436,22 @@ def _joint_rows(
     ridge: float,
 ) -> torch.Tensor:
     """Rows of the shared weights that minimise, for every row, the sum over the configurations keeping it of their
-    least-squares errors, each weighted by the inverse of the error its own best fit leaves (so that no configuration's
-    large absolute error drowns the others): (Σ_c ω_c A_c) w = Σ_c ω_c b_c per group of rows kept by the same
-    configurations. ``systems[c]``/``crosses[c]`` are configuration c's Gram and cross terms in the union's
-    coordinates (zero where it has no input or row), ``energies[c]`` its targets' squared norm per row."""
+    relative least-squares errors — each error divided by its targets' squared norm, so that no configuration's
+    scale drowns the others: (Σ_c ω_c A_c) w = Σ_c ω_c b_c per group of rows kept by the same configurations, with
+    ω_c = 1 / ‖y_c‖². ``systems[c]``/``crosses[c]`` are configuration c's Gram and cross terms in the union's
+    coordinates (zero where it has no input or row), ``energies[c]`` its targets' squared norm per row.
+
+    Not the inverse of the error each configuration's own best fit leaves (as before 2026-12-05): a configuration
+    that keeps all of a layer's inputs fits exactly, took all the weight, and left the smaller ones their unpruned
+    weights — ResNet-20 nested at keep 1.0 / 0.7 / 0.5: 0.878 / 0.115 / 0.107 on 1,000 val images, relative
+    0.814 / 0.664 / 0.387; digits' 0.25-of-the-MACs rung after 5 union epochs 0.68 → 0.92."""
     solution = torch.zeros_like(crosses[0])
     for key in torch.unique(members, dim=0):
         which = (members == key).all(1)
         chosen = [c for c in range(len(systems)) if key[c]]
         if not chosen:  # kept by no configuration: nothing to fit
             continue
-        weights = []
-        for c in chosen:
-            own = _solve(systems[c], crosses[c][which], ridge)
-            total = float(torch.as_tensor(energies[c])[which].sum())
-            residual = total - float((2 * own * crosses[c][which]).sum() - ((own @ systems[c]) * own).sum())
-            weights.append(1.0 / max(residual, 1e-9 * max(total, 1e-12)))
+        weights = [1.0 / max(float(torch.as_tensor(energies[c])[which].sum()), 1e-12) for c in chosen]
         a = sum(w * systems[c] for w, c in zip(weights, chosen, strict=True))
         b = sum(w * crosses[c][which] for w, c in zip(weights, chosen, strict=True))
         solution[which] = _solve(cast(torch.Tensor, a), cast(torch.Tensor, b), ridge)
