@@ -71,7 +71,7 @@ def main() -> None:
     policies = front + ladder_policies(front[0], table, LADDER)
     names = [f"pareto:{i}" for i in range(len(front))] + [f"ladder:{t:g}" for t in LADDER]
     graph = analyse(workload.model, table)
-    lifted, _ = lifted_policies(policies, list(names), table, deployment, evaluator, graph)
+    lifted = lifted_policies(policies, table, deployment, evaluator, graph)
     cost_model = deployment.cost_model(table, graph)
     test = evaluator.normalize(splits.test_x)
 

@@ -210,7 +210,7 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     name = f"quality-{root.name}"
     committed = committed_runs(name, args.episodes) if not args.quick else {}
-    rows, reused = [], set()
+    rows: list[dict[str, Any]] = []
     for agent in args.agents:
         for seed in args.seeds if agent not in ONE_EPISODE else args.seeds[:1]:
             config = SearchConfig(
@@ -229,7 +229,6 @@ def main() -> None:
             folder = root / f"{agent}-s{seed}"
             if agent in args.reuse and not (folder / "config.json").exists() and (agent, seed) in committed:
                 rows.append({**committed[agent, seed], "reused": True})
-                reused.add((agent, seed))
                 print(f"reused from bench/results/{name}.json: {json.dumps(rows[-1])}", flush=True)
                 continue
             summary = run_search(folder, config)
@@ -259,7 +258,7 @@ def main() -> None:
         for group in groups:
             if group:
                 best = max(group, key=lambda r: r["test_accuracy_no_ft"])
-                if (best["agent"], best["seed"]) in reused:
+                if best.get("reused"):
                     if "test_accuracy_long_ft" in best:
                         continue  # reused with its long fine-tune
                     raise SystemExit(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,8 +253,8 @@ def lift_bits(
 
 
 def lifted_policies(
-    policies: list[Policy], origins: list[str], table: LayerTable, deployment: Any, evaluator: Any, graph: Any
-) -> tuple[list[Policy], list[str]]:
+    policies: Sequence[Policy], table: LayerTable, deployment: Any, evaluator: Any, graph: Any
+) -> list[Policy]:
     """Each policy through :func:`lift_bits` for the deployment's device, checked in its worst context; a storage
     budget counts whether it is hard or soft (a soft one is what the user would rather keep)."""
     worst = worst_context(deployment.preset.context)
@@ -270,22 +271,12 @@ def lifted_policies(
         )
 
     legal = {"wbits": device.legal_wbits, "abits": device.legal_abits}
-    lifted = [lift_bits(p, table, legal, lambda q: _costs(deployment, evaluator, graph, q), broken) for p in policies]
-    for k, (before, after) in enumerate(zip(policies, lifted, strict=True)):
-        if before.key() != after.key():
-            origins[k] += ", bits lifted"
-            log.info("%s: bits raised where the device runs them at the same latency and energy", origins[k])
-    return lifted, origins
+    return [lift_bits(p, table, legal, lambda q: _costs(deployment, evaluator, graph, q), broken) for p in policies]
 
 
 def _same_time_and_energy(a: Costs, b: Costs) -> bool:
-    def same(x: float | None, y: float | None) -> bool:
-        if x is None or y is None:
-            return x is None and y is None
-        return abs(x - y) <= 1e-9 * max(abs(y), 1e-12)
-
     pairs = zip((*a.latency_ms, *a.energy_mj), (*b.latency_ms, *b.energy_mj), strict=True)
-    return all(same(x, y) for x, y in pairs)
+    return all(x is y is None or (x is not None and y is not None and math.isclose(x, y)) for x, y in pairs)
 
 
 def export_adaptive(run_dir: str | Path, out_dir: str | Path, options: AdaptiveOptions) -> dict[str, Any]:
@@ -322,7 +313,12 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
         policies.append(derived)
         origins.append(f"ladder:{target:g} of pareto:0")
     if options.lift_bits:
-        policies, origins = lifted_policies(policies, origins, workload.table, deployment, evaluator, graph)
+        lifted = lifted_policies(policies, workload.table, deployment, evaluator, graph)
+        for k, (before, after) in enumerate(zip(policies, lifted, strict=True)):
+            if before.key() != after.key():
+                origins[k] += ", bits lifted"
+                log.info("%s: bits raised where the device runs them at the same latency and energy", origins[k])
+        policies = lifted
     first = {policy.key(): k for k, policy in reversed(list(enumerate(policies)))}
     keep = sorted(first.values())  # a policy twice (a ladder rung as a front's, two lifted alike): the first stays
     picks, policies, origins = [picks[k] for k in keep], [policies[k] for k in keep], [origins[k] for k in keep]
