@@ -38,6 +38,9 @@ _LAZY = {
     "Deployment": "autocompress.env.deployment",
     "Policy": "autocompress.compress.policy",
     "LayerSetting": "autocompress.compress.policy",
+    "Technique": "autocompress.compress.techniques",
+    "FactoredModule": "autocompress.compress.techniques",
+    "register_technique": "autocompress.compress.techniques",
     "CostModel": "autocompress.hardware.cost_model",
     "export_run": "autocompress.deploy.export",
     "ExportOptions": "autocompress.deploy.export",
@@ -51,6 +54,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.compress.techniques import FactoredModule, Technique, register_technique
     from autocompress.data.datasets import load_dataset
     from autocompress.data.drift import DriftSpec
     from autocompress.data.sources import DatasetSpec
@@ -94,6 +98,7 @@ __all__ = [
     "EpisodeResult",
     "EvaluateOptions",
     "ExportOptions",
+    "FactoredModule",
     "LayerSetting",
     "Policy",
     "PolicyError",
@@ -103,10 +108,12 @@ __all__ = [
     "SearchContext",
     "SearchJob",
     "Searcher",
+    "Technique",
     "__version__",
     "evaluate_policy",
     "export_run",
     "load_dataset",
     "load_exported",
     "register_searcher",
+    "register_technique",
 ]

@@ -191,10 +191,12 @@ def _spaces() -> None:
     for name in preset_names("search_spaces"):
         s = load_space_preset(name)
         keep = f"{s.keep.min:g}–{s.keep.max:g}" if s.keep else "—"
-        rows.append([s.name, keep, s.wbits or "—", s.abits or "—", s.split, ", ".join(s.adapt or ["—"]), s.description])
+        techniques = ", ".join(f"{n} {r.min:g}–{r.max:g}" for n, r in (s.techniques or {}).items()) or "—"
+        split, adapt = s.split, ", ".join(s.adapt or ["—"])
+        rows.append([s.name, keep, s.wbits or "—", s.abits or "—", techniques, split, adapt, s.description])
     print_table(
         "Search spaces (--space)",
-        ["name", "keep", "weight bits", "activation bits", "split", "adapt", "description"],
+        ["name", "keep", "weight bits", "activation bits", "techniques", "split", "adapt", "description"],
         rows,
         caption="Or pass the path of your own YAML; see search_spaces/README.md for the fields.",
     )

@@ -29,9 +29,11 @@ from autocompress.compress.reconstruction import (
     Targets,
     check_mode,
     collect_targets,
+    pruned_inputs,
     reconstruct_sequential,
 )
 from autocompress.compress.split import split_model
+from autocompress.compress.techniques import apply_techniques, part_bits
 from autocompress.data import DatasetInfo, Normalizer, augment_batch
 from autocompress.data.drift import DriftData
 from autocompress.data.shifts import Shift
@@ -252,8 +254,9 @@ class PolicyEvaluator:
         table = self.table
         with clock("prune"):
             kept = policy.kept_channels(table)
-            shapes = table.shapes(kept)
+            shapes = policy.shapes(table)
             model = self.pruner.prune(kept)
+            apply_techniques(model, table, policy.technique_values(table))
         with clock("reconstruct"):
             self.reconstruct(model, kept, self.options.reconstruct)
         with clock("bn_repair"):
@@ -269,9 +272,12 @@ class PolicyEvaluator:
         return CompressedModel(model.eval(), head, tail, shapes, kept, cost)
 
     def quantize(self, model: nn.Module, policy: Policy) -> ActivationQuantizer | None:
-        """Fake-quantize ``model`` (pruned to ``policy``) in place: weights rounded, activation hooks calibrated."""
-        quantize_weights(model, {layer.name: policy.setting(layer.name).wbits for layer in self.table.layers})
+        """Fake-quantize ``model`` (pruned to ``policy``) in place: weights rounded, activation hooks calibrated.
+        A layer a technique split into several keeps its bits in each part (and for the activations between them)."""
+        wbits = {layer.name: policy.setting(layer.name).wbits for layer in self.table.layers}
+        quantize_weights(model, part_bits(model, wbits, weights=True))
         abits = {layer.name: policy.setting(layer.name).abits for layer in self.table.layers}
+        abits = part_bits(model, abits, weights=False)
         if all(b >= 32 for b in abits.values()):
             return None
         return ActivationQuantizer(model, abits).calibrate(model, self._calib)
@@ -371,6 +377,7 @@ class PolicyEvaluator:
         by ``reconstruct`` (default: the evaluator's mode) and BatchNorm-repaired as the evaluator does."""
         kept = policy.kept_channels(self.table)
         model = self.pruner.prune(kept)
+        apply_techniques(model, self.table, policy.technique_values(self.table))
         mode = check_mode(reconstruct or self.options.reconstruct)
         self.reconstruct(model, kept, mode)
         self.repair_batchnorm(model, kept, mode)
@@ -378,7 +385,7 @@ class PolicyEvaluator:
 
     def reconstruct(self, model: nn.Module, kept: dict[int, int], mode: str) -> int:
         """Refit, in place, the layers of the pruned ``model`` whose inputs ``kept`` removed; returns how many."""
-        if mode == "none" or all(kept[g.id] >= g.channels for g in self.table.groups):
+        if mode == "none" or not pruned_inputs(self.table, kept, model):
             return 0
         if mode == "sequential":
             targets, options = self.sequential_targets(), self.options.reconstruction

@@ -71,7 +71,8 @@ class ChannelGroup:
 
 @dataclass(frozen=True)
 class LayerShape:
-    """A layer's channels and costs after pruning (what the cost model prices)."""
+    """A layer's channels and costs after pruning (what the cost model prices). ``parts`` lists the operations a
+    technique turned the layer into, as (op class, MACs); empty: one operation of the layer's own op class."""
 
     in_channels: int
     out_channels: int
@@ -79,6 +80,7 @@ class LayerShape:
     params: int
     in_elements: int
     out_elements: int
+    parts: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The compression policy: a versioned JSON document (and a frozen dataclass) naming, per layer, the fraction of
-output channels kept and the weight / activation bit-widths, plus the split point and the adaptation action.
+output channels kept, the weight / activation bit-widths and the value of each registered technique that changes it
+(:mod:`autocompress.compress.techniques`, e.g. ``rank``), plus the split point and the adaptation action.
 
 ```json
 {"version": 1, "model": "resnet20",
  "default": {"keep": 1.0, "wbits": 32, "abits": 32},
- "layers": {"layer1.0.conv1": {"keep": 0.5, "wbits": 4, "abits": 8}},
+ "layers": {"layer1.0.conv1": {"keep": 0.5, "wbits": 4, "abits": 8, "rank": 0.5}},
  "split": null, "adapt": "none", "round_to": 1}
 ```
 """
@@ -17,10 +18,11 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autocompress.compress.adaptation import ADAPTATIONS, adaptation_choices, is_adaptation
-from autocompress.compress.layers import LayerTable
+from autocompress.compress.layers import LayerShape, LayerTable
+from autocompress.compress.techniques import OFF, get_technique, technique_names, technique_shapes
 from autocompress.errors import PolicyError, did_you_mean
 from autocompress.files import read_json, short
 
@@ -34,13 +36,17 @@ POLICY_KEYS = ("version", "model", "default", "layers", "split", "adapt", "round
 
 @dataclass(frozen=True)
 class LayerSetting:
-    """What one layer gets: the fraction of output channels kept and its weight / activation bit-widths."""
+    """What one layer gets: the fraction of output channels kept, its weight / activation bit-widths and the values
+    of registered techniques (:mod:`autocompress.compress.techniques`; a mapping or (name, value) pairs, kept
+    sorted, values of 1 — the technique off — dropped)."""
 
     keep: float = 1.0
     wbits: int = 32
     abits: int = 32
+    techniques: tuple[tuple[str, float], ...] | Mapping[str, float] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "techniques", _technique_values(self.techniques))
         keep_ok = isinstance(self.keep, (int, float)) and not isinstance(self.keep, bool)
         if not (keep_ok and 0 < self.keep <= 1 and math.isfinite(self.keep)):
             raise PolicyError(
@@ -54,24 +60,49 @@ class LayerSetting:
                 )
             object.__setattr__(self, name, int(bits))  # a numpy integer from an agent's decoding stays plain
 
+    def technique(self, name: str) -> float:
+        """The value of technique ``name`` (1: off)."""
+        return dict(cast(tuple[tuple[str, float], ...], self.techniques)).get(name, OFF)
+
+    @property
+    def technique_values(self) -> dict[str, float]:
+        return dict(cast(tuple[tuple[str, float], ...], self.techniques))
+
     @classmethod
     def from_dict(cls, data: Any, where: str) -> LayerSetting:
+        keys = [*SETTING_KEYS, *technique_names()]
         if not isinstance(data, Mapping):
-            raise PolicyError(f"{where} must be an object with keys {', '.join(SETTING_KEYS)}, but got {short(data)}.")
-        unknown = set(data) - set(SETTING_KEYS)
+            raise PolicyError(f"{where} must be an object with keys {', '.join(keys)}, but got {short(data)}.")
+        unknown = set(data) - set(keys)
         if unknown:
-            key = sorted(unknown)[0]
-            raise PolicyError(
-                f"{where} may only hold {', '.join(SETTING_KEYS)}, but has {short(key)}."
-                + did_you_mean(key, SETTING_KEYS)
-            )
+            key = sorted(map(str, unknown))[0]
+            listed = ", ".join(keys)
+            raise PolicyError(f"{where} may only hold {listed}, but has {short(key)}." + did_you_mean(key, keys))
+        plain = {k: v for k, v in data.items() if k in SETTING_KEYS}
         try:
-            return cls(**data)
+            return cls(**plain, techniques={k: v for k, v in data.items() if k not in SETTING_KEYS})
         except PolicyError as exc:
             raise PolicyError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"keep": round(float(self.keep), 6), "wbits": self.wbits, "abits": self.abits}
+        techniques = {name: round(float(value), 6) for name, value in self.technique_values.items()}
+        return {"keep": round(float(self.keep), 6), "wbits": self.wbits, "abits": self.abits, **techniques}
+
+
+def _technique_values(values: Any) -> tuple[tuple[str, float], ...]:
+    pairs = list(values.items()) if isinstance(values, Mapping) else list(values)
+    out = []
+    for name, value in pairs:
+        get_technique(str(name))
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not (number and 0 < value <= 1 and math.isfinite(value)):
+            raise PolicyError(
+                f"0 < {name} <= 1 must hold, but got {name}={short(value)}; 1 leaves the layer as it is, smaller "
+                "values make it cheaper."
+            )
+        if value < OFF:
+            out.append((str(name), float(value)))
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,26 @@ class Policy:
         """Output channels each group of ``table`` keeps under this policy (rounded to ``round_to``)."""
         return table.kept_channels(self.group_keep(table), self.round_to)
 
+    def technique_values(self, table: LayerTable) -> dict[str, dict[str, float]]:
+        """Values of the techniques each layer of ``table`` gets (a default's only where the technique applies)."""
+        values = {}
+        for layer in table.layers:
+            mine = {
+                name: value
+                for name, value in self.setting(layer.name).technique_values.items()
+                if get_technique(name).applies_to(layer)
+            }
+            if mine:
+                values[layer.name] = mine
+        return values
+
+    def shapes(self, table: LayerTable) -> list[LayerShape]:
+        """Per-layer channels, MACs and parameters of ``table``'s layers under this policy."""
+        return technique_shapes(table, self.kept_channels(table), self.technique_values(table))
+
+    def macs(self, table: LayerTable) -> int:
+        return sum(shape.macs for shape in self.shapes(table))
+
     def validate(self, table: LayerTable, cut_points: Sequence[str] | None = None) -> Policy:
         """Check the policy against a model's layer table (and its split points); return it unchanged."""
         for name, setting in self.layers.items():
@@ -132,6 +183,13 @@ class Policy:
                     + did_you_mean(name, table.names)
                 )
             self._check_keep(table, name, setting)
+            for technique in setting.technique_values:
+                if not get_technique(technique).applies_to(table.by_name[name]):
+                    raise PolicyError(
+                        f"{technique} must name layers it applies to ({get_technique(technique).description}), but "
+                        f"layer '{name}' is a {table.by_name[name].kind} layer it cannot change; remove its "
+                        f"{technique}."
+                    )
         if (
             self.split is not None
             and cut_points is not None

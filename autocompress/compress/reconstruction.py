@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autocompress.compress.layers import Layer, LayerTable
+from autocompress.compress.techniques import FactoredModule
 from autocompress.errors import AutoCompressError
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,30 @@ def check_mode(mode: str) -> str:
 
 
 def refittable(layer: Layer, module: nn.Module) -> bool:
-    """Whether a layer can be refitted: a dense (``groups == 1``) Conv1d/Conv2d with zero padding, or a Linear."""
+    """Whether a layer can be refitted: a dense (``groups == 1``) Conv1d/Conv2d with zero padding, or a Linear, or
+    what a technique made of one (:class:`~autocompress.compress.techniques.FactoredModule`)."""
+    if isinstance(module, FactoredModule):
+        return refittable(layer, module.geometry)
     if isinstance(module, nn.Linear):
         return True
     return isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1 and module.padding_mode == "zeros"
 
 
-def pruned_inputs(table: LayerTable, kept: Mapping[int, int]) -> list[Layer]:
-    """The layers whose input channels ``kept`` removes, in execution order."""
+def pruned_inputs(table: LayerTable, kept: Mapping[int, int], model: nn.Module | None = None) -> list[Layer]:
+    """The layers whose input channels ``kept`` removes, and those a technique factored in ``model``, in execution
+    order: the layers a refit changes."""
+    factored = factored_layers(model) if model is not None else set()
     return [
         layer
         for layer in table.layers
-        if layer.in_group is not None and kept.get(layer.in_group, 10**9) < table.groups[layer.in_group].channels
+        if layer.name in factored
+        or (layer.in_group is not None and kept.get(layer.in_group, 10**9) < table.groups[layer.in_group].channels)
     ]
+
+
+def factored_layers(model: nn.Module) -> set[str]:
+    """Names of the layers of ``model`` a technique replaced by a :class:`FactoredModule`."""
+    return {name for name, module in model.named_modules() if isinstance(module, FactoredModule)}
 
 
 def kept_indices(
@@ -182,7 +194,13 @@ def _solve(gram: torch.Tensor, cross: torch.Tensor, ridge: float) -> torch.Tenso
     return torch.cholesky_solve(cross.T, factor).T
 
 
-def _assign(module: nn.Module, solution: torch.Tensor, has_bias: bool) -> None:
+def _assign(module: nn.Module, solution: torch.Tensor, has_bias: bool, gram: torch.Tensor | None = None) -> None:
+    """Set a layer's weights (and bias) to the solution; a factored layer takes it as the dense layer's."""
+    if isinstance(module, FactoredModule):
+        if gram is None:
+            raise AutoCompressError(f"a factored {type(module).__name__} is refitted with its Gram matrix only.")
+        module.assign_dense(solution, gram)
+        return
     weight = cast(torch.Tensor, module.weight)
     with torch.no_grad():
         if has_bias:
@@ -214,11 +232,11 @@ class FastReconstructor:
 
     def apply(self, pruned: nn.Module, kept: Mapping[int, int], ranking: Mapping[int, torch.Tensor]) -> int:
         """Refit, in place, every layer of ``pruned`` whose inputs ``kept`` removed; returns how many."""
-        targets = {l.name for l in pruned_inputs(self.table, kept)}  # noqa: E741
+        targets = {l.name for l in pruned_inputs(self.table, kept, pruned)}  # noqa: E741
         modules = dict(pruned.named_modules())
         done = 0
         for layer in self.layers:
-            if layer.name not in targets:
+            if layer.name not in targets or not _same_geometry(modules[layer.name], self.modules[layer.name]):
                 continue
             original = self.modules[layer.name]
             has_bias = getattr(original, "bias", None) is not None
@@ -231,7 +249,8 @@ class FastReconstructor:
             weight = self.weights[layer.name][rows]  # W̃ of the kept output channels, bias last if any
             everything = torch.cat([torch.arange(ones), torch.tensor([ones])]) if has_bias else torch.arange(ones)
             cross = weight @ gram[everything][:, picked]
-            _assign(modules[layer.name], _solve(gram[picked][:, picked], cross, self.options.ridge), has_bias)
+            system = gram[picked][:, picked]
+            _assign(modules[layer.name], _solve(system, cross, self.options.ridge), has_bias, system)
             done += 1
         return done
 
@@ -280,6 +299,15 @@ class FastReconstructor:
             _assign(modules[layer.name], solution, has_bias)
             done += 1
         return done
+
+
+def _same_geometry(module: nn.Module, original: nn.Module) -> bool:
+    """Whether the unpruned layer's sampled columns serve ``module``: it (or the part of it a technique says has the
+    layer's geometry) has the original's kind and kernel. A technique that built something else is refitted by the
+    sequential mode only, which samples the module's own inputs."""
+    dense = module.geometry if isinstance(module, FactoredModule) else module
+    kernel = getattr(dense, "kernel_size", None)
+    return type(dense) is type(original) and kernel == getattr(original, "kernel_size", None)
 
 
 def _flat_weight(module: nn.Module) -> torch.Tensor:
@@ -380,18 +408,20 @@ def reconstruct_sequential(
     Returns how many layers were refitted."""
     options = options or ReconstructionOptions()
     modules = dict(pruned.named_modules())
-    todo = [l for l in pruned_inputs(table, kept) if l.name in targets.outputs]  # noqa: E741
+    todo = [l for l in pruned_inputs(table, kept, pruned) if l.name in targets.outputs]  # noqa: E741
 
     def hook_for(layer: Layer) -> Callable[..., None]:
         rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            has_bias = getattr(module, "bias", None) is not None
-            x = _patches_at(module, inputs[0], targets.index[layer.name])
+            dense = module.geometry if isinstance(module, FactoredModule) else module
+            has_bias = module.has_bias if isinstance(module, FactoredModule) else dense.bias is not None
+            x = _patches_at(dense, inputs[0], targets.index[layer.name])
             x = _with_ones(x) if has_bias else x
             y = targets.outputs[layer.name][:, rows]
             # float32 products (the bulk of the time), float64 solve
-            _assign(module, _solve((x.T @ x).double(), (y.T @ x).double(), options.ridge), has_bias)
+            gram = (x.T @ x).double()
+            _assign(module, _solve(gram, (y.T @ x).double(), options.ridge), has_bias, gram)
 
         return hook
 

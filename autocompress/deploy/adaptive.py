@@ -30,7 +30,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +205,7 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
         return dataclasses.replace(base, layers=layers, split=None)
 
     def ratio(policy: Policy) -> float:
-        return sum(shape.macs for shape in table.shapes(policy.kept_channels(table))) / table.macs
+        return policy.macs(table) / table.macs
 
     widest = 1.0 / min([*keep.values(), 1.0])  # every layer whole
     policies = []
@@ -243,7 +243,9 @@ def lift_bits(
         for field in ("wbits", "abits"):
             have = getattr(current.setting(name), field)
             for bits in sorted((b for b in legal[field] if b > have), reverse=True):
-                layers = {**current.layers, name: dataclasses.replace(current.setting(name), **{field: bits})}
+                setting = current.setting(name)
+                raised = replace(setting, wbits=bits) if field == "wbits" else replace(setting, abits=bits)
+                layers = {**current.layers, name: raised}
                 trial = dataclasses.replace(current, layers=layers)
                 costs = costs_of(trial)
                 if _same_time_and_energy(costs, base) and broken(costs) <= allowed:
@@ -272,6 +274,21 @@ def lifted_policies(
 
     legal = {"wbits": device.legal_wbits, "abits": device.legal_abits}
     return [lift_bits(p, table, legal, lambda q: _costs(deployment, evaluator, graph, q), broken) for p in policies]
+
+
+def _check_nestable(policies: Sequence[Policy], table: LayerTable) -> None:
+    """Nested configurations are slices of one model by kept channels: a technique that changes a layer's structure
+    (a factorisation) makes configurations that no slice of a shared model gives."""
+    for k, policy in enumerate(policies):
+        values = policy.technique_values(table)
+        if values:
+            layer, techniques = next(iter(values.items()))
+            raise AutoCompressError(
+                f"configurations that share weights (share_weights, train_epochs) must differ only in kept channels "
+                f"and bits, but configuration {k} applies {', '.join(techniques)} to layer '{layer}'; export the "
+                "package without sharing (each configuration refitted and stored whole).",
+                params=("share_weights", "train_epochs"),
+            )
 
 
 def _same_time_and_energy(a: Costs, b: Costs) -> bool:
@@ -327,10 +344,11 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
     maps: list[dict[str, list[list[int] | None]]] = []
     training = None
     if nest:
+        _check_nestable(policies, workload.table)
         union, models, maps = nested_models(evaluator, policies, options.reconstruct)
     if union is not None and options.train_epochs > 0:
         table = workload.table
-        sizes = [float(sum(s.macs for s in table.shapes(p.kept_channels(table)))) for p in policies]
+        sizes = [float(p.macs(table)) for p in policies]
         bits = [{layer.name: p.setting(layer.name).wbits for layer in table.layers} for p in policies]
         train = FinetuneOptions(epochs=options.train_epochs, lr=options.train_lr, device=options.device)
         result = train_union(

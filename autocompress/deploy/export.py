@@ -25,6 +25,7 @@ PyTorch's beyond the tolerance.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.quantization import ActivationQuantizer
 from autocompress.compress.reconstruction import check_mode
 from autocompress.compress.split import split_model
+from autocompress.compress.techniques import apply_techniques, part_bits
 from autocompress.data import DatasetInfo, Normalizer, dataset_info
 from autocompress.deploy.manifest import LAYOUTS, InputSpec
 from autocompress.deploy.shared_weights import load_store, resolve
@@ -189,13 +191,14 @@ def write_export(
     if model is None:
         model = evaluator.pruned_copy(policy, options.reconstruct)
     wbits = {layer.name: policy.setting(layer.name).wbits for layer in evaluator.table.layers}
+    wbits = part_bits(model, wbits, weights=True)
     tuned = finetune(model, splits, options.finetune_options(), evaluator.model, wbits, out / "finetune")
     model.eval()
     acts = evaluator.quantize(model, policy)
     kept = policy.kept_channels(evaluator.table)
     _save_model(out / "model.pt", model, acts, policy, kept, config)
 
-    macs = sum(s.macs for s in evaluator.table.shapes(kept))
+    macs = policy.macs(evaluator.table)
     count = len(splits.test_y) if options.test_images is None else min(options.test_images, len(splits.test_y))
     normalise = Normalizer(splits.info)
     raw, labels = splits.test_x[:count], splits.test_y[:count]
@@ -400,6 +403,9 @@ def load_exported(path: str | Path, trust_code: bool = False) -> nn.Module:
     table = build_layer_table(base, info.input_shape, protect=set())
     kept = {int(k): int(v) for k, v in saved["kept"].items()}
     model = ChannelPruner(base, table).prune(kept)
+    if saved.get("policy"):  # the techniques' structure (weights follow from the state dict)
+        policy = Policy.from_dict(json.loads(saved["policy"]), f"the policy in '{path}'")
+        apply_techniques(model, table, policy.technique_values(table))
     if saved.get("shared"):  # a configuration of a shared-weight adaptive package: the rest is in its store
         _fill_state_dict(saved["state_dict"], saved["shared"], load_store(Path(path).parent / "../.."))
     try:

@@ -8,29 +8,34 @@ always has a feasible completion; the final policy therefore never violates a ha
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from autocompress import context_rules
 from autocompress.compress.adaptation import AdaptationCost
 from autocompress.compress.layers import round_channels
+from autocompress.compress.techniques import technique_shapes
 from autocompress.env.deployment import Limits
-from autocompress.env.search_space import SearchSpace, Step
+from autocompress.env.search_space import SearchSpace, Step, StepChoice
 from autocompress.errors import ConfigError
 from autocompress.hardware.cost_model import CostModel, CostReport, LayerBits
 
 
 @dataclass
 class Assignment:
-    """A (partial) policy in the guard's terms: channels kept per group and bits per layer (table order)."""
+    """A (partial) policy in the guard's terms: channels kept per group, bits per layer (table order) and the
+    techniques' values per layer name (absent: off)."""
 
     kept: dict[int, int]
     bits: list[LayerBits]
     split: str | None = None
     adapt: str = "none"
+    techniques: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def copy(self) -> Assignment:
-        return Assignment(dict(self.kept), list(self.bits), self.split, self.adapt)
+        techniques = {name: dict(values) for name, values in self.techniques.items()}
+        return Assignment(dict(self.kept), list(self.bits), self.split, self.adapt, techniques)
 
 
 def resources(report: CostReport, macs: int, total_macs: int, adapt_every: int) -> dict[str, float]:
@@ -85,7 +90,8 @@ class BudgetGuard:
     def minimum_from(self, state: Assignment, start: int) -> Assignment:
         """``state`` with steps ``start`` onwards at their minimum choices."""
         keep = self.space.keep.min if self.space.keep else None
-        return self.uniform(keep, min(self.space.wbits or [32]), min(self.space.abits or [32]), state, start)
+        lowest = {name: span.min for name, span in self.space.techniques.items()}
+        return self.uniform(keep, min(self.space.wbits or [32]), min(self.space.abits or [32]), state, start, lowest)
 
     def uniform(
         self,
@@ -94,19 +100,31 @@ class BudgetGuard:
         abits: int | None,
         state: Assignment | None = None,
         start: int = 0,
+        techniques: Mapping[str, float] | None = None,
     ) -> Assignment:
-        """``state`` (default: :meth:`initial`) with the same keep ratio and bits at every step from ``start`` on;
-        ``None`` leaves that knob as it is."""
+        """``state`` (default: :meth:`initial`) with the same keep ratio, bits and technique values at every step
+        from ``start`` on; ``None`` (or a technique not named) leaves that knob as it is."""
         result = (state or self.initial()).copy()
         for step in self.space.steps[start:]:
-            self._set(result, step, keep, wbits, abits)
+            self._set(result, step, keep, wbits, abits, techniques)
         return result
 
     def feasible(self, state: Assignment) -> bool:
         """Whether ``state`` meets every hard limit as it stands."""
         return not self.violations(state)
 
-    def _set(self, state: Assignment, step: Step, keep: float | None, wbits: int | None, abits: int | None) -> None:
+    def _set(
+        self,
+        state: Assignment,
+        step: Step,
+        keep: float | None,
+        wbits: int | None,
+        abits: int | None,
+        techniques: Mapping[str, float] | None = None,
+    ) -> None:
+        for name in step.techniques:
+            if techniques and name in techniques:
+                state.techniques.setdefault(step.layer, {})[name] = float(techniques[name])
         if step.keep_group is not None and keep is not None:
             group = self.table.groups[step.keep_group]
             state.kept[group.id] = round_channels(group.channels, keep, self.space.round_to)
@@ -116,17 +134,17 @@ class BudgetGuard:
             wbits if step.wbits and wbits else old.wbits, abits if step.abits and abits else old.abits
         )
 
-    def unclipped(self, choices: list[tuple[float | None, int | None, int | None]]) -> Assignment:
-        """The assignment that (keep, wbits, abits) per step ask for, nothing clipped: if it meets the limits,
-        :meth:`apply_step` keeps every choice of it (the costs grow with keep and bits)."""
+    def unclipped(self, choices: list[StepChoice]) -> Assignment:
+        """The assignment that the choices per step ask for, nothing clipped: if it meets the limits,
+        :meth:`apply_step` keeps every choice of it (the costs grow with keep, bits and technique values)."""
         state = self.initial()
-        for step, (keep, wbits, abits) in zip(self.space.steps, choices, strict=True):
-            self._set(state, step, keep, wbits, abits)
+        for step, choice in zip(self.space.steps, choices, strict=True):
+            self._set(state, step, choice.keep, choice.wbits, choice.abits, choice.techniques)
         return state
 
     def evaluate(self, state: Assignment) -> dict[str, float]:
-        report = self.cost.predict(state.kept, state.bits, state.split, self.adapt_cost(state.adapt))
-        macs = sum(s.macs for s in self.table.shapes(state.kept))
+        report = self.cost.predict(state.kept, state.bits, state.split, self.adapt_cost(state.adapt), state.techniques)
+        macs = sum(s.macs for s in technique_shapes(self.table, state.kept, state.techniques))
         values = resources(report, macs, self.table.macs, self.adapt_every)
         values["fits_ram"] = float(report.peak_memory_bytes <= self.limits.ram_bytes)
         values["fits_flash"] = float(report.storage_bytes <= self.limits.flash_bytes)
@@ -140,16 +158,21 @@ class BudgetGuard:
     def feasible_after(self, state: Assignment, next_step: int) -> bool:
         return not self.violations(self.minimum_from(state, next_step))
 
-    def apply_step(
-        self, state: Assignment, index: int, keep: float | None, wbits: int | None, abits: int | None
-    ) -> Assignment:
-        """Apply step ``index``'s choice, clipped: the largest keep (with this layer's bits at their minimum),
-        then the most weight bits, then the most activation bits, that leave a feasible completion."""
+    def apply_step(self, state: Assignment, index: int, choice: StepChoice) -> Assignment:
+        """Apply step ``index``'s choice, clipped: the largest keep (with this layer's bits and techniques at their
+        minimum), then the largest value of each technique, then the most weight bits, then the most activation
+        bits, that leave a feasible completion."""
         step = self.space.steps[index]
         min_w, min_a = min(self.space.wbits or [32]), min(self.space.abits or [32])
+        lowest = {name: self.space.techniques[name].min for name in step.techniques}
         new = state.copy()
-        keep = self._clip_keep(new, index, step, keep, min_w, min_a)
+        self._set(new, step, None, None, None, lowest)
+        keep = self._clip_keep(new, index, step, choice.keep, min_w, min_a)
         self._set(new, step, keep, None, None)
+        for name in step.techniques:
+            value = self._clip_technique(new, index, step, name, choice.techniques.get(name), min_w, min_a)
+            self._set(new, step, None, None, None, {name: value})
+        wbits, abits = choice.wbits, choice.abits
         wbits = self._clip_bits(new, index, step, wbits, "wbits", lambda b: (b, min_a))
         self._set(new, step, None, wbits, None)
         abits = self._clip_bits(new, index, step, abits, "abits", lambda b: (None, b))
@@ -168,6 +191,19 @@ class BudgetGuard:
         ok = self._largest(counts, lambda c: self._try(state, index, step, c / group.channels, min_w, min_a))
         return (ok if ok is not None else low) / group.channels
 
+    def _clip_technique(
+        self, state: Assignment, index: int, step: Step, name: str, value: float | None, min_w: int, min_a: int
+    ) -> float:
+        """The largest value of technique ``name`` not above ``value`` (on a grid of 1/32 of the space's range)
+        that leaves a feasible completion; the range's minimum when none does."""
+        span = self.space.techniques[name]
+        if value is None:
+            return span.min
+        top = min(span.max, max(span.min, value))
+        grid = [top - k * (top - span.min) / 32 for k in range(33)]
+        found = self._largest(grid, lambda v: self._try(state, index, step, None, min_w, min_a, {name: v}))
+        return found if found is not None else span.min
+
     def _clip_bits(
         self,
         state: Assignment,
@@ -185,14 +221,21 @@ class BudgetGuard:
         return found if found is not None else min(legal)
 
     def _try(
-        self, state: Assignment, index: int, step: Step, keep: float | None, wbits: int | None, abits: int | None
+        self,
+        state: Assignment,
+        index: int,
+        step: Step,
+        keep: float | None,
+        wbits: int | None,
+        abits: int | None,
+        techniques: Mapping[str, float] | None = None,
     ) -> bool:
         trial = state.copy()
-        self._set(trial, step, keep, wbits, abits)
+        self._set(trial, step, keep, wbits, abits, techniques)
         return self.feasible_after(trial, index + 1)
 
     @staticmethod
-    def _largest(candidates: list[int], ok: Callable[[int], bool]) -> int | None:
+    def _largest(candidates: list[Any], ok: Callable[[Any], bool]) -> Any:
         """The first candidate (largest first) that passes, by bisection over the monotone sequence."""
         lo, hi = 0, len(candidates) - 1
         if not candidates or not ok(candidates[-1]):

@@ -13,6 +13,7 @@ import torch
 
 from autocompress.compress.adaptation import AdaptationCost, adaptation_method
 from autocompress.compress.policy import LayerSetting, Policy
+from autocompress.compress.techniques import technique_shapes
 from autocompress.data.shifts import Shift
 from autocompress.env.budgets import Assignment, BudgetGuard, resources
 from autocompress.env.context import Context, override_context, sample_context, worst_context
@@ -44,8 +45,9 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Action Space
 
     ``Box(-1, 1, (d,), float32)`` with one component per knob the search space turns, in the order keep, wbits,
-    abits, split, adapt. ``keep`` maps linearly onto [keep.min, keep.max]; the others pick from their choices in
-    equal bins. Components a step does not use are ignored (split is read at the first step, adapt at the last).
+    abits, the space's techniques (``rank``, ...), split, adapt. ``keep`` and each technique map linearly onto
+    their [min, max]; the others pick from their choices in equal bins. Components a step does not use are ignored
+    (split is read at the first step, adapt at the last).
 
     ## Observation Space
 
@@ -186,7 +188,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     def _observation(self) -> np.ndarray:
         n = len(self.space.steps)
         i = min(self.step_index, n - 1)
-        macs_now = sum(s.macs for s in self.table.shapes(self.state.kept))
+        macs_now = sum(s.macs for s in technique_shapes(self.table, self.state.kept, self.state.techniques))
         position = {name: k for k, name in enumerate(self.table.names)}[self.space.steps[i].layer]
         rest = sum(layer.macs for layer in self.table.layers[position:])
         dynamic = [
@@ -249,7 +251,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
             # knows which layers run on the edge server and which latency the link adds.
             state = self.guard.choose_split(state, self.space.decode_split(action))
         choice = self.space.decode_step(action, self.space.steps[index])
-        return self.guard.apply_step(state, index, choice.keep, choice.wbits, choice.abits)
+        return self.guard.apply_step(state, index, choice)
 
     def plan(self, actions: list[np.ndarray]) -> Assignment:
         """What an episode of ``actions`` (one per step) would play in the current context — every choice as the
@@ -265,7 +267,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         range and the device's channel rounding, bits, the split and the adaptation as decoded."""
         flat = [np.asarray(a, dtype=np.float32).reshape(-1) for a in actions]
         decoded = [self.space.decode_step(a, s) for a, s in zip(flat, self.space.steps, strict=True)]
-        state = self.guard.unclipped([(c.keep, c.wbits, c.abits) for c in decoded])
+        state = self.guard.unclipped(decoded)
         state.split, state.adapt = self.space.decode_split(flat[0]), self.space.decode_adapt(flat[-1])
         return state
 
@@ -286,7 +288,8 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
                 if layer.group is not None and not self.table.groups[layer.group].protected
                 else 1.0
             )
-            setting = LayerSetting(keep=keep, wbits=bits.wbits, abits=bits.abits)
+            techniques = state.techniques.get(layer.name, {})
+            setting = LayerSetting(keep=keep, wbits=bits.wbits, abits=bits.abits, techniques=techniques)
             if setting != LayerSetting():
                 layers[layer.name] = setting
         return Policy(self.workload.model_name, LayerSetting(), layers, state.split, state.adapt, self.space.round_to)
@@ -308,14 +311,16 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
         document = Policy.from_dict(policy, "a logged policy")
         accuracy, adapt_cost = self.workload.evaluator.score_on(document, self.context.shift, images, labels)
         report = self.cost.predict_policy(document, adapt_cost)
-        macs = sum(s.macs for s in self.table.shapes(document.kept_channels(self.table)))
+        macs = document.macs(self.table)
         costs = resources(report, macs, self.table.macs, self.preset.context.adapt_every)
         return accuracy, self._reward(accuracy, costs)
 
     def _score(self) -> tuple[float, dict[str, Any]]:
         policy = self.policy()
         result = self.workload.evaluator.evaluate(policy, self.context.shift)
-        report = self.cost.predict(self.state.kept, self.state.bits, self.state.split, result.adapt_cost)
+        report = self.cost.predict(
+            self.state.kept, self.state.bits, self.state.split, result.adapt_cost, self.state.techniques
+        )
         costs = resources(report, result.macs, self.table.macs, self.preset.context.adapt_every)
         soft = self.soft_budgets
         reward = self._reward(result.accuracy, costs)

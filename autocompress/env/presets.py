@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from autocompress.compress.adaptation import ADAPTATIONS, adaptation_choices, is_adaptation
 from autocompress.compress.policy import ACTIVATION_BITS, WEIGHT_BITS
+from autocompress.compress.techniques import is_technique, technique_names
 from autocompress.config import load_config, require
 from autocompress.data.shifts import Shift
 from autocompress.env.rewards import REWARDS
@@ -176,7 +177,8 @@ class SpaceSpec:
     """Which knobs a search turns and their ranges. ``wbits``/``abits`` list choices or say ``device`` (the
     device's legal set); ``split`` and ``adapt`` are chosen at the episode's last step. ``reconstruct`` is how each
     pruned policy is refitted before it is scored: ``sequential`` (default), ``fast`` or ``none`` (see
-    :mod:`autocompress.compress.reconstruction`)."""
+    :mod:`autocompress.compress.reconstruction`). ``techniques`` turns registered techniques per layer over a range
+    of values (``{rank: {min: 0.2, max: 1.0}}``, see :mod:`autocompress.compress.techniques`)."""
 
     name: str
     description: str
@@ -189,8 +191,16 @@ class SpaceSpec:
     protect_first_last: bool = True
     fixed_first_last_bits: int | None = 8
     reconstruct: Literal["fast", "sequential", "none"] = "sequential"
+    techniques: dict[str, KeepRange] | None = None
 
     def __post_init__(self) -> None:
+        for name in self.techniques or {}:
+            require(
+                is_technique(name),
+                f"techniques must name registered techniques ({', '.join(technique_names())}), but got '{name}'; a "
+                "technique of your own is registered (autocompress.register_technique) in the process that reads it."
+                + did_you_mean(str(name), technique_names()),
+            )
         for name in ("wbits", "abits"):
             value = getattr(self, name)
             require(
@@ -217,7 +227,7 @@ class SpaceSpec:
                     + did_you_mean(method, ADAPTATIONS),
                 )
         require(
-            any([self.keep, self.wbits, self.abits, self.split, self.adapt]),
+            any([self.keep, self.wbits, self.abits, self.split, self.adapt, self.techniques]),
             "a search space must turn at least one knob.",
         )
 

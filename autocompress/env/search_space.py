@@ -1,5 +1,6 @@
 """The search space resolved against a model and a device: which decision each episode step makes, how a
-Box(-1, 1) action decodes into keep ratios and bit-widths, and the same dimensions as Optuna parameters.
+Box(-1, 1) action decodes into keep ratios, bit-widths and the values of registered techniques, and the same
+dimensions as Optuna parameters.
 
 Reinforcement-learning agents and the Optuna, random and uniform baselines all go through this one object and
 the environment's step, so they search exactly the same space under exactly the same budget enforcement.
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from autocompress.compress.graph import CutPoint
 from autocompress.compress.layers import LayerTable
-from autocompress.env.presets import SpaceSpec
+from autocompress.compress.techniques import get_technique
+from autocompress.env.presets import KeepRange, SpaceSpec
 from autocompress.errors import ConfigError
 from autocompress.hardware.profiles import DeviceProfile
 
@@ -33,6 +35,7 @@ class Step:
     keep_group: int | None
     wbits: bool
     abits: bool
+    techniques: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class StepChoice:
     keep: float | None
     wbits: int | None
     abits: int | None
+    techniques: dict[str, float] = field(default_factory=dict)
 
 
 class SearchSpace:
@@ -62,6 +66,7 @@ class SearchSpace:
         self.round_to = device.channel_rounding if spec.round_to == "device" else int(spec.round_to)
         self.split_choices = [NO_SPLIT, "input", *self._cuts(cut_points)] if spec.split else None
         self.adapt_choices = list(spec.adapt) if spec.adapt else None
+        self.techniques: dict[str, KeepRange] = dict(spec.techniques or {})
         first_last = {table.layers[0].name, table.layers[-1].name}
         self.fixed_bits = spec.fixed_first_last_bits if (self.wbits or self.abits) else None
         # the first and last layers' fixed bits, snapped to what the device runs (a device with only 16- and 32-bit
@@ -115,15 +120,19 @@ class SearchSpace:
         keep_group = group.id if self.keep and group and not group.protected and group.leader == name else None
         bits_free = self.fixed_bits is None or name not in first_last
         wbits, abits = bool(self.wbits) and bits_free, bool(self.abits) and bits_free
-        if keep_group is None and not wbits and not abits:
+        free = not (self.spec.protect_first_last and name in first_last)
+        layer = self.table.by_name[name]
+        techniques = tuple(t for t in self.techniques if free and get_technique(t).applies_to(layer))
+        if keep_group is None and not wbits and not abits and not techniques:
             return None
-        return Step(name, keep_group, wbits, abits)
+        return Step(name, keep_group, wbits, abits, techniques)
 
     def _layout(self) -> dict[str, bool]:
         return {
             "keep": self.keep is not None,
             "wbits": self.wbits is not None,
             "abits": self.abits is not None,
+            **{name: True for name in self.techniques},
             "split": self.split_choices is not None,
             "adapt": self.adapt_choices is not None,
         }
@@ -148,7 +157,11 @@ class SearchSpace:
             wbits = self._choice(self._component(action, "wbits"), self.wbits)
         if step.abits and self.abits:
             abits = self._choice(self._component(action, "abits"), self.abits)
-        return StepChoice(keep, wbits, abits)
+        techniques = {}
+        for name in step.techniques:
+            span = self.techniques[name]
+            techniques[name] = span.min + self._component(action, name) * (span.max - span.min)
+        return StepChoice(keep, wbits, abits, techniques)
 
     def decode_split(self, action: np.ndarray) -> str | None:
         """Split point (``None`` for none) the first step's action asks for."""
@@ -166,14 +179,16 @@ class SearchSpace:
     # --- the inverse direction, for baselines that choose values rather than actions -----------------------------
 
     def encode(self, values: dict[str, Any]) -> np.ndarray:
-        """The action that decodes to ``values`` (keys: keep, wbits, abits, split, adapt; missing = middle)."""
+        """The action that decodes to ``values`` (keys: keep, wbits, abits, the techniques' names, split, adapt;
+        missing = middle)."""
         action = np.zeros(self.action_dim, np.float32)
         for dim in self.dims:
             if dim not in values or values[dim] is None:
                 continue
-            if dim == "keep" and self.keep is not None:
-                span = max(1e-9, self.keep.max - self.keep.min)
-                action[self.dims.index(dim)] = 2 * (float(values[dim]) - self.keep.min) / span - 1
+            ratio = self.keep if dim == "keep" else self.techniques.get(dim)
+            if ratio is not None:
+                span = max(1e-9, ratio.max - ratio.min)
+                action[self.dims.index(dim)] = 2 * (float(values[dim]) - ratio.min) / span - 1
             else:
                 choices = self.choices(dim)
                 action[self.dims.index(dim)] = 2 * (choices.index(values[dim]) + 0.5) / len(choices) - 1
@@ -194,6 +209,9 @@ class SearchSpace:
                 params.append((f"wbits/{step.layer}", "categorical", self.wbits))
             if step.abits:
                 params.append((f"abits/{step.layer}", "categorical", self.abits))
+            for name in step.techniques:
+                span = self.techniques[name]
+                params.append((f"{name}/{step.layer}", "float", (span.min, span.max)))
         if self.split_choices:
             params.append(("split", "categorical", self.split_choices))
         if self.adapt_choices:
@@ -208,6 +226,7 @@ class SearchSpace:
                 "keep": params.get(f"keep/{step.layer}"),
                 "wbits": params.get(f"wbits/{step.layer}"),
                 "abits": params.get(f"abits/{step.layer}"),
+                **{name: params.get(f"{name}/{step.layer}") for name in step.techniques},
             }
             if i == 0:
                 values["split"] = params.get("split")

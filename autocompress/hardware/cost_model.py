@@ -20,6 +20,7 @@ from autocompress.compress.adaptation import AdaptationCost
 from autocompress.compress.layers import Layer, LayerShape, LayerTable
 from autocompress.compress.policy import SPLIT_INPUT, Policy
 from autocompress.compress.quantization import storage_bytes
+from autocompress.compress.techniques import Values, technique_shapes
 from autocompress.errors import PolicyError
 from autocompress.hardware.graph import GraphInfo, analyse
 from autocompress.hardware.profiles import DeviceProfile, LinkProfile
@@ -88,9 +89,10 @@ class CostModel:
     def layer_ms(self, layer: Layer, shape: LayerShape, bits: LayerBits, profile: DeviceProfile) -> float:
         """Time of one layer on ``profile``: the slower of compute and memory traffic, plus dispatch overhead."""
         precision = profile.precision_for(bits.wbits, bits.abits)
-        compute_s = shape.macs / (profile.throughput_gmacs(layer.op_class, precision, bits.wbits) * 1e9)
+        parts = shape.parts or ((layer.op_class, shape.macs),)
+        compute_s = sum(macs / (profile.throughput_gmacs(op, precision, bits.wbits) * 1e9) for op, macs in parts)
         memory_s = self.layer_bytes(shape, bits) / (profile.memory_bandwidth_gbps * 1e9)
-        return max(compute_s, memory_s) * 1e3 + profile.layer_overhead_us / 1e3
+        return max(compute_s, memory_s) * 1e3 + len(parts) * profile.layer_overhead_us / 1e3
 
     @staticmethod
     def layer_bytes(shape: LayerShape, bits: LayerBits) -> float:
@@ -104,9 +106,11 @@ class CostModel:
         bits: list[LayerBits],
         split: str | None = None,
         adapt: AdaptationCost | None = None,
+        techniques: Values | None = None,
     ) -> CostReport:
-        """Costs for channel counts per group, bits per layer (table order), a split point and an adaptation."""
-        shapes = self.table.shapes(kept)
+        """Costs for channel counts per group, bits per layer (table order), a split point, an adaptation and the
+        techniques' values per layer."""
+        shapes = technique_shapes(self.table, kept, techniques)
         cut = self._cut_position(split)
         device_ms = self.device.inference_overhead_us / 1e3
         edge_ms = 0.0
@@ -150,7 +154,7 @@ class CostModel:
         """Costs of a policy document."""
         kept = policy.kept_channels(self.table)
         bits = [LayerBits(policy.setting(n).wbits, policy.setting(n).abits) for n in self.table.names]
-        return self.predict(kept, bits, policy.split, adapt)
+        return self.predict(kept, bits, policy.split, adapt, policy.technique_values(self.table))
 
     def _edge(self) -> DeviceProfile:
         if self.edge is None:

@@ -196,7 +196,7 @@ def confirmation_table(entries: list[dict[str, Any]]) -> str:
 
 
 def policy_figure(entry: dict[str, Any]) -> Any:
-    """Per-layer keep ratio (bars) and weight/activation bits (lines) of a policy."""
+    """Per-layer keep ratio (bars), techniques' values (dotted) and weight/activation bits (lines) of a policy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +215,11 @@ def policy_figure(entry: dict[str, Any]) -> Any:
     twin.plot(range(len(names)), [s["wbits"] for s in settings], "o-", color="tab:red", label="weight bits")
     twin.plot(range(len(names)), [s["abits"] for s in settings], "s--", color="tab:green", label="activation bits")
     twin.set_ylabel("bits")
+    techniques = sorted({k for s in settings for k in s if k not in ("keep", "wbits", "abits")})
+    for k, name in enumerate(techniques):  # a registered technique's value per layer (1: off), beside keep
+        ax.plot(range(len(names)), [s.get(name, 1.0) for s in settings], "^:", color=f"C{4 + k}", label=name)
+    handles = [h for axis in (ax, twin) for h in axis.get_legend_handles_labels()[0]]
+    ax.legend(handles=handles, fontsize=6, loc="lower left")
     ax.set_title(f"best policy: accuracy {entry['accuracy']:.3f}, split {policy['split']}, adapt {policy['adapt']}")
     fig.tight_layout()
     return fig
