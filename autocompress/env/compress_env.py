@@ -318,9 +318,7 @@ class AutoCompressEnv(gym.Env[np.ndarray, np.ndarray]):
     def _score(self) -> tuple[float, dict[str, Any]]:
         policy = self.policy()
         result = self.workload.evaluator.evaluate(policy, self.context.shift)
-        report = self.cost.predict(
-            self.state.kept, self.state.bits, self.state.split, result.adapt_cost, self.state.techniques
-        )
+        report = self.cost.predict_policy(policy, result.adapt_cost)  # the document scored gives the costs too
         costs = resources(report, result.macs, self.table.macs, self.preset.context.adapt_every)
         soft = self.soft_budgets
         reward = self._reward(result.accuracy, costs)

@@ -72,3 +72,13 @@ def test_reset_can_fix_the_context() -> None:
     assert info["context"]["shift"] is None and not np.array_equal(obs_shifted, env._observation())  # drift score
     with pytest.raises(Exception, match="a context override may set battery"):
         env.reset(seed=0, options={"context": {"batery": 0.5}})
+
+
+def test_a_technique_space_passes_both_checkers_and_replays_by_seed() -> None:
+    lowrank = gym.make(ENV_ID, space="prune-lowrank", budgets={"macs_ratio": 0.5}).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(lowrank)
+        sb3_check_env(lowrank, warn=True)
+    a, b = rollout(lowrank, 4), rollout(lowrank, 4)
+    assert a[1] == b[1] and a[2]["policy"] == b[2]["policy"]

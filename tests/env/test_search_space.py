@@ -44,3 +44,28 @@ def test_optuna_parameters_and_actions_give_the_same_policy(env) -> None:
         setting = policy["layers"].get(step.layer, {"keep": 1.0, "wbits": 32, "abits": 32})
         assert setting["wbits"] == params[f"wbits/{step.layer}"] and setting["abits"] == params[f"abits/{step.layer}"]
     assert policy["adapt"] == params["adapt"]
+
+
+def test_a_technique_is_a_dimension_a_parameter_and_a_clipped_choice() -> None:
+    env = AutoCompressEnv(space="prune-lowrank", budgets={"macs_ratio": 0.4})
+    assert env.space.dims == ["keep", "rank"]
+    ranked = [s for s in env.space.steps if s.techniques == ("rank",)]
+    assert ranked and all(s.layer not in (env.table.names[0], env.table.names[-1]) for s in env.space.steps)
+    names = {name for name, _, _ in env.space.parameters()}
+    assert {f"rank/{s.layer}" for s in ranked} <= names
+    action = env.space.encode({"keep": 1.0, "rank": 0.6})
+    assert env.space.decode_step(action, ranked[0]).techniques["rank"] == pytest.approx(0.6, abs=1e-6)
+    rng = np.random.default_rng(1)
+    factorised = 0
+    for episode in range(200):  # the guard clips keep and rank alike: the MACs budget holds by construction
+        env.reset(seed=episode)
+        state = env.plan([rng.uniform(-1, 1, env.space.action_dim).astype(np.float32) for _ in env.space.steps])
+        assert not env.guard.violations(state)
+        factorised += any(v.get("rank", 1.0) < 1.0 for v in state.techniques.values())
+    assert factorised > 150
+    params = {name: (lo + hi) / 2 for name, _, (lo, hi) in env.space.parameters()}
+    env.reset(seed=0)
+    for action in env.space.actions_from_params(params):
+        *_, info = env.step(action)
+    assert info["macs_ratio"] <= 0.4 + 1e-9
+    assert any("rank" in setting for setting in info["policy"]["layers"].values())

@@ -204,3 +204,20 @@ def test_the_edge_returns_one_logit_per_class() -> None:
         )
         costs.append(cost.predict_policy(Policy("resnet20", split="input")).link_ms)
     assert costs[1] - costs[0] == pytest.approx(990 * 4 * 8 / (link.downlink_mbps * 1e3))
+
+
+def test_a_factorised_layer_is_priced_as_its_two_operations(resnet) -> None:
+    model, table = resnet
+    device = compute_only("raspberry-pi-4")
+    cost = CostModel.for_model(model, table, device)
+    name = table.names[3]  # a 3×3 convolution inside the network
+    whole = cost.predict_policy(Policy("resnet20"))
+    half = cost.predict_policy(Policy("resnet20", layers={name: LayerSetting(techniques={"rank": 0.5})}))
+    shape = Policy("resnet20", layers={name: LayerSetting(techniques={"rank": 0.5})}).shapes(table)[3]
+    (first_op, first), (second_op, second) = shape.parts
+    assert first_op == "conv_kxk" and second_op == "conv_1x1" and first + second == shape.macs
+    layer = table.layers[3]
+    seconds = {op: macs / (device.throughput_gmacs(op, "fp32", 32) * 1e9) for op, macs in shape.parts}
+    was = layer.macs / (device.throughput_gmacs("conv_kxk", "fp32", 32) * 1e9)
+    assert half.latency_ms == pytest.approx(whole.latency_ms - (was - sum(seconds.values())) * 1e3)
+    assert half.storage_bytes < whole.storage_bytes
