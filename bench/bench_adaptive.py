@@ -10,6 +10,8 @@ the drift trace also reports how many inputs after a shift's onset the monitor f
     python bench/bench_adaptive.py --data-dir ../shared/data --episodes 150   # ResNet-20, two deployments
     python bench/bench_adaptive.py ... --share-weights   # nested configurations sharing weights (own section)
     python bench/bench_adaptive.py ... --train-epochs 2  # nested and trained once together (own section)
+    python bench/bench_adaptive.py --model digits-cnn --dataset digits --envs mcu --space prune --episodes 60 \
+        --train-epochs 5      # the README's digits example where its energy follows its MACs (own section)
 
 Resumable: searches and packages live in ``bench/results/adaptive/<model>-<env>/`` and are reused.
 """
@@ -237,6 +239,8 @@ def main() -> None:
         name, title = "adaptive-trained", title + ": nested configurations trained once together"
     elif args.share_weights:
         name, title = "adaptive-shared", title + ": nested configurations, shared weights"
+    if args.model != "resnet20":  # a section of its own per model (ResNet-20's sections keep their names)
+        name, title = f"{name}-{args.model}-{'-'.join(args.envs)}", f"{title} ({args.model}, {', '.join(args.envs)})"
     publish(name, title, body, raw, args.quick)
 
 
