@@ -36,7 +36,10 @@ def add_parser(sub: Any) -> None:
         "tp-magnitude-int8, a registered searcher or a YAML preset",
     )
     p.add_argument(
-        "--space", default="prune-quant", help="search-space preset: prune, quant, prune-quant, full, or a YAML"
+        "--space",
+        default="prune-quant",
+        help="search-space preset (autocompress list spaces: prune, quant, prune-quant, full, lowrank, prune-lowrank), "
+        "or a YAML",
     )
     p.add_argument(
         "--budget",

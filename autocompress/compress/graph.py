@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from autocompress.compress.techniques import FactoredModule
 from autocompress.errors import PolicyError
 
 
@@ -44,10 +45,19 @@ class CutPoint:
         return (self.elements * bits + 7) // 8
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, with a layer a technique replaced kept as one node named as the layer (its cut point stays)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, FactoredModule) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model``; a one-line error names what fx could not follow."""
     try:
-        return fx.symbolic_trace(model)
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many exception types for untraceable code
         raise PolicyError(
             f"splitting needs a model torch.fx can trace, but tracing failed ({type(exc).__name__}: {exc}); "

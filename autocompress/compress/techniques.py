@@ -1,7 +1,9 @@
 """Compression techniques beyond channel pruning and bit-widths, each declared once.
 
 A technique is a per-layer knob with a value in (0, 1]: 1 leaves the layer as it is, smaller values make it cheaper
-(its MACs and parameters never grow as the value falls, which the budget guard's look-ahead relies on). One
+(its MACs and parameters never grow as the value falls; latency and energy may — a factorised layer is two
+operations, each with its dispatch overhead — so the budget guard's look-ahead tries each technique off as well as
+at its least). One
 :class:`Technique` object says everything the tool needs to know about it:
 
 - :meth:`~Technique.applies_to`: which layers of a layer table it can act on (a search space turns it there, a policy
@@ -60,7 +62,8 @@ class Technique(ABC):
     def apply(self, module: nn.Module, layer: Layer, value: float) -> nn.Module:
         """The module that replaces ``module`` (``layer`` as pruned, weights set) at ``value`` < 1: same input, same
         output shape, weights initialised from ``module``'s without data. Called once per policy; the model's
-        structure (and its state dict) is what this returns."""
+        structure (and its state dict) is what this returns. Its parts that hold a ``weight`` are quantised at the
+        layer's bits; a :class:`FactoredModule` is also refitted by the least-squares reconstruction."""
 
 
 class FactoredModule(nn.Module):
@@ -122,9 +125,10 @@ def technique_shapes(table: LayerTable, kept: Mapping[int, int], values: Values 
         return shapes
     out = []
     for layer, shape in zip(table.layers, shapes, strict=True):
-        for name, value in (values.get(layer.name) or {}).items():
-            if value < OFF:
-                shape = get_technique(name).shape(layer, shape, value)
+        mine = values.get(layer.name) or {}
+        for name in technique_names():  # the order apply_techniques builds them in
+            if mine.get(name, OFF) < OFF:
+                shape = get_technique(name).shape(layer, shape, mine[name])
         out.append(shape)
     return out
 
@@ -154,10 +158,11 @@ def part_bits(model: nn.Module, bits: Mapping[str, int], weights: bool) -> dict[
     out: dict[str, int] = {}
     for name, value in bits.items():
         module = modules[name]
-        if not isinstance(module, FactoredModule):
+        if isinstance(getattr(module, "weight", None), torch.Tensor):
             out[name] = value
             continue
-        parts = [f"{name}.{child}" for child, part in module.named_children() if hasattr(part, "weight")]
+        # what a technique built: every part that holds a weight, in execution (registration) order
+        parts = [f"{name}.{sub}" for sub, part in module.named_modules() if sub and hasattr(part, "weight")]
         out.update({part: value for part in (parts if weights else [name, *parts[1:]])})
     return out
 
@@ -248,17 +253,22 @@ class LowRank(Technique):
 
     def shape(self, layer: Layer, shape: LayerShape, value: float) -> LayerShape:
         columns = _columns(layer, shape.in_channels)
-        rank = self.rank(shape.out_channels, columns, value)
-        if rank >= _break_even_of(shape.out_channels, columns):
+        out = shape.out_channels
+        rank = self.rank(out, columns, value)
+        if rank >= _break_even_of(out, columns):
             return shape  # no cheaper than the layer itself: left as it is
-        first, second = rank * columns * layer.out_area, shape.out_channels * rank * layer.out_area
-        second_class = "linear" if layer.kind == "linear" else "conv_1x1"
-        bias = shape.params - shape.out_channels * columns
+        # scaled from the incoming shape, so a technique applied before this one keeps its effect
+        first = shape.macs * rank * columns // (out * columns)
+        second = shape.macs * out * rank // (out * columns)
+        bias = max(0, shape.params - out * columns)
+        weights = (shape.params - bias) * rank * (columns + out) // (out * columns)
         return replace(
             shape,
             macs=first + second,
-            params=rank * (columns + shape.out_channels) + bias,
-            parts=((layer.op_class, first), (second_class, second)),
+            params=weights + bias,
+            # the rank-wide tensor between the two is written and read once more
+            out_elements=shape.out_elements + 2 * rank * layer.out_area,
+            parts=((layer.op_class, first), ("linear" if layer.kind == "linear" else "conv_1x1", second)),
         )
 
     def apply(self, module: nn.Module, layer: Layer, value: float) -> nn.Module:

@@ -87,11 +87,20 @@ class BudgetGuard:
                 bits.append(LayerBits(max(self.space.wbits or [32]), max(self.space.abits or [32])))
         return Assignment(kept, bits)
 
-    def minimum_from(self, state: Assignment, start: int) -> Assignment:
-        """``state`` with steps ``start`` onwards at their minimum choices."""
+    def minimum_from(self, state: Assignment, start: int, techniques_at_top: bool = False) -> Assignment:
+        """``state`` with steps ``start`` onwards at their minimum choices (techniques at the top of their range
+        with ``techniques_at_top``: a factorised layer is two operations, so where dispatch overheads dominate the
+        least rank is not the least latency)."""
         keep = self.space.keep.min if self.space.keep else None
-        lowest = {name: span.min for name, span in self.space.techniques.items()}
-        return self.uniform(keep, min(self.space.wbits or [32]), min(self.space.abits or [32]), state, start, lowest)
+        ends = {name: span.max if techniques_at_top else span.min for name, span in self.space.techniques.items()}
+        return self.uniform(keep, min(self.space.wbits or [32]), min(self.space.abits or [32]), state, start, ends)
+
+    def completable(self, state: Assignment, start: int) -> bool:
+        """Whether steps ``start`` onwards at their minimum (techniques at either end of their range) meet every
+        hard limit."""
+        if not self.violations(self.minimum_from(state, start)):
+            return True
+        return bool(self.space.techniques) and not self.violations(self.minimum_from(state, start, True))
 
     def uniform(
         self,
@@ -156,7 +165,7 @@ class BudgetGuard:
         return context_rules.violations(values, self.limits.hard, self.limits.ram_bytes, self.limits.flash_bytes)
 
     def feasible_after(self, state: Assignment, next_step: int) -> bool:
-        return not self.violations(self.minimum_from(state, next_step))
+        return self.completable(state, next_step)
 
     def apply_step(self, state: Assignment, index: int, choice: StepChoice) -> Assignment:
         """Apply step ``index``'s choice, clipped: the largest keep (with this layer's bits and techniques at their
@@ -202,6 +211,8 @@ class BudgetGuard:
         top = min(span.max, max(span.min, value))
         grid = [top - k * (top - span.min) / 32 for k in range(33)]
         found = self._largest(grid, lambda v: self._try(state, index, step, None, min_w, min_a, {name: v}))
+        if found is None and self._try(state, index, step, None, min_w, min_a, {name: span.max}):
+            return span.max  # latency or energy the least rank cannot meet, one operation fewer can
         return found if found is not None else span.min
 
     def _clip_bits(
@@ -253,7 +264,7 @@ class BudgetGuard:
         budgets with it; otherwise keep everything on the device."""
         chosen = state.copy()
         chosen.split = split
-        if split is not None and self.violations(self.minimum_from(chosen, 0)):
+        if split is not None and not self.completable(chosen, 0):
             chosen.split = None
         return chosen
 
@@ -270,7 +281,7 @@ class BudgetGuard:
     def check_reachable(self, where: str) -> None:
         """Raise a one-line error when even the all-minimum policy breaks a hard limit."""
         low = self.minimum_from(self.initial(), 0)
-        broken = self.violations(low)
+        broken = [] if self.completable(self.initial(), 0) else self.violations(low)
         if broken:
             values = self.evaluate(low)
             name = broken[0]

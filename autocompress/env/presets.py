@@ -168,7 +168,8 @@ class KeepRange:
 
     def __post_init__(self) -> None:
         require(
-            0 < self.min <= self.max <= 1, f"0 < keep.min <= keep.max <= 1 must hold, but got {self.min}, {self.max}."
+            0 < self.min <= self.max <= 1,
+            f"a ratio range must have 0 < min <= max <= 1, but got min {self.min}, max {self.max}.",
         )
 
 

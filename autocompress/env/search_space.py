@@ -180,8 +180,11 @@ class SearchSpace:
 
     def encode(self, values: dict[str, Any]) -> np.ndarray:
         """The action that decodes to ``values`` (keys: keep, wbits, abits, the techniques' names, split, adapt;
-        missing = middle)."""
+        missing = middle, and a missing technique at the top of its range: off where the range reaches 1, so a
+        baseline that sets keep alone prunes alone)."""
         action = np.zeros(self.action_dim, np.float32)
+        for name in self.techniques:
+            action[self.dims.index(name)] = 1.0
         for dim in self.dims:
             if dim not in values or values[dim] is None:
                 continue

@@ -163,3 +163,15 @@ def test_apply_techniques_changes_only_the_named_layers(digits_workload) -> None
     model = digits_workload.evaluator.pruner.prune({g.id: g.channels for g in table.groups})
     assert apply_techniques(model, table, {name: {"rank": 0.4}}) == 1
     assert [n for n, m in model.named_modules() if isinstance(m, LowRankModule)] == [name]
+
+
+def test_a_split_at_a_factorised_layer_cuts_after_both_parts(digits_workload) -> None:  # type: ignore[no-untyped-def]
+    evaluator, table = digits_workload.evaluator, digits_workload.table
+    name = _inner(table)[0]
+    assert name in [p.name for p in evaluator.cut_points]
+    policy = Policy("digits-cnn", layers={name: LayerSetting(techniques={"rank": 0.5})}, split=name)
+    compressed = evaluator.apply(policy)
+    x = evaluator.val_inputs(None)[:16]
+    with torch.no_grad():
+        assert torch.allclose(compressed.tail(compressed.head(x)), compressed.model(x), atol=1e-5)
+    assert isinstance(compressed.head.get_submodule(name), LowRankModule)

@@ -69,3 +69,30 @@ def test_a_technique_is_a_dimension_a_parameter_and_a_clipped_choice() -> None:
         *_, info = env.step(action)
     assert info["macs_ratio"] <= 0.4 + 1e-9
     assert any("rank" in setting for setting in info["policy"]["layers"].values())
+
+
+def test_baselines_that_set_keep_alone_leave_techniques_off() -> None:
+    env = AutoCompressEnv(space="prune-lowrank", budgets={"macs_ratio": 0.5})
+    step = next(s for s in env.space.steps if s.techniques)
+    assert env.space.decode_step(env.space.encode({"keep": 0.5}), step).techniques == {"rank": 1.0}
+    env.reset(seed=0)
+    for action in [env.space.encode({"keep": 0.5}) for _ in env.space.steps]:
+        *_, info = env.step(action)
+    assert not any("rank" in setting for setting in info["policy"]["layers"].values())
+
+
+def test_a_latency_budget_only_unfactorised_layers_meet_is_reachable(tmp_path) -> None:
+    """Each factorised layer is one more operation with its dispatch overhead: where overheads dominate (a tiny
+    model), the least rank is not the least latency, and the look-ahead also tries each technique at the top."""
+    preset = tmp_path / "pi.yaml"
+    preset.write_text("name: pi\ndescription: latency only\ndevice: raspberry-pi-4\nreward: {mode: acc}\n")
+    probe = AutoCompressEnv(env_preset=str(preset), space="lowrank", budgets={"latency_ms": 1e9})
+    whole = probe.guard.evaluate(probe.guard.initial())["latency_ms"]
+    least = probe.guard.evaluate(probe.guard.minimum_from(probe.guard.initial(), 0))["latency_ms"]
+    assert least > whole  # the premise: on this model factorising everything costs latency
+    env = AutoCompressEnv(env_preset=str(preset), space="lowrank", budgets={"latency_ms": whole * 1.001})
+    rng = np.random.default_rng(0)
+    for episode in range(20):
+        env.reset(seed=episode)
+        state = env.plan([rng.uniform(-1, 1, env.space.action_dim).astype(np.float32) for _ in env.space.steps])
+        assert not env.guard.violations(state)
