@@ -4,10 +4,11 @@
 file without fine-tune and after the same distilled fine-tune.
 
     python bench/bench_techniques.py --quick     # digits, three spaces, seconds (CI smoke test)
-    python bench/bench_techniques.py --data-dir ../shared/data --models resnet20 vgg11 --episodes 100   # ~2 hours
+    python bench/bench_techniques.py --data-dir ../shared/data --models resnet20 --episodes 100   # ~1 hour
+    python bench/bench_techniques.py --data-dir ../shared/data --models vgg11 --episodes 50 --val-images 500
 
-Resumable: each search and export lives in ``bench/results/techniques/<model>-macs<budget>/<space>-<agent>-s<seed>/``
-and is reused (not committed).
+A section per set of models (``techniques-<models>``). Resumable: each search and export lives in
+``bench/results/techniques/<model>-macs<budget>/<space>-<agent>-s<seed>/`` and is reused (not committed).
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         bases[model] = unpruned_test_accuracy(model, args.dataset, args.data_dir)
     raw = {"unpruned_test_accuracy": bases, "runs": rows}
-    title = f"Techniques: pruning, low-rank factorisation and both at {args.macs:.0%} of the MACs"
-    publish("techniques", title, render(rows, bases, args), raw, args.quick)
+    models = ", ".join(args.models)
+    title = f"Techniques: pruning, low-rank factorisation and both, {models} at {args.macs:.0%} of the MACs"
+    publish(f"techniques-{'-'.join(args.models)}", title, render(rows, bases, args), raw, args.quick)
 
 
 if __name__ == "__main__":
