@@ -6,6 +6,7 @@ The int8 model is what a device runtime would execute; its accuracy and host lat
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -29,8 +30,6 @@ def with_raw_input(model: nn.Module, normalizer: Normalizer) -> nn.Module:
     pre-hook casts them to float32 and normalises them, so an ONNX export of the copy holds the normalisation
     (Cast, Mul, Sub) inside the graph and any runtime feeds it raw data. A hook, not a wrapping module, keeps the
     parameter names (and so the ONNX initializer names) the model's own, which shared-weight packages rely on."""
-    import copy
-
     raw = copy.deepcopy(model).eval()
     scale, shift = normalizer.scale.detach().cpu().clone(), normalizer.shift.detach().cpu().clone()
 

@@ -25,6 +25,7 @@ PyTorch's beyond the tolerance.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -298,8 +299,6 @@ def _export_files(
 
 
 def _without_hooks(model: nn.Module) -> nn.Module:
-    import copy
-
     plain = copy.deepcopy(model)
     for module in plain.modules():
         module._forward_pre_hooks.clear()

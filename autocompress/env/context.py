@@ -8,7 +8,8 @@ drawn, replaces the preset's. The shift corrupts the validation images and sets 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -54,9 +55,6 @@ def sample_context(spec: ContextSpec, rng: np.random.Generator) -> Context:
 
 def override_context(context: Context, fields: dict[str, Any]) -> Context:
     """``context`` with some fields replaced; ``shift`` is given as text (``"contrast:3"``, ``"none"``)."""
-    from dataclasses import fields as dataclass_fields
-    from dataclasses import replace
-
     names = [f.name for f in dataclass_fields(Context)]
     unknown = sorted(set(fields) - set(names))
     if unknown:

@@ -13,7 +13,9 @@ mis-states exactly the small layers that pruning produces.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from autocompress.compress.layers import LayerTable, build_layer_table
@@ -245,8 +248,6 @@ def summarize(rows: list[ValidationRow]) -> dict[str, float]:
 
 def profile_to_yaml(profile: DeviceProfile, note: str) -> str:
     """The YAML text of a calibrated profile, with how it was measured."""
-    import yaml
-
     data = asdict(profile)
     data["source_note"] = note
     header = f"# Calibrated on this machine by `autocompress profile --device host` on {time.strftime('%Y-%m-%d')}.\n"
@@ -255,9 +256,6 @@ def profile_to_yaml(profile: DeviceProfile, note: str) -> str:
 
 def host_template() -> DeviceProfile:
     """A starting host profile: memory and disk read from the system, compute to be fitted, power estimated."""
-    import os
-    import shutil
-
     cores = os.cpu_count() or 1
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return DeviceProfile(

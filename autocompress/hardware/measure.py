@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,8 +76,6 @@ def ort_latency(
     session: object, input_shape: tuple[int, ...], batch: int = 1, warmup: int = 5, repeats: int = 30
 ) -> Timing:
     """Time one onnxruntime run on a random batch."""
-    import numpy as np
-
     spec = session.get_inputs()[0]  # type: ignore[attr-defined]
     name, rng = spec.name, np.random.default_rng(0)
     if spec.type == "tensor(uint8)":  # a raw-pixel model
