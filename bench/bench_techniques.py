@@ -61,6 +61,8 @@ def measure(model: str, dataset: str, space: str, root: Path, args: argparse.Nam
         "factorised_layers": sum(1 for s in settings if s.get("rank", 1.0) < 1.0),
         "test_accuracy_no_ft": plain["test_accuracy"],
         "test_accuracy_ft": tuned["test_accuracy"],
+        "predicted_latency_ms": round(plain["device"]["latency_ms"], 4),
+        "host_onnx_ms": round(plain["host_latency_ms"]["onnx_fp32"], 4),
         "measured": time.strftime("%Y-%m-%d"),
     }
 
@@ -80,6 +82,8 @@ def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.N
                 f"{r['test_accuracy_ft'] - bases[model]:+.4f}",
                 f"{r['macs_ratio']:.3f}",
                 f"{r['params']:,}",
+                f"{r['predicted_latency_ms']:.3f}",
+                f"{r['host_onnx_ms']:.3f}",
                 f"{r['pruned_layers']} / {r['factorised_layers']}",
                 f"{r['episode_s']:.2f}",
             ]
@@ -94,6 +98,8 @@ def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.N
             "vs unpruned (ft)",
             "MACs ratio",
             "parameters",
+            f"predicted ms ({args.env})",
+            "host ms (onnxruntime)",
             "layers pruned / factorised",
             "s per episode",
         ]
@@ -104,7 +110,8 @@ def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.N
         "least-squares reconstruction in the search and in the export. `lowrank` factorises each dense layer "
         "(rank 0.2–1 of the break-even rank), `prune-lowrank` prunes and factorises the same layers. Test accuracy "
         "from the exported ONNX file on the whole test split, with no fine-tune and after "
-        f"{args.finetune_epochs} distilled epoch(s) ({RECIPE})."
+        f"{args.finetune_epochs} distilled epoch(s) ({RECIPE}). Latency: the cost model's prediction on the env's "
+        "device, and onnxruntime fp32 on this machine at batch 1 (median; the machine was shared with other jobs)."
     )
     return f"{intro}\n\n" + "\n\n".join(parts) + f"\n\nEvery run:\n\n{rows_table(rows)}"
 
