@@ -96,3 +96,23 @@ def test_a_latency_budget_only_unfactorised_layers_meet_is_reachable(tmp_path) -
         env.reset(seed=episode)
         state = env.plan([rng.uniform(-1, 1, env.space.action_dim).astype(np.float32) for _ in env.space.steps])
         assert not env.guard.violations(state)
+
+
+@pytest.mark.parametrize(
+    ("techniques", "message"),
+    [
+        ("{rank: {min: 0, max: 1}}", r"techniques.rank: a ratio range must have 0 < min <= max <= 1, but got min 0"),
+        ("[rank]", r"techniques must be a mapping, but got \['rank'\]"),
+        ("{rnak: {min: 0.2, max: 1}}", r"techniques must name registered techniques \(rank\).*Did you mean 'rank'"),
+        ("{rank: {min: 0.2, max: 1, step: 2}}", r"techniques.rank: unknown key 'step'; valid keys are min, max"),
+    ],
+)
+def test_bad_technique_ranges_are_one_line(tmp_path, techniques: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    from autocompress.env import load_space_preset
+    from autocompress.errors import ConfigError
+
+    path = tmp_path / "space.yaml"
+    path.write_text(f"{{name: x, description: y, techniques: {techniques}}}\n")
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_space_preset(str(path))
+    assert "\n" not in str(caught.value)
