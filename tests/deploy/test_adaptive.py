@@ -379,3 +379,8 @@ def test_a_package_holds_no_configuration_its_own_lifted_bits_beat(package: Path
     lifted = lifted_policies(searched, workload.table, record.resolved.deployment, workload.evaluator, graph)
     assert any(a != b for a, b in zip(lifted, searched, strict=True))  # the search left bits to lift (this one did)
     assert any(c["origin"].endswith("bits lifted") for c in table["configs"])
+
+
+def test_val_images_must_be_positive_or_none() -> None:
+    with pytest.raises(AutoCompressError, match=r"val_images >= 1 \(or None: the whole validation split\)"):
+        AdaptiveOptions(val_images=0)
