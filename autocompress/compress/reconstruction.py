@@ -301,11 +301,17 @@ class FastReconstructor:
         return done
 
 
+def _dense(module: nn.Module) -> nn.Module:
+    """The conv/linear whose im2col columns a refit samples: the module, or the part a technique says has the
+    dense layer's geometry."""
+    return module.geometry if isinstance(module, FactoredModule) else module
+
+
 def _same_geometry(module: nn.Module, original: nn.Module) -> bool:
     """Whether the unpruned layer's sampled columns serve ``module``: it (or the part of it a technique says has the
     layer's geometry) has the original's kind and kernel. A technique that built something else is refitted by the
     sequential mode only, which samples the module's own inputs."""
-    dense = module.geometry if isinstance(module, FactoredModule) else module
+    dense = _dense(module)
     kernel = getattr(dense, "kernel_size", None)
     return type(dense) is type(original) and kernel == getattr(original, "kernel_size", None)
 
@@ -414,7 +420,7 @@ def reconstruct_sequential(
         rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            dense = module.geometry if isinstance(module, FactoredModule) else module
+            dense = _dense(module)
             has_bias = module.has_bias if isinstance(module, FactoredModule) else dense.bias is not None
             x = _patches_at(dense, inputs[0], targets.index[layer.name])
             x = _with_ones(x) if has_bias else x
