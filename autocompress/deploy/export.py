@@ -128,15 +128,18 @@ class VerificationError(AutoCompressError):
     keep_output = True
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict[str, Any]:
-    """Export the chosen policy of a search run into ``out_dir``; returns the report (also written there).
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, options: ExportOptions, policy: Policy | None = None
+) -> dict[str, Any]:
+    """Export the chosen policy of a search run (or ``policy``, checked against the run's model) into ``out_dir``;
+    returns the report (also written there).
 
     The files are written beside ``out_dir`` and swapped in whole (:func:`autocompress.runs.atomic_folder`): a
     kill, a full disk or a second export meanwhile leaves the earlier export as it was, never a mix; a fine-tune's
     checkpoint survives a kill and is resumed by the same command.
     """
     with atomic_folder(Path(out_dir), keep_on_retry=("finetune",)) as staging:
-        report = write_export(run_dir, staging, options)
+        report = write_export(run_dir, staging, options, policy=policy)
     return report
 
 
