@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from autocompress.compress import reconstruction
 from autocompress.compress.evaluator import EvaluatorOptions, PolicyEvaluator
 from autocompress.compress.layers import build_layer_table
 from autocompress.compress.policy import LayerSetting, Policy
@@ -14,6 +15,7 @@ from autocompress.compress.reconstruction import (
     FastReconstructor,
     ReconstructionOptions,
     collect_targets,
+    gram_of,
     reconstruct_sequential,
 )
 from autocompress.env import build_workload
@@ -133,3 +135,34 @@ def test_the_memory_layout_changes_no_score(digits_workload) -> None:  # type: i
     assert scores[0] == scores[1]
     assert torch.allclose(weights[0], weights[1], atol=1e-4)  # float32 sums in another order (measured 9e-5)
     assert w.evaluator.memory_format == torch.channels_last  # images on the CPU
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_through_syrk_is_the_full_symmetric_product(dtype: torch.dtype) -> None:
+    x = torch.randn(300, 150, dtype=dtype)[:, ::2]  # not contiguous
+    got, want = gram_of(x), x.T @ x
+    assert got.dtype == dtype and torch.allclose(got, want, rtol=1e-5, atol=1e-3)
+    assert torch.equal(got, got.T)
+
+
+@pytest.mark.parametrize(
+    ("module", "shape"),
+    [
+        (nn.Conv2d(3, 4, 3, padding=1, stride=2), (2, 3, 7, 7)),
+        (nn.Conv2d(3, 4, (3, 1), padding=(1, 0), dilation=(2, 1)), (2, 3, 6, 5)),
+        (nn.Conv1d(3, 5, 5, padding=2, dilation=2), (4, 3, 20)),
+    ],
+)
+def test_patches_of_every_position_unfold_as_the_sampled_ones_gather(
+    module: nn.Module, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = torch.randn(*shape)
+    count = reconstruction._grid(module, x)
+    index = reconstruction._positions(count, 64, torch.Generator().manual_seed(0), len(x))
+    assert reconstruction._all_positions(index, count)
+    unfolded = reconstruction._patches_at(module, x, index)
+    monkeypatch.setattr(reconstruction, "_all_positions", lambda index, count: False)
+    assert torch.equal(unfolded, reconstruction._patches_at(module, x, index))
+    weight = module.weight.reshape(module.out_channels, -1)
+    outputs = module(x).reshape(len(x), module.out_channels, -1).transpose(1, 2).reshape(-1, module.out_channels)
+    assert torch.allclose(unfolded @ weight.T + module.bias, outputs, atol=1e-5)
