@@ -44,13 +44,14 @@ def union_accuracy(package: Path, ids: list[str], data_dir: str | None) -> dict[
     return out
 
 
-def alone(run: Path, policy: Path, out: Path, epochs: int, data_dir: str | None) -> dict[str, Any]:
-    """The configuration exported on its own and fine-tuned for ``epochs`` (0: the refit alone); reused if done."""
+def alone(run: Path, policy: Path, out: Path, epochs: int, lr: float, data_dir: str | None) -> dict[str, Any]:
+    """The configuration exported on its own and fine-tuned for ``epochs`` at ``lr`` (0: the refit alone); reused
+    if done (the folder's name holds the epochs and any learning rate but the fine-tune's default)."""
     if (out / "report.json").exists():
         if json.loads((out / "policy.json").read_text()) != json.loads(policy.read_text()):
             raise SystemExit(f"'{out}' holds another policy than '{policy}'; move it away to measure this one.")
         return dict(json.loads((out / "report.json").read_text()))
-    options = ExportOptions(finetune_epochs=epochs, data_dir=data_dir, device="cpu")
+    options = ExportOptions(finetune_epochs=epochs, finetune_lr=lr, data_dir=data_dir, device="cpu")
     return export_run(run, out, options, policy=Policy.load(policy))
 
 
@@ -83,13 +84,20 @@ def main() -> None:
     training = manifest.get("training") or {}
     if not training.get("epochs"):
         parser.error(f"--package must be a trained package (export --adaptive --train-epochs N); '{package}' is not")
-    configs = [c for c in manifest["configs"] if args.configs is None or c["id"] in args.configs]
-    union = union_accuracy(package, [c["id"] for c in configs], args.data_dir)
+    ids = [c["id"] for c in manifest["configs"]]
+    unknown = sorted(set(args.configs or []) - set(ids))
+    if unknown:
+        parser.error(f"--configs must name configurations of the package ({', '.join(ids)}), but got {unknown[0]}")
+    configs = [c for c in manifest["configs"] if not args.configs or c["id"] in args.configs]
+    data_dir = args.data_dir or json.loads((run / "config.json").read_text()).get("data_dir")
+    lr = training["lr"]
+    suffix = "" if lr == ExportOptions.finetune_lr else f"-lr{lr}"
+    union = union_accuracy(package, [c["id"] for c in configs], data_dir)
     rows, raw = [], {"package": str(package), "union_epochs": training["epochs"], "configs": {}}
     for c in configs:
         policy = package / "configs" / c["id"] / "policy.json"
         reports = {
-            e: alone(run, policy, package.parent / "alone" / f"{c['id']}-{e}ep", e, args.data_dir)
+            e: alone(run, policy, package.parent / "alone" / f"{c['id']}-{e}ep{suffix}", e, lr, data_dir)
             for e in [0, *args.epochs]
         }
         row: dict[str, Any] = {"config": c["id"], "origin": c["origin"], "MACs ratio": round(c["macs_ratio"], 3)}
@@ -111,8 +119,9 @@ def main() -> None:
         f"Package `{package.name}` ({manifest['model']} on {manifest['dataset']}, union trained "
         f"{training['epochs']} epochs, sandwich rule, distilled); each configuration also exported alone from "
         "its own policy (the package's, bits as shipped): sequential least-squares refit, then the same distilled "
-        "fine-tune (SGD Nesterov, lr 0.01, cosine over the run's epochs, batch 128). Test accuracy on the whole "
-        "test split from the ONNX files.\n\n" + markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+        f"fine-tune (SGD Nesterov, lr {lr} as the union's, cosine over the run's epochs, batch 128). Test "
+        "accuracy on the whole test split from the ONNX files.\n\n"
+        + markdown_table(list(rows[0]), [list(r.values()) for r in rows])
     )
     publish(
         f"union-alone-{manifest['model']}", f"Train once vs fine-tune alone: {manifest['model']}", body, raw, args.quick

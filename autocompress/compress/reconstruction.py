@@ -210,7 +210,9 @@ def gram_of(x: torch.Tensor) -> torch.Tensor:
         return x.T @ x
     syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
     with _blas_threads().limit(limits=torch.get_num_threads(), user_api="blas"):
-        upper = torch.from_numpy(syrk(1.0, x.contiguous().numpy().T, trans=0))  # x as (columns, rows), Fortran order
+        upper = torch.from_numpy(
+            syrk(1.0, x.detach().resolve_neg().contiguous().numpy().T, trans=0)
+        )  # x as (columns, rows), Fortran order
     return upper + upper.triu(1).T
 
 
