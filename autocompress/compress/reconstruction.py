@@ -80,7 +80,23 @@ def refittable(layer: Layer, module: nn.Module) -> bool:
         return refittable(layer, module.geometry)
     if isinstance(module, nn.Linear):
         return True
-    return isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1 and module.padding_mode == "zeros"
+    return (
+        isinstance(module, (nn.Conv1d, nn.Conv2d))
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and _symmetric_padding(module) is not None
+    )
+
+
+def _symmetric_padding(module: nn.Conv1d | nn.Conv2d) -> tuple[int, ...] | None:
+    """A convolution's zero padding per spatial axis, ``padding="valid"``/``"same"`` resolved; None where "same"
+    pads one side more than the other (an even dilated kernel), which the refit's patches do not model."""
+    if module.padding == "valid":
+        return (0,) * len(module.kernel_size)
+    if module.padding == "same":
+        total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
+        return None if any(t % 2 for t in total) else tuple(t // 2 for t in total)
+    return tuple(cast(tuple[int, ...], module.padding))
 
 
 def pruned_inputs(table: LayerTable, kept: Mapping[int, int], model: nn.Module | None = None) -> list[Layer]:
@@ -115,11 +131,12 @@ def kept_indices(
 def _conv2d_geometry(module: nn.Module) -> tuple[tuple[int, int], ...]:
     """(kernel, stride, padding, dilation) of a Conv1d/Conv2d, as 2-D pairs (a Conv1d is a 1×k Conv2d)."""
     conv = cast(nn.Conv2d, module)
+    padding = _symmetric_padding(conv)
+    if padding is None:
+        raise AutoCompressError(f"layer {conv} pads one side more than the other; the refit cannot sample it.")
     if isinstance(module, nn.Conv1d):
-        pad = cast(tuple[int, ...], conv.padding)[0]
-        return (1, conv.kernel_size[0]), (1, conv.stride[0]), (0, pad), (1, conv.dilation[0])
-    pad2 = cast(tuple[int, int], conv.padding)
-    return conv.kernel_size, conv.stride, pad2, conv.dilation  # type: ignore[return-value]
+        return (1, conv.kernel_size[0]), (1, conv.stride[0]), (0, padding[0]), (1, conv.dilation[0])
+    return conv.kernel_size, conv.stride, padding, conv.dilation  # type: ignore[return-value]
 
 
 def _grid(module: nn.Module, x: torch.Tensor) -> int:

@@ -166,3 +166,37 @@ def test_patches_of_every_position_unfold_as_the_sampled_ones_gather(
     weight = module.weight.reshape(module.out_channels, -1)
     outputs = module(x).reshape(len(x), module.out_channels, -1).transpose(1, 2).reshape(-1, module.out_channels)
     assert torch.allclose(unfolded @ weight.T + module.bias, outputs, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("mode", ["fast", "sequential"])
+def test_padding_given_by_name_is_refitted_and_an_uneven_same_is_left_alone(mode: str) -> None:
+    """``padding="same"``/``"valid"`` (models ported from Keras): refitted like the explicit padding they stand for;
+    an even kernel's "same" pads one side more, which the refit's patches do not model: left as pruned."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding="same"),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 3, padding="same"),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding="valid"),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 2, padding="same"),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 4),
+    ).eval()
+    table = build_layer_table(model, (3, 8, 8), protect={"8"})
+    assert not reconstruction.refittable(table.layers[3], model[6])
+    pruner = ChannelPruner(model, table)
+    kept = {g.id: max(1, g.channels // 2) for g in table.groups}
+    x = torch.randn(256, 3, 8, 8)
+    pruned = pruner.prune(kept)
+    before = (pruned(x) - model(x)).pow(2).mean()
+    options = ReconstructionOptions(images=256)
+    if mode == "fast":
+        refitted = FastReconstructor(model, table, x, options).apply(pruned, kept, pruner.ranking)
+    else:
+        targets = collect_targets(model, table, x, options)
+        refitted = reconstruct_sequential(pruned, table, kept, pruner.ranking, targets, options)
+    assert refitted == 3  # layers 2, 4 and the linear; not the even kernel's "same"
+    assert (pruned(x) - model(x)).pow(2).mean() < before
