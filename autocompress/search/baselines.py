@@ -18,6 +18,7 @@ from autocompress.compress.one_shot import global_kept_channels, keep_ratios
 from autocompress.env.budgets import BudgetGuard
 from autocompress.env.search_space import SearchSpace
 from autocompress.errors import ConfigError
+from autocompress.search.agents import AgentSpec
 from autocompress.search.base import SearchContext, Searcher
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,11 @@ class OneShotSearcher(Searcher):
         return best, ok
 
 
-def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: tuple[int, int]) -> list[np.ndarray]:
-    """The actions of one episode that keep ``kept`` channels per group at ``bits`` everywhere, no split, no
-    adaptation."""
+def one_shot_params(
+    space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: tuple[int, int]
+) -> dict[str, Any]:
+    """The space's parameters (as Optuna names them) that keep ``kept`` channels per group at ``bits`` everywhere,
+    no split, no adaptation."""
     ratios = keep_ratios(table, kept)
     params: dict[str, Any] = {"split": "none", "adapt": "none"}
     for step in space.steps:
@@ -225,4 +228,30 @@ def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: 
             params[f"keep/{step.layer}"] = ratios[group.leader]
         params[f"wbits/{step.layer}"] = bits[0]
         params[f"abits/{step.layer}"] = bits[1]
-    return space.actions_from_params(params)
+    return params
+
+
+def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: tuple[int, int]) -> list[np.ndarray]:
+    """The actions of one episode that keep ``kept`` channels per group at ``bits`` everywhere, no split, no
+    adaptation."""
+    return space.actions_from_params(one_shot_params(space, table, kept, bits))
+
+
+def one_shot_start(name: str, context: SearchContext) -> dict[str, Any]:
+    """The parameters of the policy the one-shot agent ``name`` (``tp-taylor``, ``tp-magnitude``) would play in
+    ``context``, found without playing an episode: a search's first trial, so that it starts where the pipeline a
+    user would build ends (within the space's ranges and choices)."""
+    if context.space.keep is None:
+        raise ConfigError(f"warm_start {name} prunes channels, so the search space must have a keep range.")
+    searcher = OneShotSearcher(AgentSpec(name=name, algorithm=name))
+    kept, bits = searcher._kept_and_bits(context)
+    params = one_shot_params(context.space, context.env.table, kept, bits)
+    wanted = {}
+    for key, kind, domain in context.space.parameters():
+        if key not in params:
+            continue
+        if kind == "float":
+            wanted[key] = min(max(float(params[key]), domain[0]), domain[1])
+        elif params[key] in domain:
+            wanted[key] = params[key]
+    return wanted

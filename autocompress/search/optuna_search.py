@@ -8,19 +8,32 @@ from typing import Any
 from autocompress.env.episode import OBJECTIVES
 from autocompress.errors import ConfigError
 from autocompress.search.base import SearchContext, Searcher, check_keywords
+from autocompress.search.baselines import one_shot_start
+
+WARM_STARTS = ("none", "tp-taylor", "tp-magnitude")  # one-shot agents whose policy can be a study's first trial
 
 
 class OptunaSearcher(Searcher):
     """TPE (``tpe``) or NSGA-II (``nsga2``). The study lives in the run folder's ``optuna.db``, or in the storage
     given by the user: workers launched with the same experiment, env, agent and seed then join one study (and the
     sampler sees every worker's trials), while each worker logs only its own episodes in its run folder. A resumed
-    run continues its study; a trial a kill left running is marked failed."""
+    run continues its study; a trial a kill left running is marked failed.
+
+    The hyperparameter ``warm_start: tp-taylor`` (or ``tp-magnitude``) makes a new study's first trial the policy
+    that one-shot agent would play (found without an episode), so the search starts where the pipeline a user would
+    build by hand ends and spends its episodes improving on it."""
 
     def check(self) -> None:
         import optuna
 
         sampler = optuna.samplers.NSGAIISampler if self.agent.algorithm == "nsga2" else optuna.samplers.TPESampler
-        check_keywords(self.agent, sampler, {"seed": "--seed"})
+        check_keywords(self.agent, sampler, {"seed": "--seed"}, {"warm_start": "none"})
+        warm = self.agent.hyperparameters.get("warm_start", "none")
+        if warm not in WARM_STARTS:
+            raise ConfigError(
+                f"agent '{self.agent.name}' hyperparameters: warm_start must be one of {', '.join(WARM_STARTS)}, "
+                f"but got {warm!r:.40}."
+            )
 
     def setup(self, context: SearchContext) -> None:
         import optuna
@@ -28,6 +41,7 @@ class OptunaSearcher(Searcher):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.multi = self.agent.algorithm == "nsga2"
         params, seed, config = dict(self.agent.hyperparameters), context.seed, context.config
+        self.warm_start = str(params.pop("warm_start", "none"))
         sampler_class = optuna.samplers.NSGAIISampler if self.multi else optuna.samplers.TPESampler
         shared = config.storage is not None
         name = f"{config.exp}__{config.env}__{self.agent.name}__s{seed}" if shared else context.run_dir.name
@@ -70,6 +84,8 @@ class OptunaSearcher(Searcher):
         import optuna
 
         space = context.space
+        if self.warm_start != "none" and not self.study.trials:
+            self.study.enqueue_trial(one_shot_start(self.warm_start, context), user_attrs={"warm_start": True})
 
         def objective(trial: optuna.Trial) -> Any:
             trial.set_user_attr("run", self.run_id)
