@@ -6,7 +6,9 @@ Each step runs the largest and the smallest configuration and a random middle on
 rule), every one distilled from the unpruned model (the teacher) and fake-quantized to its own weight bits where
 they are below 8; the gradients of all of them flow into the one set of shared weights, since each configuration's
 tensors are index slices of the union's (:func:`~autocompress.compress.nesting.slice_map`). Each configuration keeps
-its own BatchNorm statistics, re-estimated at the end on training inputs augmented as in training. A checkpoint
+its own BatchNorm layers — the affine scale and shift trained as its own (*switchable* BatchNorm, as slimmable
+networks do: a few hundred numbers per configuration, stored privately in the package) and the statistics
+re-estimated at the end on training inputs augmented as in training. A checkpoint
 after every epoch lets a killed training resume where it stopped. Nothing here runs on the device: the package ships
 the trained slices.
 """
@@ -104,6 +106,15 @@ def train_union(
         model.to(device)
     teacher = teacher.to(device).eval() if teacher is not None and options.distill else None
     shared = dict(union.named_parameters())
+    private = [private_names(model) for model in models]
+    # what the optimizer steps: the union's shared weights and each configuration's own BatchNorm scale and shift
+    trainable = nn.Module()
+    trainable.union = union
+    trainable.own = nn.ParameterList(
+        p for m, names in zip(models, private, strict=True) for n, p in m.named_parameters() if n in names
+    )
+    for param in trainable.own:
+        param.requires_grad_(True)
     order = sorted(range(len(models)), key=lambda k: sizes[k])
     smallest, largest, middle = order[0], order[-1], order[1:-1]
     batches = BatchIterator(
@@ -117,7 +128,7 @@ def train_union(
         drop_last=len(splits.train_y) > options.batch_size,
         world=here,
     )
-    optimizer, scheduler = _optimizer(union, options, len(batches))
+    optimizer, scheduler = _optimizer(trainable, options, len(batches))
     result = UnionTrainingResult(device=str(device), configurations_per_step=min(3, len(models)))
     start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device)
     try:
@@ -134,23 +145,26 @@ def train_union(
                             soft = F.softmax(teacher(x) / options.temperature, dim=1)
                     mean = "sum" if here.active else "mean"
                     loss = sum(
-                        (_loss(models[k], maps[k], shared, weight_bits[k], x, y, soft, options, mean) for k in step),
+                        (
+                            _loss(models[k], maps[k], shared, private[k], weight_bits[k], x, y, soft, options, mean)
+                            for k in step
+                        ),
                         torch.zeros((), device=device),
                     )
                     optimizer.zero_grad(set_to_none=True)
                     if here.active:  # this slice's share of the global batch's mean; summed over the ranks below
                         (loss / batches.global_count).backward()
-                        distributed.sum_gradients(union, here)
+                        distributed.sum_gradients(trainable, here)
                     else:
                         loss.backward()
-                    nn.utils.clip_grad_norm_(union.parameters(), options.clip_norm)
+                    nn.utils.clip_grad_norm_(trainable.parameters(), options.clip_norm)
                     optimizer.step()
                     scheduler.step()
                     seen = float(loss.detach()) / len(step) * (1 if here.active else len(y))
                     total, count = total + seen, count + len(y)
                 total, all_count = distributed.sum_all([total, float(count)], here)
                 result.losses.append(total / max(1.0, all_count))
-                _write_slices(union, models, maps)
+                _write_slices(union, models, maps, private)
                 result.val_accuracy.append(
                     [
                         evaluate_accuracy(m.eval(), splits.val_x.to(device), splits.val_y.to(device), splits)
@@ -170,7 +184,7 @@ def train_union(
                     result.losses[-1],
                     [round(a, 4) for a in result.val_accuracy[-1]],
                 )
-        _write_slices(union, models, maps)
+        _write_slices(union, models, maps, private)
         # each configuration's own statistics for its trained slice, on inputs augmented as in training: the
         # weights learned BatchNorm statistics that include the crops' zero borders, and statistics of plain images
         # cost ResNet-20 about 7 points (PolicyEvaluator._augmented_batches measures it)
@@ -191,10 +205,22 @@ def train_union(
     return result
 
 
+def private_names(model: nn.Module) -> set[str]:
+    """The parameters a configuration trains as its own, not as a slice of the union: its BatchNorm layers' scale
+    and shift (slimmable networks' switchable BatchNorm: each width normalises its own channel mix)."""
+    return {
+        f"{module_name}.{name}" if module_name else name
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for name, _ in module.named_parameters(recurse=False)
+    }
+
+
 def _loss(
     model: nn.Module,
     slices: SliceMap,
     shared: Mapping[str, nn.Parameter],
+    own: set[str],
     bits: Mapping[str, int],
     x: torch.Tensor,
     y: torch.Tensor,
@@ -203,17 +229,19 @@ def _loss(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """One configuration's loss on a batch (its mean, or with ``reduction="sum"`` its sum over the batch), its
-    weights sliced from the union's (gradients flow back into them)."""
+    weights sliced from the union's (gradients flow back into them) but for those named in ``own``, its own."""
     tensors: dict[str, torch.Tensor] = {}
-    for name, own in model.named_parameters():
-        if name in shared and name in slices:
+    for name, param in model.named_parameters():
+        if name in own:
+            tensors[name] = param
+        elif name in shared and name in slices:
             tensor = take(shared[name], slices[name])
             layer = name.rpartition(".")[0]
             if name.endswith(".weight") and bits.get(layer, 32) < 8:  # quantization-aware: straight-through
                 tensor = tensor + (quantize_weight(tensor.detach(), bits[layer]) - tensor).detach()
             tensors[name] = tensor
         else:
-            tensors[name] = own.detach()  # not a slice of the union (never for channel pruning): kept fixed
+            tensors[name] = param.detach()  # not a slice of the union (never for channel pruning): kept fixed
     model.train()
     logits = functional_call(model, tensors, (x,))  # its own BatchNorm buffers, updated in train mode
     loss = F.cross_entropy(logits, y, reduction=reduction)
@@ -226,11 +254,13 @@ def _loss(
 
 
 @torch.no_grad()
-def _write_slices(union: nn.Module, models: Sequence[nn.Module], maps: Sequence[SliceMap]) -> None:
+def _write_slices(
+    union: nn.Module, models: Sequence[nn.Module], maps: Sequence[SliceMap], private: Sequence[set[str]]
+) -> None:
     shared = dict(union.named_parameters())
-    for model, slices in zip(models, maps, strict=True):
+    for model, slices, mine in zip(models, maps, private, strict=True):
         for name, own in model.named_parameters():
-            if name in shared and name in slices:
+            if name in shared and name in slices and name not in mine:
                 own.copy_(take(shared[name], slices[name]))
 
 

@@ -45,7 +45,7 @@ from autocompress.compress.onnx_export import export_onnx, ort_predict, ort_sess
 from autocompress.compress.policy import Policy
 from autocompress.compress.quantization import CLIP_CANDIDATES
 from autocompress.compress.reconstruction import check_mode
-from autocompress.compress.union_training import train_union
+from autocompress.compress.union_training import private_names, train_union
 from autocompress.data import Normalizer
 from autocompress.deploy.export import ExportOptions, input_spec, render_report, write_export
 from autocompress.deploy.manifest import Configuration, Costs, Limits, Manifest, Monitor, Reference
@@ -365,7 +365,14 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
         result = train_union(
             union, models, maps, sizes, bits, workload.splits, train, evaluator.model, out / "training"
         )
-        training = {"epochs": options.train_epochs, "lr": options.train_lr, "rule": "sandwich"} | result.to_dict()
+        training = {
+            "epochs": options.train_epochs,
+            "lr": options.train_lr,
+            "rule": "sandwich",
+            "batchnorm": "own scale, shift and statistics per configuration",
+        } | result.to_dict()
+        # each configuration trained its BatchNorm scale and shift as its own: stored with it, not in the union
+        maps = [{n: ix for n, ix in m.items() if n not in private_names(k)} for m, k in zip(maps, models, strict=True)]
     entries = []
     for k, index in enumerate(picks):
         folder = out / "configs" / f"c{k}"

@@ -49,10 +49,17 @@ def test_union_training_lifts_the_smallest_and_keeps_the_slices_shared(tmp_path:
     assert after[2] >= before[2] + 0.02, (before, after)
     assert min(after) > 0.9
     shared = dict(union.named_parameters())
+    own = union_training.private_names(models[0])
+    assert own and all(name.endswith((".weight", ".bias")) for name in own)
     for model, slices in zip(models, maps, strict=True):  # every configuration is still a slice of the union
         for name, tensor in model.named_parameters():
-            if name in slices:
+            if name in slices and name not in own:
                 assert torch.equal(tensor, take(shared[name], slices[name]))
+    # but each trained its BatchNorm scale and shift as its own (switchable BatchNorm): they moved away from the
+    # union's values, which nothing trains
+    for model, slices in zip(models, maps, strict=True):
+        mine = dict(model.named_parameters())
+        assert any(not torch.equal(mine[n], take(shared[n], slices[n])) for n in own if n in slices)
     assert (tmp_path / "ck" / CHECKPOINT).is_file()
 
 
