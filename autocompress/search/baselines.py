@@ -22,6 +22,7 @@ from autocompress.search.agents import AgentSpec
 from autocompress.search.base import SearchContext, Searcher
 
 log = logging.getLogger(__name__)
+WARM_STARTS = ("none", "tp-taylor", "tp-magnitude")  # one-shot agents whose policy can be a search's first episode
 
 
 def _takes_none(searcher: Searcher) -> None:

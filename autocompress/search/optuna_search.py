@@ -8,9 +8,7 @@ from typing import Any
 from autocompress.env.episode import OBJECTIVES
 from autocompress.errors import ConfigError
 from autocompress.search.base import SearchContext, Searcher, check_keywords
-from autocompress.search.baselines import one_shot_start
-
-WARM_STARTS = ("none", "tp-taylor", "tp-magnitude")  # one-shot agents whose policy can be a study's first trial
+from autocompress.search.baselines import WARM_STARTS, one_shot_start
 
 
 class OptunaSearcher(Searcher):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from stable_baselines3 import DDPG, PPO, SAC, TD3
+from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
@@ -23,10 +23,15 @@ from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.files import read_json, short, why
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.base import SearchContext, Searcher, check_keywords
+from autocompress.search.baselines import WARM_STARTS, one_shot_start
 from autocompress.search.sb3_extensions import (
     DecayingNormalNoise,
     EpisodeCallback,
     EpisodeRewardReplayBuffer,
+    ScriptedDDPG,
+    ScriptedSAC,
+    ScriptedStart,
+    ScriptedTD3,
     SharedScheduleNoise,
 )
 
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
     from autocompress.search.job import SearchJob
 
 log = logging.getLogger(__name__)
-OFF_POLICY = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
+OFF_POLICY = {"ddpg": ScriptedDDPG, "td3": ScriptedTD3, "sac": ScriptedSAC}
 PENDING = "journal.npz"  # the transitions played since the last checkpoint (see Checkpoint)
 
 
@@ -64,6 +69,7 @@ def build_model(context: SearchContext, workers: int | None = None) -> tuple[Bas
     agent, steps, seed = context.agent, context.steps, context.seed
     params = dict(agent.hyperparameters)
     net_arch = list(params.pop("net_arch", [300, 300]))
+    params.pop("warm_start", None)  # autocompress's own (SB3Searcher.setup), not SB3's
     env = make_vec_env(context, workers)
     n_envs = env.num_envs
     common: dict[str, Any] = {"env": env, "seed": seed, "verbose": 0, "device": "cpu"}
@@ -242,6 +248,12 @@ class SB3Searcher(Searcher):
         agent = self.agent
         common = {"seed": "--seed", "verbose": "logging", "device": "--device", "policy_kwargs": "use net_arch"}
         if agent.algorithm == "ppo":
+            if "warm_start" in agent.hyperparameters:
+                raise ConfigError(
+                    f"agent '{agent.name}' hyperparameters: warm_start needs an agent that learns from any episode "
+                    "(ddpg, td3, sac, tpe, nsga2), but PPO learns from its own policy's actions only; remove "
+                    "warm_start or use ddpg."
+                )
             reserved = common | {"n_steps": "from episodes_per_update"}
             check_keywords(agent, PPO, reserved, {"net_arch": [300, 300]})
         else:
@@ -254,7 +266,14 @@ class SB3Searcher(Searcher):
                 "replay_buffer_kwargs": "from baseline_decay",
                 "action_noise": "from noise_sigma and noise_decay",
             }
-            check_keywords(agent, OFF_POLICY[agent.algorithm], reserved, {"net_arch": [300, 300]})
+            extras = {"net_arch": [300, 300], "warm_start": "none"}
+            check_keywords(agent, OFF_POLICY[agent.algorithm], reserved, extras)
+            warm = agent.hyperparameters.get("warm_start", "none")
+            if warm not in WARM_STARTS:
+                raise ConfigError(
+                    f"agent '{agent.name}' hyperparameters: warm_start must be one of {', '.join(WARM_STARTS)}, "
+                    f"but got {warm!r:.40}."
+                )
         arch = agent.hyperparameters.get("net_arch", [300, 300])
         if not (
             isinstance(arch, list)
@@ -280,6 +299,11 @@ class SB3Searcher(Searcher):
             raise
         if restored:
             log.info("resumed agent after %d episodes (%d logged)", restored, context.episodes_done)
+        warm = self.agent.hyperparameters.get("warm_start", "none")
+        if warm != "none" and not restored and context.episodes_done == 0 and isinstance(self.model, ScriptedStart):
+            # a new run's first episode plays the one-shot agent's policy: logged, scored and in the replay buffer
+            self.model.script = context.space.actions_from_params(one_shot_start(str(warm), context))
+            log.info("the first episode plays the policy %s would (warm start)", warm)
         self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
 
     def search(self, context: SearchContext, episodes: int) -> None:

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from stable_baselines3 import DDPG, SAC, TD3
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise, VectorizedActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 
 class DecayingNormalNoise(ActionNoise):
@@ -171,3 +173,38 @@ class EpisodeCallback(BaseCallback):
         # Once the budget is spent, the rest of a parallel batch is played but not logged (all() stops at the first
         # refusal): the run counts exactly the episodes it was asked for.
         return all(self.on_episode(info, wall, extra) for info in finished)
+
+
+class ScriptedStart(OffPolicyAlgorithm):
+    """An off-policy algorithm whose first actions on environment 0 are given (:attr:`script`, one per step, in the
+    environment's units): the search's warm start plays the policy a one-shot agent would as its first episode,
+    through SB3's own step loop, so that episode is logged, scored and stored in the replay buffer like any other
+    (its action as the agent's buffer holds actions: scaled to [-1, 1]). SB3 has no hook for a scripted action,
+    hence the override of ``_sample_action``; it changes nothing once the script is played."""
+
+    script: list[np.ndarray]
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)
+        script = getattr(self, "script", None)
+        if script:
+            low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
+            played = np.clip(np.asarray(script.pop(0), dtype=action.dtype), low, high)
+            action, buffer_action = action.copy(), buffer_action.copy()
+            action[0] = played
+            buffer_action[0] = self.policy.scale_action(played)
+        return action, buffer_action
+
+
+class ScriptedDDPG(ScriptedStart, DDPG):
+    """DDPG that can play a scripted first episode (:class:`ScriptedStart`)."""
+
+
+class ScriptedTD3(ScriptedStart, TD3):
+    """TD3 that can play a scripted first episode (:class:`ScriptedStart`)."""
+
+
+class ScriptedSAC(ScriptedStart, SAC):
+    """SAC that can play a scripted first episode (:class:`ScriptedStart`)."""

@@ -1,11 +1,13 @@
-"""Optuna's samplers warm-started from a one-shot agent: a new study's first trial is the policy tp-taylor would
-play, so the search starts where the pipeline a user would build ends."""
+"""Searches warm-started from a one-shot agent: a new study's first trial (TPE, NSGA-II) or a new agent's first
+episode (DDPG, TD3, SAC) is the policy tp-taylor would play, so the search starts where the pipeline a user would
+build ends."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -28,10 +30,17 @@ def _run(tmp_path: Path, agent: str, episodes: int, name: str) -> list[dict[str,
         return list(csv.DictReader(f))
 
 
-def _agent(tmp_path: Path, warm: object) -> str:
-    path = tmp_path / f"tpe-warm-{warm}.yaml"
-    params = {"n_startup_trials": 2, "warm_start": warm}
-    path.write_text(yaml.safe_dump({"name": "tpe-warm", "algorithm": "tpe", "hyperparameters": params}))
+def _agent(tmp_path: Path, warm: object, algorithm: str = "tpe") -> str:
+    path = tmp_path / f"{algorithm}-warm-{warm}.yaml"
+    params: dict[str, object] = {"warm_start": warm}
+    if algorithm == "tpe":
+        params["n_startup_trials"] = 2
+    elif algorithm == "ddpg":
+        params["learning_rate"] = 0.001
+    body = {"name": f"{algorithm}-warm", "algorithm": algorithm, "hyperparameters": params}
+    if algorithm == "ddpg":
+        body["warmup_episodes"] = 2
+    path.write_text(yaml.safe_dump(body))
     return str(path)
 
 
@@ -48,3 +57,32 @@ def test_the_first_trial_is_the_one_shot_policy(tmp_path: Path) -> None:
 def test_an_unknown_warm_start_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="warm_start must be one of none, tp-taylor, tp-magnitude, but got 'ddpg'"):
         _run(tmp_path, _agent(tmp_path, "ddpg"), 1, "bad")
+
+
+def test_ddpg_plays_the_one_shot_policy_first_and_stores_it_as_its_own(tmp_path: Path) -> None:
+    one_shot = _run(tmp_path, "tp-taylor", 1, "tp")[0]
+    cold = _run(tmp_path, "ddpg", 3, "cold")
+    warm = _run(tmp_path, _agent(tmp_path, "tp-taylor", "ddpg"), 3, "warm")
+    assert len(warm) == 3
+    for key in ("accuracy", "macs_ratio", "reward"):
+        assert warm[0][key] == one_shot[key], key
+    assert cold[0]["macs_ratio"] != one_shot["macs_ratio"]  # without it, DDPG's first episode is random
+    # the scripted episode is in the replay buffer as the agent's own: with the same seed the two runs drew the
+    # same random warm-up actions (2 episodes), so their buffers differ exactly in the first episode's steps
+    steps = 3  # decisions per episode in digits-cnn's prune space (its three prunable layers)
+    first, again = (np.load(tmp_path / r / "checkpoints" / "replay.npz")["actions"][:, 0] for r in ("warm", "cold"))
+    assert np.all(np.abs(first) <= 1)
+    assert all(not np.array_equal(first[t], again[t]) for t in range(steps))
+    assert np.array_equal(first[steps : 2 * steps], again[steps : 2 * steps])
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "warm", "message"),
+    [
+        ("ddpg", "random", "warm_start must be one of none, tp-taylor, tp-magnitude, but got 'random'"),
+        ("ppo", "tp-taylor", "warm_start needs an agent that learns from any episode"),
+    ],
+)
+def test_a_warm_start_an_agent_cannot_take_is_one_line(tmp_path: Path, algorithm: str, warm: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _run(tmp_path, _agent(tmp_path, warm, algorithm), 1, "bad")
