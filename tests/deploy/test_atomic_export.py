@@ -151,3 +151,15 @@ def test_kill_9_during_a_re_export_leaves_one_whole_export(run: Path, tmp_path: 
     assert json.loads((out / "report.json").read_text())["verification"]["passed"]
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != "export")
     assert leftovers == [], leftovers
+
+
+def test_a_given_policy_naming_a_layer_the_model_lacks_is_refused(run: Path, tmp_path: Path) -> None:
+    # It used to export with that layer ignored and every real layer at its default: a silent wrong result.
+    from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.deploy.export import ExportOptions, export_run
+    from autocompress.errors import PolicyError
+
+    policy = Policy("digits-cnn", layers={"conv_9": LayerSetting(keep=0.5)})
+    with pytest.raises(PolicyError, match="'conv_9' is not one"):
+        export_run(run, tmp_path / "out", ExportOptions(test_images=50), policy=policy)
+    assert not (tmp_path / "out").exists()
