@@ -28,7 +28,8 @@ from tests.cli.test_fault_battery import CASES as FIRST_CASES
 from tests.cli.test_fault_battery import EVALUATE, SEARCH, _npz, write
 
 FIX: dict[str, Path] = {}  # the module fixture's run folder, export and package (copied before a case damages one)
-CAP_S = 120
+CAP_S = 120  # CPU seconds of this process a case may take before it counts as a hang
+WALL_CAP_S = 600  # wall-clock seconds, for a case that waits forever
 MAX_LINE = 300
 Made = list[str] | Callable[[], Any]
 
@@ -978,8 +979,12 @@ def _alarm(signum: int, frame: Any) -> None:
 
 def run_case(made: Made) -> tuple[str, int, str, str, str | None]:
     """Try one input under the cap; returns (kind, exit code, stdout, stderr, detail)."""
+    # A hang is CPU time past the cap (a loop that never ends; the time does not grow when other jobs share the
+    # machine, as wall-clock time does) or wall-clock time past WALL_CAP_S (a wait that never ends).
     signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CAP_S)
+    signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, CAP_S)
+    signal.alarm(WALL_CAP_S)
     try:
         if callable(made):
             try:
@@ -1003,6 +1008,7 @@ def run_case(made: Made) -> tuple[str, int, str, str, str | None]:
         return "", code, _LAST_OUT[0], err, None
     finally:
         signal.alarm(0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 _LAST_OUT = [""]
