@@ -35,8 +35,9 @@ OWN_NOTE = "Each configuration is refitted on its own (sequential least squares)
 TRAINED_NOTE = (
     "Configurations are nested slices of one union model trained once for all of them (`--train-epochs {n}`: "
     "sandwich rule — the largest, the smallest and a random middle configuration each step — distilled from the "
-    "unpruned model, fake-quantised below 8 bits, each configuration's BatchNorm statistics re-estimated); the "
-    "shared weights are stored once. Validation accuracy per configuration after each epoch: {curve}."
+    "unpruned model, fake-quantised below 8 bits; each configuration's BatchNorm scale and shift trained as its "
+    "own and its statistics re-estimated); the shared weights are stored once. Validation accuracy per "
+    "configuration after each epoch: {curve}."
 )
 SHARED_NOTE = (
     "Configurations are nested slices of one union model whose weights are refitted jointly for all of them "
