@@ -176,12 +176,8 @@ class Policy:
 
     def validate(self, table: LayerTable, cut_points: Sequence[str] | None = None) -> Policy:
         """Check the policy against a model's layer table (and its split points); return it unchanged."""
+        self.check_names(table)
         for name, setting in self.layers.items():
-            if name not in table.by_name:
-                raise PolicyError(
-                    f"policy layers must name prunable layers of the model, but {short(name)} is not one."
-                    + did_you_mean(name, table.names)
-                )
             self._check_keep(table, name, setting)
             for technique in setting.technique_values:
                 if not get_technique(technique).applies_to(table.by_name[name]):
@@ -200,6 +196,17 @@ class Policy:
                 f"split must be null, 'input' or a valid cut point of the model, but got {short(self.split)}."
                 f"{did_you_mean(self.split, cut_points)} List them with autocompress evaluate --list-splits."
             )
+        return self
+
+    def check_names(self, table: LayerTable) -> Policy:
+        """Check that every layer the policy names is a layer of ``table`` (a name it lacks would be ignored and
+        the layer the user meant left at the default); return the policy unchanged."""
+        for name in self.layers:
+            if name not in table.by_name:
+                raise PolicyError(
+                    f"policy layers must name prunable layers of the model, but {short(name)} is not one."
+                    + did_you_mean(name, table.names)
+                )
         return self
 
     def _check_keep(self, table: LayerTable, name: str, setting: LayerSetting) -> None:

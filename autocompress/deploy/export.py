@@ -190,8 +190,7 @@ def write_export(
         protect_first_last=resolved.space.protect_first_last,
     )
     evaluator, splits = workload.evaluator, workload.splits
-    # a policy naming layers the model lacks would otherwise leave them at their defaults, silently
-    policy.validate(evaluator.table, [p.name for p in evaluator.cut_points] if policy.split else None)
+    policy.check_names(evaluator.table)  # a layer the model lacks would be ignored, silently
     policy.save(out / "policy.json")
 
     if model is None:
