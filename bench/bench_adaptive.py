@@ -62,6 +62,8 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
     )
     run_search(folder / "search", config)
     name = f"package-trained{args.train_epochs}" if args.train_epochs else "package"
+    if args.reconstruct is not None:
+        name += f"-{args.reconstruct}"
     package = folder / (name.replace("package", "package-shared") if args.share_weights else name)
     if not (package / "manifest.json").exists():
         options = AdaptiveOptions(
@@ -71,6 +73,7 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
             share_weights=args.share_weights,
             train_epochs=args.train_epochs,
             device=args.device,
+            **({"reconstruct": args.reconstruct} if args.reconstruct is not None else {}),
         )
         export_adaptive(folder / "search", package, options)
     return package
@@ -114,7 +117,12 @@ def note(args: argparse.Namespace, raw: dict[str, Any]) -> str:
         training = raw.get(f"{env}/training") or {}
         per_epoch = [" / ".join(f"{a:.3f}" for a in accs) for accs in training.get("val_accuracy", [])]
         curves.append(f"{env}: " + " → ".join(per_epoch))
-    return TRAINED_NOTE.format(n=args.train_epochs, curve="; ".join(curves))
+    start = (
+        "The union starts from the unpruned model's weights (`--reconstruct none`: no least-squares refit). "
+        if args.reconstruct == "none"
+        else "The union starts from a joint least-squares refit for all configurations. "
+    )
+    return start + TRAINED_NOTE.format(n=args.train_epochs, curve="; ".join(curves))
 
 
 def main() -> None:
@@ -146,6 +154,13 @@ def main() -> None:
         "written as its own section",
     )
     parser.add_argument("--device", default="auto", help="where the union trains (auto, cpu, cuda)")
+    parser.add_argument(
+        "--reconstruct",
+        default=None,
+        choices=["sequential", "fast", "none"],
+        help="refit of the package's configurations (export --reconstruct; default: export's); named in the "
+        "package folder",
+    )
     args = parser.parse_args()
     if args.quick:
         args.model, args.dataset, args.envs, args.episodes = "digits-cnn", "digits", ["raspberry-pi-4-wifi"], 12
@@ -242,6 +257,10 @@ def main() -> None:
         name, title = "adaptive-shared", title + ": nested configurations, shared weights"
     if args.model != "resnet20":  # a section of its own per model (ResNet-20's sections keep their names)
         name, title = f"{name}-{args.model}-{'-'.join(args.envs)}", f"{title} ({args.model}, {', '.join(args.envs)})"
+    elif args.train_epochs:  # trained packages take long: a section per deployment, so one run never erases another
+        name, title = f"{name}-{'-'.join(args.envs)}", f"{title} ({', '.join(args.envs)})"
+    if args.reconstruct is not None:
+        name, title = f"{name}-{args.reconstruct}", f"{title}, --reconstruct {args.reconstruct}"
     publish(name, title, body, raw, args.quick)
 
 

@@ -123,8 +123,12 @@ def main() -> None:
         "accuracy on the whole test split from the ONNX files.\n\n"
         + markdown_table(list(rows[0]), [list(r.values()) for r in rows])
     )
-    publish(
-        f"union-alone-{manifest['model']}", f"Train once vs fine-tune alone: {manifest['model']}", body, raw, args.quick
+    publish(  # a section per package: packages trained differently are compared side by side
+        f"union-alone-{manifest['model']}-{package.name}",
+        f"Train once vs fine-tune alone: {manifest['model']}, {package.name}",
+        body,
+        raw,
+        args.quick,
     )
 
 
