@@ -18,11 +18,13 @@ from autocompress.compress.one_shot import global_kept_channels, keep_ratios
 from autocompress.env.budgets import BudgetGuard
 from autocompress.env.search_space import SearchSpace
 from autocompress.errors import ConfigError
-from autocompress.search.agents import AgentSpec
+from autocompress.search.agents import load_agent
 from autocompress.search.base import SearchContext, Searcher
 
 log = logging.getLogger(__name__)
-WARM_STARTS = ("none", "tp-taylor", "tp-magnitude")  # one-shot agents whose policy can be a search's first episode
+# one-shot agent presets whose policy can be a search's first episode (the -int8 ones: the pipeline a user builds
+# by hand on a device budget, every layer at 8 bits)
+WARM_STARTS = ("none", "tp-taylor", "tp-magnitude", "tp-taylor-int8", "tp-magnitude-int8")
 
 
 def _takes_none(searcher: Searcher) -> None:
@@ -239,12 +241,12 @@ def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: 
 
 
 def one_shot_start(name: str, context: SearchContext) -> dict[str, Any]:
-    """The parameters of the policy the one-shot agent ``name`` (``tp-taylor``, ``tp-magnitude``) would play in
+    """The parameters of the policy the one-shot agent preset ``name`` (one of :data:`WARM_STARTS`) would play in
     ``context``, found without playing an episode: a search's first trial, so that it starts where the pipeline a
     user would build ends (within the space's ranges and choices)."""
     if context.space.keep is None:
         raise ConfigError(f"warm_start {name} prunes channels, so the search space must have a keep range.")
-    searcher = OneShotSearcher(AgentSpec(name=name, algorithm=name))
+    searcher = OneShotSearcher(load_agent(name))
     kept, bits = searcher._kept_and_bits(context)
     params = one_shot_params(context.space, context.env.table, kept, bits)
     wanted = {}

@@ -15,12 +15,12 @@ from autocompress.errors import ConfigError
 from autocompress.search import SearchConfig, SearchJob
 
 
-def _run(tmp_path: Path, agent: str, episodes: int, name: str) -> list[dict[str, str]]:
+def _run(tmp_path: Path, agent: str, episodes: int, name: str, space: str = "prune") -> list[dict[str, str]]:
     config = SearchConfig(
         model="digits-cnn",
         dataset="digits",
         agent=agent,
-        space="prune",
+        space=space,
         env="raspberry-pi-4",
         budgets={"macs_ratio": 0.4},
         episodes=episodes,
@@ -44,18 +44,23 @@ def _agent(tmp_path: Path, warm: object, algorithm: str = "tpe") -> str:
     return str(path)
 
 
-def test_the_first_trial_is_the_one_shot_policy(tmp_path: Path) -> None:
-    one_shot = _run(tmp_path, "tp-taylor", 1, "tp")[0]
-    cold = _run(tmp_path, "tpe", 2, "cold")
-    warm = _run(tmp_path, _agent(tmp_path, "tp-taylor"), 2, "warm")
+@pytest.mark.parametrize(("one_shot_agent", "space"), [("tp-taylor", "prune"), ("tp-taylor-int8", "prune-quant")])
+def test_the_first_trial_is_the_one_shot_policy(tmp_path: Path, one_shot_agent: str, space: str) -> None:
+    one_shot = _run(tmp_path, one_shot_agent, 1, "tp", space)[0]
+    cold = _run(tmp_path, "tpe", 2, "cold", space)
+    warm = _run(tmp_path, _agent(tmp_path, one_shot_agent), 2, "warm", space)
     assert len(warm) == 2
-    for key in ("accuracy", "macs_ratio", "reward"):
+    for key in ("accuracy", "macs_ratio", "reward", "storage_bytes"):
         assert warm[0][key] == one_shot[key], key
     assert cold[0]["macs_ratio"] != one_shot["macs_ratio"]  # without it, TPE's first trial is its own
 
 
 def test_an_unknown_warm_start_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="warm_start must be one of none, tp-taylor, tp-magnitude, but got 'ddpg'"):
+    with pytest.raises(
+        ConfigError,
+        match="warm_start must be one of none, tp-taylor, tp-magnitude, tp-taylor-int8, tp-magnitude-int8, but got "
+        "'ddpg'",
+    ):
         _run(tmp_path, _agent(tmp_path, "ddpg"), 1, "bad")
 
 
@@ -79,7 +84,7 @@ def test_ddpg_plays_the_one_shot_policy_first_and_stores_it_as_its_own(tmp_path:
 @pytest.mark.parametrize(
     ("algorithm", "warm", "message"),
     [
-        ("ddpg", "random", "warm_start must be one of none, tp-taylor, tp-magnitude, but got 'random'"),
+        ("ddpg", "random", "warm_start must be one of none, tp-taylor, .*, but got 'random'"),
         ("ppo", "tp-taylor", "warm_start needs an agent that learns from any episode"),
     ],
 )
