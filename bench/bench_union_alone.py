@@ -123,9 +123,10 @@ def main() -> None:
         "accuracy on the whole test split from the ONNX files.\n\n"
         + markdown_table(list(rows[0]), [list(r.values()) for r in rows])
     )
+    where = f"{package.parent.name}/{package.name}"  # the bench's folders: <model>-<env>-<space>/<package>
     publish(  # a section per package: packages trained differently are compared side by side
-        f"union-alone-{manifest['model']}-{package.name}",
-        f"Train once vs fine-tune alone: {manifest['model']}, {package.name}",
+        f"union-alone-{where.replace('/', '-')}",
+        f"Train once vs fine-tune alone: {where}",
         body,
         raw,
         args.quick,

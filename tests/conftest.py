@@ -12,7 +12,7 @@ from autocompress.data import DatasetSplits, load_dataset
 
 # pytest-xdist's workers share the cores: each takes its share of threads (more would oversubscribe them)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ from autocompress.runs import atomic_torch_save
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "union.pt"
+CHECKPOINT_FORMAT = 2  # 2: each configuration's BatchNorm scale and shift in the optimizer (1: shared, unmarked)
 BN_IMAGES = 2048  # training inputs each configuration's BatchNorm statistics are re-estimated on at the end
 
 SliceMap = Mapping[str, Sequence[Sequence[int] | None]]
@@ -279,6 +280,7 @@ def _save(
         return
     folder.mkdir(parents=True, exist_ok=True)
     state = {
+        "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "union": union.state_dict(),
         "models": [m.state_dict() for m in models],
@@ -308,6 +310,18 @@ def _restore(
         return 0
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a cut file
+        raise AutoCompressError(
+            f"the union training checkpoint '{path}' must be a whole checkpoint, but it cannot be read "
+            f"({type(exc).__name__}); delete it to train from the start."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise AutoCompressError(
+            f"the union training checkpoint '{path}' must be of this autocompress's format {CHECKPOINT_FORMAT}, but "
+            f"it is of format {state.get('format', 1) if isinstance(state, dict) else '?'} (written before each "
+            "configuration trained its own BatchNorm scale and shift); delete it to train from the start."
+        )
+    try:
         union.load_state_dict(state["union"])
         if len(state["models"]) != len(models):
             raise ValueError(f"{len(state['models'])} configurations, not {len(models)}")

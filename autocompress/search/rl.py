@@ -248,14 +248,14 @@ class SB3Searcher(Searcher):
         agent = self.agent
         common = {"seed": "--seed", "verbose": "logging", "device": "--device", "policy_kwargs": "use net_arch"}
         if agent.algorithm == "ppo":
-            if "warm_start" in agent.hyperparameters:
+            if agent.hyperparameters.get("warm_start", "none") != "none":
                 raise ConfigError(
                     f"agent '{agent.name}' hyperparameters: warm_start needs an agent that learns from any episode "
                     "(ddpg, td3, sac, tpe, nsga2), but PPO learns from its own policy's actions only; remove "
                     "warm_start or use ddpg."
                 )
             reserved = common | {"n_steps": "from episodes_per_update"}
-            check_keywords(agent, PPO, reserved, {"net_arch": [300, 300]})
+            check_keywords(agent, PPO, reserved, {"net_arch": [300, 300], "warm_start": "none"})
         else:
             reserved = common | {
                 "buffer_size": "from buffer_episodes",
@@ -294,16 +294,16 @@ class SB3Searcher(Searcher):
             # the run folder already records everything (progress.csv, TensorBoard), so its logger writes nowhere.
             self.model.set_logger(Logger(folder=None, output_formats=[]))
             restored = load_agent_state(self.model, self.noise, context.checkpoint_dir, logged=context.episodes_done)
+            warm = self.agent.hyperparameters.get("warm_start", "none")
+            if warm != "none" and not restored and not context.episodes_done and isinstance(self.model, ScriptedStart):
+                # a new run's first episode plays the one-shot agent's policy: logged, scored and in the replay buffer
+                self.model.script = context.space.actions_from_params(one_shot_start(str(warm), context))
+                log.info("the first episode plays the policy %s would (warm start)", warm)
         except BaseException:
             close_workers(self.model.env)
             raise
         if restored:
             log.info("resumed agent after %d episodes (%d logged)", restored, context.episodes_done)
-        warm = self.agent.hyperparameters.get("warm_start", "none")
-        if warm != "none" and not restored and context.episodes_done == 0 and isinstance(self.model, ScriptedStart):
-            # a new run's first episode plays the one-shot agent's policy: logged, scored and in the replay buffer
-            self.model.script = context.space.actions_from_params(one_shot_start(str(warm), context))
-            log.info("the first episode plays the policy %s would (warm start)", warm)
         self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
 
     def search(self, context: SearchContext, episodes: int) -> None:

@@ -2,10 +2,11 @@
 an attacker brings — policies, presets, flags, data, damaged run folders and packages, traces, device profiles —
 across every verb and the Python API (``load_exported``, ``AdaptiveModel.load``, ``SearchJob``, ``Policy.load``).
 
-Each input is tried once (in-process, 120 s cap) and tallied as a one-line error (stderr holds one ``error: …`` line
-of at most 300 characters and the exit code is 1; an API call raises AutoCompressError with a one-line message), a
-traceback, a silent accept (exit 0 where an error was due), a hang, or another outcome. A documented acceptance
-(``ACCEPTED``) must exit 0 *and* deliver what it promises (checked). The tally prints with ``pytest -s``.
+Each input is tried once (in-process, capped at 120 s of CPU time per torch thread or 600 s of wall-clock time) and
+tallied as a one-line error (stderr holds one ``error: …`` line of at most 300 characters and the exit code is 1; an
+API call raises AutoCompressError with a one-line message), a traceback, a silent accept (exit 0 where an error was
+due), a hang, or another outcome. A documented acceptance (``ACCEPTED``) must exit 0 *and* deliver what it promises
+(checked). The tally prints with ``pytest -n 0 -s``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from autocompress.errors import AutoCompressError
 from tests.cli.test_fault_battery import CASES as FIRST_CASES
@@ -969,7 +971,7 @@ ACCEPTED: dict[str, tuple[Callable[[Path], list[str]], Check]] = {
 }
 
 
-class Hang(Exception):
+class Hang(BaseException):  # not an Exception: no library's `except Exception` may swallow it
     pass
 
 
@@ -980,10 +982,10 @@ def _alarm(signum: int, frame: Any) -> None:
 def run_case(made: Made) -> tuple[str, int, str, str, str | None]:
     """Try one input under the cap; returns (kind, exit code, stdout, stderr, detail)."""
     # A hang is CPU time past the cap (a loop that never ends; the time does not grow when other jobs share the
-    # machine, as wall-clock time does) or wall-clock time past WALL_CAP_S (a wait that never ends).
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.signal(signal.SIGPROF, _alarm)
-    signal.setitimer(signal.ITIMER_PROF, CAP_S)
+    # machine, as wall-clock time does; the process's CPU time counts every thread, so the cap scales with torch's)
+    # or wall-clock time past WALL_CAP_S (a wait that never ends).
+    handlers = signal.signal(signal.SIGALRM, _alarm), signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, CAP_S * max(1, torch.get_num_threads()))
     signal.alarm(WALL_CAP_S)
     try:
         if callable(made):
@@ -1009,6 +1011,8 @@ def run_case(made: Made) -> tuple[str, int, str, str, str | None]:
     finally:
         signal.alarm(0)
         signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGALRM, handlers[0])
+        signal.signal(signal.SIGPROF, handlers[1])
 
 
 _LAST_OUT = [""]

@@ -114,3 +114,14 @@ def test_each_configuration_re_estimates_its_statistics_on_augmented_inputs(monk
     for inputs in seen:
         assert torch.equal(inputs, augmented)
         assert not torch.equal(inputs, normalise(images))
+
+
+def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line(tmp_path: Path) -> None:
+    # Written before each configuration trained its own BatchNorm: its optimizer holds other parameters, so it
+    # cannot resume; the message says why instead of blaming the configurations.
+    workload, union, models, maps, sizes, bits = _setup()
+    (tmp_path / "ck").mkdir()
+    torch.save({"epoch": 1, "union": union.state_dict()}, tmp_path / "ck" / CHECKPOINT)
+    options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
+    with pytest.raises(AutoCompressError, match="must be of this autocompress's format 2, but it is of format 1"):
+        train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck")
