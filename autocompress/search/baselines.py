@@ -18,7 +18,7 @@ from autocompress.compress.one_shot import global_kept_channels, keep_ratios
 from autocompress.env.budgets import BudgetGuard
 from autocompress.env.search_space import SearchSpace
 from autocompress.errors import ConfigError
-from autocompress.search.agents import load_agent
+from autocompress.search.agents import AgentSpec, load_agent
 from autocompress.search.base import SearchContext, Searcher
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,16 @@ def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: 
     """The actions of one episode that keep ``kept`` channels per group at ``bits`` everywhere, no split, no
     adaptation."""
     return space.actions_from_params(one_shot_params(space, table, kept, bits))
+
+
+def check_warm_start(agent: AgentSpec) -> None:
+    """A preset's ``warm_start`` hyperparameter must name one of :data:`WARM_STARTS` (one line otherwise)."""
+    warm = agent.hyperparameters.get("warm_start", "none")
+    if warm not in WARM_STARTS:
+        raise ConfigError(
+            f"agent '{agent.name}' hyperparameters: warm_start must be one of {', '.join(WARM_STARTS)}, "
+            f"but got {warm!r:.40}."
+        )
 
 
 def one_shot_start(name: str, context: SearchContext) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from autocompress.env.episode import OBJECTIVES
 from autocompress.errors import ConfigError
 from autocompress.search.base import SearchContext, Searcher, check_keywords
-from autocompress.search.baselines import WARM_STARTS, one_shot_start
+from autocompress.search.baselines import check_warm_start, one_shot_start
 
 
 class OptunaSearcher(Searcher):
@@ -17,21 +17,16 @@ class OptunaSearcher(Searcher):
     sampler sees every worker's trials), while each worker logs only its own episodes in its run folder. A resumed
     run continues its study; a trial a kill left running is marked failed.
 
-    The hyperparameter ``warm_start: tp-taylor`` (or ``tp-magnitude``) makes a new study's first trial the policy
-    that one-shot agent would play (found without an episode), so the search starts where the pipeline a user would
-    build by hand ends and spends its episodes improving on it."""
+    The hyperparameter ``warm_start`` (a one-shot preset of :data:`~autocompress.search.baselines.WARM_STARTS`, e.g.
+    ``tp-taylor``) makes a new study's first trial the policy that one-shot agent would play (found without an
+    episode), so the search never ends below the pipeline a user would build by hand."""
 
     def check(self) -> None:
         import optuna
 
         sampler = optuna.samplers.NSGAIISampler if self.agent.algorithm == "nsga2" else optuna.samplers.TPESampler
         check_keywords(self.agent, sampler, {"seed": "--seed"}, {"warm_start": "none"})
-        warm = self.agent.hyperparameters.get("warm_start", "none")
-        if warm not in WARM_STARTS:
-            raise ConfigError(
-                f"agent '{self.agent.name}' hyperparameters: warm_start must be one of {', '.join(WARM_STARTS)}, "
-                f"but got {warm!r:.40}."
-            )
+        check_warm_start(self.agent)
 
     def setup(self, context: SearchContext) -> None:
         import optuna

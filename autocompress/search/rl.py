@@ -23,7 +23,7 @@ from autocompress.errors import AutoCompressError, ConfigError
 from autocompress.files import read_json, short, why
 from autocompress.runs import atomic_torch_save, atomic_write_json
 from autocompress.search.base import SearchContext, Searcher, check_keywords
-from autocompress.search.baselines import WARM_STARTS, one_shot_start
+from autocompress.search.baselines import check_warm_start, one_shot_start
 from autocompress.search.sb3_extensions import (
     DecayingNormalNoise,
     EpisodeCallback,
@@ -268,12 +268,7 @@ class SB3Searcher(Searcher):
             }
             extras = {"net_arch": [300, 300], "warm_start": "none"}
             check_keywords(agent, OFF_POLICY[agent.algorithm], reserved, extras)
-            warm = agent.hyperparameters.get("warm_start", "none")
-            if warm not in WARM_STARTS:
-                raise ConfigError(
-                    f"agent '{agent.name}' hyperparameters: warm_start must be one of {', '.join(WARM_STARTS)}, "
-                    f"but got {warm!r:.40}."
-                )
+            check_warm_start(agent)
         arch = agent.hyperparameters.get("net_arch", [300, 300])
         if not (
             isinstance(arch, list)

@@ -35,11 +35,9 @@ def _agent(tmp_path: Path, warm: object, algorithm: str = "tpe") -> str:
     params: dict[str, object] = {"warm_start": warm}
     if algorithm == "tpe":
         params["n_startup_trials"] = 2
-    elif algorithm == "ddpg":
-        params["learning_rate"] = 0.001
     body = {"name": f"{algorithm}-warm", "algorithm": algorithm, "hyperparameters": params}
     if algorithm == "ddpg":
-        body["warmup_episodes"] = 2
+        body["warmup_episodes"] = 1
     path.write_text(yaml.safe_dump(body))
     return str(path)
 
