@@ -34,7 +34,7 @@ from bench.common import RESULTS, ROOT, publish, rows_table, run_search
 OWN_NOTE = "Each configuration is refitted on its own (sequential least squares) and stored whole."
 TRAINED_NOTE = (
     "Configurations are nested slices of one union model trained once for all of them (`--train-epochs {n}`: "
-    "sandwich rule — the largest, the smallest and a random middle configuration each step — distilled from the "
+    "{rule} — distilled from the "
     "unpruned model, fake-quantised below 8 bits; each configuration's BatchNorm scale and shift trained as its "
     "own and its statistics re-estimated); the shared weights are stored once. Validation accuracy per "
     "configuration after each epoch: {curve}."
@@ -64,6 +64,8 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
     name = f"package-trained{args.train_epochs}" if args.train_epochs else "package"
     if args.reconstruct is not None:
         name += f"-{args.reconstruct}"
+    if args.train_per_step is not None:
+        name += f"-per-step{args.train_per_step or '-all'}"
     package = folder / (name.replace("package", "package-shared") if args.share_weights else name)
     if not (package / "manifest.json").exists():
         options = AdaptiveOptions(
@@ -74,6 +76,7 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
             train_epochs=args.train_epochs,
             device=args.device,
             **({"reconstruct": args.reconstruct} if args.reconstruct is not None else {}),
+            **({"train_per_step": args.train_per_step} if args.train_per_step is not None else {}),
         )
         export_adaptive(folder / "search", package, options)
     return package
@@ -122,7 +125,15 @@ def note(args: argparse.Namespace, raw: dict[str, Any]) -> str:
         if args.reconstruct == "none"
         else "The union starts from a joint least-squares refit for all configurations. "
     )
-    return start + TRAINED_NOTE.format(n=args.train_epochs, curve="; ".join(curves))
+    n = 3 if args.train_per_step is None else args.train_per_step
+    rule = (
+        "every configuration each step (`--train-per-step 0`)"
+        if n == 0
+        else "sandwich rule — the largest, the smallest and a random middle configuration each step"
+        if n == 3
+        else f"the largest, the smallest and {n - 2} random middle configurations each step (`--train-per-step {n}`)"
+    )
+    return start + TRAINED_NOTE.format(n=args.train_epochs, rule=rule, curve="; ".join(curves))
 
 
 def main() -> None:
@@ -160,6 +171,13 @@ def main() -> None:
         choices=["sequential", "fast", "none"],
         help="refit of the package's configurations (export --reconstruct; default: export's); named in the "
         "package folder",
+    )
+    parser.add_argument(
+        "--train-per-step",
+        type=int,
+        default=None,
+        help="configurations per training step (export --train-per-step; 0: all; default: export's); named in the "
+        "package folder and section",
     )
     args = parser.parse_args()
     if args.quick:
@@ -261,6 +279,9 @@ def main() -> None:
         name, title = f"{name}-{'-'.join(args.envs)}", f"{title} ({', '.join(args.envs)})"
     if args.reconstruct is not None:
         name, title = f"{name}-{args.reconstruct}", f"{title}, --reconstruct {args.reconstruct}"
+    if args.train_per_step is not None:
+        n = args.train_per_step
+        name, title = f"{name}-per-step{n or '-all'}", f"{title}, --train-per-step {n}"
     publish(name, title, body, raw, args.quick)
 
 

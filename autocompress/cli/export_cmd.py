@@ -86,6 +86,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--train-lr", type=float, default=0.01, help="its starting learning rate (default 0.01)")
     p.add_argument(
+        "--train-per-step",
+        type=int,
+        default=3,
+        metavar="N",
+        help="configurations each training step takes: the largest, the smallest and random middle ones up to N "
+        "(default 3, the sandwich rule); 0: every configuration every step",
+    )
+    p.add_argument(
         "--share-weights",
         action="store_true",
         help="adaptive package: nest the configurations as slices of one refitted model and store "
@@ -164,6 +172,7 @@ def _adaptive(args: argparse.Namespace) -> int:
         lift_bits=args.lift_bits,
         train_epochs=args.train_epochs,
         train_lr=args.train_lr,
+        train_per_step=args.train_per_step,
         device=args.device,
     )
     here = _world(args)

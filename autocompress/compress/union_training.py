@@ -53,6 +53,9 @@ class UnionTrainingResult:
     val_accuracy: list[list[float]] = field(default_factory=list)
     device: str = "cpu"
     configurations_per_step: int = 0
+    # per epoch: the fraction of steps whose gradient norm was over ``clip_norm`` (clipped), and the mean norm
+    clipped: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +79,7 @@ def train_union(
     options: FinetuneOptions,
     teacher: nn.Module | None = None,
     checkpoint_dir: Path | None = None,
+    per_step: int = 3,
 ) -> UnionTrainingResult:
     """Train the shared weights of ``union`` for all ``models`` (its slices) at once, in place; afterwards each
     model holds its slice of the trained weights and its own BatchNorm statistics.
@@ -90,11 +94,19 @@ def train_union(
         options: Epochs, learning rate, schedule, distillation, device, seed (:class:`FinetuneOptions`).
         teacher: The unpruned model every configuration is distilled from.
         checkpoint_dir: Where a checkpoint goes after every epoch; one found there is resumed.
+        per_step: Configurations each step trains: the largest, the smallest and ``per_step - 2`` middle ones drawn
+            at random (the sandwich rule, 3 by default as in slimmable networks); 0 or as many as there are: every
+            configuration every step (each then gets as many updates as it would fine-tuned alone).
     """
     if options.epochs < 1:
         return UnionTrainingResult()
     if not (len(models) == len(maps) == len(sizes) == len(weight_bits)) or not models:
         raise AutoCompressError("union training needs one slice map, size and bit table per configuration.")
+    if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 0 or per_step == 1:
+        raise AutoCompressError(
+            f"configurations per step must be 0 (all) or >= 2 (the largest, the smallest and random middle ones), "
+            f"but got {per_step!r}; pass e.g. 3 (the sandwich rule) or 0."
+        )
     # under torchrun: every rank takes its slice of each global batch and restores rank 0's checkpoint; the
     # gradients are summed over the ranks (the summed losses scaled by the global batch), rank 0 alone saves
     here, device = distributed.setup(resolve_device(options.device))
@@ -130,16 +142,17 @@ def train_union(
         world=here,
     )
     optimizer, scheduler = _optimizer(trainable, options, len(batches))
-    result = UnionTrainingResult(device=str(device), configurations_per_step=min(3, len(models)))
-    start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device)
+    draws = len(middle) if per_step == 0 else min(len(middle), max(0, per_step - 2))
+    result = UnionTrainingResult(device=str(device), configurations_per_step=len({smallest, largest}) + draws)
+    start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device, per_step)
     try:
         quiet = None if here.main else True
         with tqdm(total=options.epochs, initial=start, desc="union training", unit="epoch", disable=quiet) as bar:
             for epoch in range(start, options.epochs):
                 union.train()
-                total, count = 0.0, 0
+                total, count, clipped, norms = 0.0, 0, 0, 0.0
                 for x, y in batches:
-                    step = sorted({largest, smallest, *([picker.choice(middle)] if middle else [])})
+                    step = sorted({largest, smallest, *picker.sample(middle, draws)})
                     soft = None
                     if teacher is not None:
                         with torch.no_grad():
@@ -158,13 +171,16 @@ def train_union(
                         distributed.sum_gradients(trainable, here)
                     else:
                         loss.backward()
-                    nn.utils.clip_grad_norm_(trainable.parameters(), options.clip_norm)
+                    norm = float(nn.utils.clip_grad_norm_(trainable.parameters(), options.clip_norm))
+                    clipped, norms = clipped + (norm > options.clip_norm), norms + norm
                     optimizer.step()
                     scheduler.step()
                     seen = float(loss.detach()) / len(step) * (1 if here.active else len(y))
                     total, count = total + seen, count + len(y)
                 total, all_count = distributed.sum_all([total, float(count)], here)
                 result.losses.append(total / max(1.0, all_count))
+                result.clipped.append(clipped / max(1, len(batches)))
+                result.grad_norm.append(norms / max(1, len(batches)))
                 _write_slices(union, models, maps, private)
                 result.val_accuracy.append(
                     [
@@ -173,7 +189,8 @@ def train_union(
                     ]
                 )
                 if here.main:
-                    _save(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, epoch + 1)
+                    state = (optimizer, scheduler, batches, result, picker, epoch + 1, per_step)
+                    _save(checkpoint_dir, union, models, *state)
                 distributed.barrier(here)
                 bar.update(1)
                 accuracies = " ".join(f"{a:.3f}" for a in result.val_accuracy[-1])
@@ -275,6 +292,7 @@ def _save(
     result: UnionTrainingResult,
     picker: random.Random,
     epoch: int,
+    per_step: int,
 ) -> None:
     if folder is None:
         return
@@ -282,6 +300,7 @@ def _save(
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
+        "per_step": per_step,
         "union": union.state_dict(),
         "models": [m.state_dict() for m in models],
         "optimizer": optimizer.state_dict(),
@@ -303,6 +322,7 @@ def _restore(
     result: UnionTrainingResult,
     picker: random.Random,
     device: torch.device,
+    per_step: int,
 ) -> int:
     """Load the checkpoint in ``folder`` if there is one of these configurations; returns the epochs it had done."""
     path = None if folder is None else folder / CHECKPOINT
@@ -321,6 +341,12 @@ def _restore(
             f"it is of format {state.get('format', 1) if isinstance(state, dict) else '?'} (written before each "
             "configuration trained its own BatchNorm scale and shift); delete it to train from the start."
         )
+    if state.get("per_step", 3) != per_step:
+        raise AutoCompressError(
+            f"the union training checkpoint '{path}' must have been trained with the same configurations per step, "
+            f"but it took {state.get('per_step', 3)} and this run takes {per_step}; pass the same value to resume, "
+            "or delete it to train from the start."
+        )
     try:
         union.load_state_dict(state["union"])
         if len(state["models"]) != len(models):
@@ -338,6 +364,7 @@ def _restore(
         ) from None
     saved = state["result"]
     result.losses, result.val_accuracy = list(saved["losses"]), [list(a) for a in saved["val_accuracy"]]
+    result.clipped, result.grad_norm = list(saved.get("clipped", [])), list(saved.get("grad_norm", []))
     log.info("union training resumes after epoch %d from %s", state["epoch"], path)
     return int(state["epoch"])
 

@@ -110,6 +110,8 @@ class AdaptiveOptions:
             checkpoint per epoch in ``OUT/training/``, resumed when found, removed when the package is written).
             Implies ``share_weights``.
         train_lr: Its starting learning rate (cosine schedule).
+        train_per_step: Configurations each training step takes: the largest, the smallest and random middle ones
+            up to this many (3: the sandwich rule); 0: every configuration every step.
         device: Where it trains: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         trust_code: Package a run whose config names code (``file.py:…``, ``pkg.mod:…``), importing it.
     """
@@ -127,6 +129,7 @@ class AdaptiveOptions:
     lift_bits: bool = True
     train_epochs: int = 0
     train_lr: float = 0.01
+    train_per_step: int = 3
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -140,6 +143,12 @@ class AdaptiveOptions:
             raise AutoCompressError(
                 f"train_epochs >= 0 and train_lr > 0 must hold, but got {self.train_epochs} and {self.train_lr}.",
                 params=("train_epochs",),
+            )
+        if isinstance(self.train_per_step, bool) or self.train_per_step < 0 or self.train_per_step == 1:
+            raise AutoCompressError(
+                f"train_per_step must be 0 (every configuration every step) or >= 2, but got {self.train_per_step}; "
+                "pass 3 for the sandwich rule.",
+                params=("train_per_step",),
             )
         FinetuneOptions(epochs=self.train_epochs, lr=self.train_lr, device=self.device)  # checks the device
         if not all(isinstance(t, float | int) and 0 < t <= 1 for t in self.ladder):
@@ -363,12 +372,21 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
         bits = [{layer.name: p.setting(layer.name).wbits for layer in table.layers} for p in policies]
         train = FinetuneOptions(epochs=options.train_epochs, lr=options.train_lr, device=options.device)
         result = train_union(
-            union, models, maps, sizes, bits, workload.splits, train, evaluator.model, out / "training"
+            union,
+            models,
+            maps,
+            sizes,
+            bits,
+            workload.splits,
+            train,
+            evaluator.model,
+            out / "training",
+            options.train_per_step,
         )
         training = {
             "epochs": options.train_epochs,
             "lr": options.train_lr,
-            "rule": "sandwich",
+            "rule": "sandwich" if 0 < options.train_per_step < len(models) else "every configuration every step",
             "batchnorm": "own scale, shift and statistics per configuration",
         } | result.to_dict()
         # each configuration trained its BatchNorm scale and shift as its own: stored with it, not in the union

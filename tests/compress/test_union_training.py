@@ -16,13 +16,10 @@ from autocompress.env import build_workload
 from autocompress.errors import AutoCompressError
 
 
-def _setup():  # type: ignore[no-untyped-def]
+def _setup(settings=((1.0, 32), (0.5, 8), (0.25, 4))):  # type: ignore[no-untyped-def]
     workload = build_workload("digits-cnn", "digits", True, None, None, None)
     table = workload.table
-    policies = [
-        Policy("digits-cnn", default=LayerSetting(keep=k, wbits=b, abits=32))
-        for k, b in ((1.0, 32), (0.5, 8), (0.25, 4))
-    ]
+    policies = [Policy("digits-cnn", default=LayerSetting(keep=k, wbits=b, abits=32)) for k, b in settings]
     union, models, maps = nested_models(workload.evaluator, policies, "sequential")
     sizes = [float(sum(s.macs for s in table.shapes(p.kept_channels(table)))) for p in policies]
     bits = [{layer.name: p.setting(layer.name).wbits for layer in table.layers} for p in policies]
@@ -125,3 +122,51 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line(tmp_path: Path
     options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
     with pytest.raises(AutoCompressError, match="must be of this autocompress's format 2, but it is of format 1"):
         train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck")
+
+
+@pytest.mark.parametrize(("per_step", "middle_share"), [(3, 0.5), (0, 1.0)])
+def test_configurations_per_step(per_step: int, middle_share: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    # four configurations: the sandwich (3) trains each of the two middle ones on about half the steps; 0 trains
+    # every configuration on every step, as many updates as each would get fine-tuned alone
+    workload, union, models, maps, sizes, bits = _setup(((1.0, 32), (0.75, 32), (0.5, 8), (0.25, 4)))
+    calls = dict.fromkeys(range(len(models)), 0)
+    real = union_training._loss
+
+    def spy(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls[next(k for k, m in enumerate(models) if m is model)] += 1
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(union_training, "_loss", spy)
+    options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
+    result = train_union(union, models, maps, sizes, bits, workload.splits, options, None, None, per_step)
+    steps = calls[0]
+    assert steps > 10 and calls[3] == steps  # the largest and the smallest every step
+    assert calls[1] + calls[2] == pytest.approx(2 * middle_share * steps, abs=1e-9 if per_step == 0 else 0)
+    assert result.configurations_per_step == (3 if per_step == 3 else 4)
+    assert len(result.clipped) == 1 and 0 <= result.clipped[0] <= 1 and result.grad_norm[0] > 0
+
+
+@pytest.mark.parametrize("per_step", [1, -1, True])
+def test_a_bad_configurations_per_step_is_one_line(per_step: int) -> None:
+    workload, union, models, maps, sizes, bits = _setup()
+    options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
+    with pytest.raises(AutoCompressError, match="configurations per step must be 0 .all. or >= 2"):
+        train_union(union, models, maps, sizes, bits, workload.splits, options, None, None, per_step)
+
+
+def test_a_checkpoint_of_another_per_step_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workload, union, models, maps, sizes, bits = _setup()
+    options = FinetuneOptions(epochs=2, lr=0.01, device="cpu", batch_size=64)
+    real_save = union_training._save
+
+    def save_then_die(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(union_training, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 0)
+    monkeypatch.setattr(union_training, "_save", real_save)
+    workload, union, models, maps, sizes, bits = _setup()
+    with pytest.raises(AutoCompressError, match="it took 0 and this run takes 3; pass the same value"):
+        train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 3)
