@@ -10,6 +10,10 @@ the sum of all configurations' least-squares errors (each relative to what its o
 configuration seeing only the inputs it keeps — one set of weights that serves every slice, instead of a refit that
 suits the largest only. :func:`slice_map` says, for every
 tensor of a configuration, which slice of the union's tensor it is.
+
+A configuration whose policy applies a technique to a layer (a low-rank factorisation) builds that layer from its
+slice of the jointly refitted weights and refits it on its own inputs; the layer is then its own, not a slice of the
+union (absent from its slice map): stored with the configuration, trained as its own by the union training.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from torch import nn
 
 from autocompress.compress.layers import LayerTable, build_layer_table
 from autocompress.compress.pruning import ChannelPruner
-from autocompress.compress.reconstruction import reconstruct_joint_sequential
+from autocompress.compress.reconstruction import factored_layers, reconstruct_joint_sequential
+from autocompress.compress.techniques import apply_techniques
 
 if TYPE_CHECKING:
     from autocompress.compress.evaluator import PolicyEvaluator
@@ -43,7 +48,8 @@ def nested_models(
 ) -> tuple[nn.Module, list[nn.Module], list[dict[str, list[list[int] | None]]]]:
     """The union model of ``policies`` (refitted jointly for all of them: ``sequential`` on each configuration's own
     inputs layer after layer, ``fast`` on the unpruned network's, or ``none``), each policy's model as a slice of it
-    (BatchNorm re-estimated unless the refit was sequential), and for each the slice map of :func:`slice_map`."""
+    (BatchNorm re-estimated unless the refit was sequential; the layers its techniques replace its own, refitted
+    alone), and for each the slice map of :func:`slice_map` (of the tensors that are slices)."""
     table = evaluator.table
     kepts = [policy.kept_channels(table) for policy in policies]
     union = union_kept(kepts, table)
@@ -64,8 +70,12 @@ def nested_models(
         ids[original.id] = group.id
     pruner = ChannelPruner(shared, sub_table, ranking=ranking)  # prunes copies of `shared` as it is at each call
     sub_kepts = [{ids[g]: n for g, n in kept.items() if g in ids} for kept in kepts]
+    values = [policy.technique_values(table) for policy in policies]
+    working: list[nn.Module] = []
     if reconstruct == "sequential":
         working = [pruner.prune(sub_kept) for sub_kept in sub_kepts]
+        for model, mine in zip(working, values, strict=True):
+            apply_techniques(model, table, mine)  # their factored layers are refitted alone, on their own inputs
         reconstruct_joint_sequential(
             shared,
             union,
@@ -81,13 +91,22 @@ def nested_models(
     probe = ChannelPruner(index_probe(shared), sub_table, ranking=ranking)
     union_state = shared.state_dict()
     models, maps = [], []
-    for kept, sub_kept in zip(kepts, sub_kepts, strict=True):
+    for k, (kept, sub_kept) in enumerate(zip(kepts, sub_kepts, strict=True)):
         model = pruner.prune(sub_kept)
+        apply_techniques(model, table, values[k])
+        factored = factored_layers(model)
+        if factored and working:  # the configuration's own layers, refitted by the joint refit
+            for name in factored:
+                model.get_submodule(name).load_state_dict(working[k].get_submodule(name).state_dict())
+        elif factored and reconstruct == "fast":
+            evaluator.fast_reconstructor().apply(model, kept, evaluator.pruner.ranking, only=factored)
         # after a sequential refit the unpruned statistics stay right (as for one model); otherwise each slice
         # re-estimates its own
         evaluator.repair_batchnorm(model, kept, "sequential" if reconstruct == "sequential" else "fast")
         models.append(model.eval())
-        maps.append(slice_map(probe.prune(sub_kept), union_state))
+        own = set(model.state_dict())
+        slices = slice_map(probe.prune(sub_kept), union_state)
+        maps.append({name: index for name, index in slices.items() if name in own})  # a factored layer is its own
     return shared, models, maps
 
 

@@ -20,7 +20,7 @@ target is its own unpruned output, restricted to the output channels it keeps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import cast
@@ -279,9 +279,16 @@ class FastReconstructor:
         self.modules = {l.name: modules[l.name] for l in self.layers}  # noqa: E741
         self.grams = _collect_grams(model, self.layers, modules, images[: self.options.images], self.options)
 
-    def apply(self, pruned: nn.Module, kept: Mapping[int, int], ranking: Mapping[int, torch.Tensor]) -> int:
-        """Refit, in place, every layer of ``pruned`` whose inputs ``kept`` removed; returns how many."""
-        targets = {l.name for l in pruned_inputs(self.table, kept, pruned)}  # noqa: E741
+    def apply(
+        self,
+        pruned: nn.Module,
+        kept: Mapping[int, int],
+        ranking: Mapping[int, torch.Tensor],
+        only: Collection[str] | None = None,
+    ) -> int:
+        """Refit, in place, every layer of ``pruned`` whose inputs ``kept`` removed (of those named in ``only``,
+        when given); returns how many."""
+        targets = {l.name for l in pruned_inputs(self.table, kept, pruned) if only is None or l.name in only}  # noqa: E741
         modules = dict(pruned.named_modules())
         done = 0
         for layer in self.layers:
@@ -456,14 +463,19 @@ def reconstruct_sequential(
     ranking: Mapping[int, torch.Tensor],
     targets: Targets,
     options: ReconstructionOptions | None = None,
+    only: Collection[str] | None = None,
 ) -> int:
-    """Refit, in place and in execution order, every layer of ``pruned`` whose inputs ``kept`` removed: on inputs
-    from the pruned network as refitted so far, towards the unpruned outputs in ``targets``. One forward pass does
-    it all: each layer is refitted in a hook just before it runs, on the inputs the refitted layers before it gave.
-    Returns how many layers were refitted."""
+    """Refit, in place and in execution order, every layer of ``pruned`` whose inputs ``kept`` removed (of those
+    named in ``only``, when given; the others stay as they are): on inputs from the pruned network as refitted so
+    far, towards the unpruned outputs in ``targets``. One forward pass does it all: each layer is refitted in a hook
+    just before it runs, on the inputs the refitted layers before it gave. Returns how many layers were refitted."""
     options = options or ReconstructionOptions()
     modules = dict(pruned.named_modules())
-    todo = [l for l in pruned_inputs(table, kept, pruned) if l.name in targets.outputs]  # noqa: E741
+    todo = [
+        layer
+        for layer in pruned_inputs(table, kept, pruned)
+        if layer.name in targets.outputs and (only is None or layer.name in only)
+    ]
 
     def hook_for(layer: Layer) -> Callable[..., None]:
         rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
@@ -557,10 +569,13 @@ def reconstruct_joint_sequential(
     """Refit, in place and in execution order, the shared weights of nested configurations: ``models[c]`` (pruned
     to ``kepts[c]``) are slices of ``union`` (pruned to ``union_kept``). At each layer every configuration's inputs
     come from its own network as refitted so far (as :func:`reconstruct_sequential` does for one), the shared rows
-    solve the joint problem of :func:`_joint_rows`, and every configuration takes its slice of them. Returns how many
-    layers were refitted."""
+    solve the joint problem of :func:`_joint_rows`, and every configuration takes its slice of them. A layer a
+    technique replaced in a configuration (a :class:`FactoredModule`) is that configuration's own: refitted alone on
+    its inputs, as :func:`reconstruct_sequential` would, and left out of the joint problem. Returns how many layers
+    were refitted."""
     options = options or ReconstructionOptions()
     names = {l.name for kept in [union_kept, *kepts] for l in pruned_inputs(table, kept)}  # noqa: E741
+    names |= {name for model in models for name in factored_layers(model)}
     todo = [l for l in table.layers if l.name in names and l.name in targets.outputs]  # noqa: E741
     union_modules = dict(union.named_modules())
     model_modules = [dict(m.named_modules()) for m in models]
@@ -572,13 +587,22 @@ def reconstruct_joint_sequential(
         cols_u = _columns(layer, module, kept_indices(ranking, layer.in_group, union_kept, layer.in_channels))
         rows_u = kept_indices(ranking, layer.group, union_kept, layer.out_channels)
         width = len(cols_u) + int(has_bias)
-        systems, crosses, energies, members, slots = [], [], [], [], []
+        systems, crosses, energies, members = [], [], [], []
+        slots: list[tuple[torch.Tensor, torch.Tensor] | None] = []
         for model, modules, kept in zip(models, model_modules, kepts, strict=True):
             mine = modules[layer.name]
+            rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
+            if isinstance(mine, FactoredModule):  # its own: refitted alone, on the inputs its network gives it
+                x = _patches_at(_dense(mine), _input_of(model, mine, targets.images), targets.index[layer.name])
+                x = _with_ones(x) if mine.has_bias else x
+                gram = gram_of(x).double()
+                y = targets.outputs[layer.name][:, rows]
+                _assign(mine, _solve(gram, (y.T @ x).double(), options.ridge), mine.has_bias, gram)
+                slots.append(None)
+                continue
             x = _patches_at(mine, _input_of(model, mine, targets.images), targets.index[layer.name])
             x = _with_ones(x) if has_bias else x
             cols = _columns(layer, mine, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
-            rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
             col_at = torch.searchsorted(cols_u, cols)
             col_at = torch.cat([col_at, torch.tensor([width - 1])]) if has_bias else col_at
             row_at = torch.searchsorted(rows_u, rows)
@@ -596,11 +620,14 @@ def reconstruct_joint_sequential(
             energies.append(energy)
             members.append(member)
             slots.append((row_at, col_at))
+        if not systems:  # every configuration factored this layer: the union's own weights stay
+            continue
         solution = _joint_rows(systems, crosses, energies, torch.stack(members, 1), options.ridge)
         kept_by_none = ~torch.stack(members, 1).any(1)
         if kept_by_none.any():  # rows only the union has: keep the union's own weights there
             solution[kept_by_none] = _flat_weight(module).to(solution.dtype)[kept_by_none]
         _assign(module, solution, has_bias)
-        for modules, (row_at, col_at) in zip(model_modules, slots, strict=True):
-            _assign(modules[layer.name], solution[row_at][:, col_at], has_bias)
+        for modules, slot in zip(model_modules, slots, strict=True):
+            if slot is not None:
+                _assign(modules[layer.name], solution[slot[0]][:, slot[1]], has_bias)
     return len(todo)

@@ -8,7 +8,9 @@ they are below 8; the gradients of all of them flow into the one set of shared w
 tensors are index slices of the union's (:func:`~autocompress.compress.nesting.slice_map`). Each configuration keeps
 its own BatchNorm layers — the affine scale and shift trained as its own (*switchable* BatchNorm, as slimmable
 networks do: a few hundred numbers per configuration, stored privately in the package) and the statistics
-re-estimated at the end on training inputs augmented as in training. A checkpoint
+re-estimated at the end on training inputs augmented as in training. A layer a technique replaced in one
+configuration (a low-rank factorisation) is not a slice of the union: that configuration trains it as its own. A
+checkpoint
 after every epoch lets a killed training resume where it stopped. Nothing here runs on the device: the package ships
 the trained slices.
 """
@@ -32,6 +34,7 @@ from autocompress import distributed
 from autocompress.compress.adaptation import recalibrate_batchnorm
 from autocompress.compress.finetune import FinetuneOptions, _optimizer
 from autocompress.compress.quantization import quantize_weight
+from autocompress.compress.techniques import part_bits
 from autocompress.data import BatchIterator, DatasetSplits, Normalizer, augment_batch
 from autocompress.errors import AutoCompressError
 from autocompress.models.training import evaluate_accuracy, resolve_device
@@ -119,7 +122,12 @@ def train_union(
         model.to(device)
     teacher = teacher.to(device).eval() if teacher is not None and options.distill else None
     shared = dict(union.named_parameters())
-    private = [private_names(model) for model in models]
+    # own: each configuration's BatchNorm scale and shift, and what is not a slice of the union (a factored layer)
+    private = [
+        private_names(model) | {name for name, _ in model.named_parameters() if name not in slices}
+        for model, slices in zip(models, maps, strict=True)
+    ]
+    weight_bits = [part_bits(model, bits, weights=True) for model, bits in zip(models, weight_bits, strict=True)]
     # what the optimizer steps: the union's shared weights and each configuration's own BatchNorm scale and shift
     trainable = nn.Module()
     trainable.union = union
@@ -250,16 +258,18 @@ def _loss(
     weights sliced from the union's (gradients flow back into them) but for those named in ``own``, its own."""
     tensors: dict[str, torch.Tensor] = {}
     for name, param in model.named_parameters():
+        tensor: torch.Tensor
         if name in own:
-            tensors[name] = param
+            tensor = param
         elif name in shared and name in slices:
             tensor = take(shared[name], slices[name])
-            layer = name.rpartition(".")[0]
-            if name.endswith(".weight") and bits.get(layer, 32) < 8:  # quantization-aware: straight-through
-                tensor = tensor + (quantize_weight(tensor.detach(), bits[layer]) - tensor).detach()
-            tensors[name] = tensor
         else:
-            tensors[name] = param.detach()  # not a slice of the union (never for channel pruning): kept fixed
+            tensors[name] = param.detach()  # neither its own nor a slice of the union: kept fixed
+            continue
+        layer = name.rpartition(".")[0]  # a conv or linear layer, or a part of a factored one (BatchNorm: no bits)
+        if name.endswith(".weight") and bits.get(layer, 32) < 8:  # quantization-aware: straight-through
+            tensor = tensor + (quantize_weight(tensor.detach(), bits[layer]) - tensor).detach()
+        tensors[name] = tensor
     model.train()
     logits = functional_call(model, tensors, (x,))  # its own BatchNorm buffers, updated in train mode
     loss = F.cross_entropy(logits, y, reduction=reduction)

@@ -296,21 +296,6 @@ def lifted_policies(
     return [lift_bits(p, table, legal, lambda q: _costs(deployment, evaluator, graph, q), broken) for p in policies]
 
 
-def _check_nestable(policies: Sequence[Policy], table: LayerTable) -> None:
-    """Nested configurations are slices of one model by kept channels: a technique that changes a layer's structure
-    (a factorisation) makes configurations that no slice of a shared model gives."""
-    for k, policy in enumerate(policies):
-        values = policy.technique_values(table)
-        if values:
-            layer, techniques = next(iter(values.items()))
-            raise AutoCompressError(
-                f"configurations that share weights (share_weights, train_epochs) must differ only in kept channels "
-                f"and bits, but configuration {k} applies {', '.join(techniques)} to layer '{layer}'; export the "
-                "package without sharing (each configuration refitted and stored whole).",
-                params=("share_weights", "train_epochs"),
-            )
-
-
 def _same_time_and_energy(a: Costs, b: Costs) -> bool:
     pairs = zip((*a.latency_ms, *a.energy_mj), (*b.latency_ms, *b.energy_mj), strict=True)
     return all(x is y is None or (x is not None and y is not None and math.isclose(x, y)) for x, y in pairs)
@@ -364,7 +349,6 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
     maps: list[dict[str, list[list[int] | None]]] = []
     training = None
     if nest:
-        _check_nestable(policies, workload.table)
         union, models, maps = nested_models(evaluator, policies, options.reconstruct)
     if union is not None and options.train_epochs > 0:
         table = workload.table

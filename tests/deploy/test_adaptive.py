@@ -384,3 +384,55 @@ def test_a_package_holds_no_configuration_its_own_lifted_bits_beat(package: Path
 def test_val_images_must_be_positive_or_none() -> None:
     with pytest.raises(AutoCompressError, match=r"val_images >= 1 \(or None: the whole validation split\)"):
         AdaptiveOptions(val_images=0)
+
+
+@pytest.mark.parametrize("train_epochs", [0, 1])
+def test_factorised_configurations_nest_with_their_factored_layers_their_own(
+    tmp_path: Path, digits: DatasetSplits, train_epochs: int
+) -> None:
+    """A run over pruning and low rank: its configurations still share their pruned layers as slices of one union;
+    each factored layer is the configuration's own (stored with it, trained as its own by the union training), and
+    the runtime and the torch model.pt predict what the export measured."""
+    import torch
+
+    from autocompress.compress.policy import Policy
+    from autocompress.deploy.export import load_exported
+    from autocompress.deploy.shared_weights import SHARED_FILE
+
+    config = SearchConfig(
+        model="digits-cnn",
+        dataset="digits",
+        env="raspberry-pi-4-wifi",
+        space="prune-lowrank",
+        agent="random",
+        episodes=8,
+        seed=2,
+    )
+    SearchJob.create(config, tmp_path / "run").run()
+    options = AdaptiveOptions(configs=3, share_weights=True, train_epochs=train_epochs, device="cpu", test_images=300)
+    table = export_adaptive(tmp_path / "run", tmp_path / "pkg", options)
+    package = tmp_path / "pkg"
+    assert (package / SHARED_FILE).is_file() and len(table["configs"]) >= 2
+    model = AdaptiveModel.load(package, adapt=False)
+    x, y = digits.test_x[:300].numpy(), digits.test_y[:300].numpy()
+    factored = 0
+    for entry in table["configs"]:
+        path = package / entry["path"]
+        policy = Policy.from_dict(json.loads(path.with_name("policy.json").read_text()))
+        assert policy.model == "digits-cnn"
+        refs = json.loads(path.with_name("shared.json").read_text())["model.shared.onnx"]
+        torch_model = load_exported(path.with_name("model.pt"))
+        names = {n for n, m in torch_model.named_modules() if type(m).__name__ == "LowRankModule"}
+        factored += len(names)
+        assert refs and not any(ref.startswith(tuple(names)) for ref in refs)  # its factored layers stay its own
+        model.current = entry["id"]
+        assert (model.predict(x).argmax(1) == y).mean() == pytest.approx(entry["test_accuracy"], abs=1e-6)
+        assert entry["test_accuracy"] > 0.5, entry
+        for module in torch_model.modules():
+            module._forward_pre_hooks.clear()
+        with torch.inference_mode():
+            ours = torch_model(torch.from_numpy(model.manifest.input.normalise(x[:16]))).numpy()
+        assert np.allclose(ours, model.predict(x[:16]), atol=1e-3)
+    assert factored > 0, "no configuration of the run factorised a layer: the test tests nothing"
+    if train_epochs:
+        assert table["training"]["epochs"] == 1 and len(table["training"]["val_accuracy"]) == 1

@@ -10,7 +10,7 @@ def env() -> AutoCompressEnv:
 
 
 def test_dimensions_follow_the_space(env) -> None:
-    assert env.space.dims == ["keep", "wbits", "abits", "split", "adapt"]
+    assert env.space.dims == ["keep", "wbits", "abits", "rank", "split", "adapt"]
     assert env.space.wbits == [2, 4, 8, 16, 32] and env.space.abits == [8, 16, 32]
     assert env.space.split_choices[:2] == ["none", "input"] and "relu_1" in env.space.split_choices
     assert env.space.round_to == 4  # the Raspberry Pi profile's channel rounding
