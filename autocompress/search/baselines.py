@@ -9,6 +9,7 @@ budget clipping, evaluation and reward are identical for every agent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -241,13 +242,43 @@ def _actions(space: SearchSpace, table: LayerTable, kept: dict[int, int], bits: 
 
 
 def check_warm_start(agent: AgentSpec) -> None:
-    """A preset's ``warm_start`` hyperparameter must name one of :data:`WARM_STARTS` (one line otherwise)."""
+    """A preset's ``warm_start`` hyperparameter must name one of :data:`WARM_STARTS`, and ``warm_spread`` be a number
+    in [0, 1] that only a warm start uses (one line otherwise)."""
     warm = agent.hyperparameters.get("warm_start", "none")
     if warm not in WARM_STARTS:
         raise ConfigError(
             f"agent '{agent.name}' hyperparameters: warm_start must be one of {', '.join(WARM_STARTS)}, "
             f"but got {warm!r:.40}."
         )
+    spread = agent.hyperparameters.get("warm_spread", 0.0)
+    if isinstance(spread, bool) or not isinstance(spread, int | float) or not 0 <= spread <= 1:
+        raise ConfigError(
+            f"agent '{agent.name}' hyperparameters: warm_spread must be a number in [0, 1] (the standard deviation "
+            f"of the warm-up's steps around the warm start, in halves of each range), but got {spread!r:.40}; e.g. 0.2."
+        )
+    if spread and warm == "none":
+        raise ConfigError(
+            f"agent '{agent.name}' hyperparameters: warm_spread explores around a warm start, so warm_start must name "
+            f"one ({', '.join(WARM_STARTS[1:])}), but it is none; set warm_start or remove warm_spread."
+        )
+
+
+def spread_params(
+    center: Mapping[str, Any], space: SearchSpace, spread: float, rng: np.random.Generator
+) -> dict[str, Any]:
+    """A policy near ``center`` (a space's parameters): each float moved by a normal step of ``spread`` × half its
+    range (clipped to it), each choice kept with probability 1 − ``spread``, else one drawn uniformly."""
+    out: dict[str, Any] = {}
+    for key, kind, domain in space.parameters():
+        if key not in center:
+            continue
+        if kind == "float":
+            low, high = float(domain[0]), float(domain[1])
+            step = rng.normal(0.0, spread * (high - low) / 2)
+            out[key] = min(max(float(center[key]) + step, low), high)
+        else:
+            out[key] = domain[int(rng.integers(len(domain)))] if rng.random() < spread else center[key]
+    return out
 
 
 def one_shot_start(name: str, context: SearchContext) -> dict[str, Any]:

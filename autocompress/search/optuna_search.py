@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from autocompress.env.episode import OBJECTIVES
 from autocompress.errors import ConfigError
 from autocompress.search.base import SearchContext, Searcher, check_keywords
-from autocompress.search.baselines import check_warm_start, one_shot_start
+from autocompress.search.baselines import check_warm_start, one_shot_start, spread_params
 
 
 class OptunaSearcher(Searcher):
@@ -19,13 +21,15 @@ class OptunaSearcher(Searcher):
 
     The hyperparameter ``warm_start`` (a one-shot preset of :data:`~autocompress.search.baselines.WARM_STARTS`, e.g.
     ``tp-taylor``) makes a new study's first trial the policy that one-shot agent would play (found without an
-    episode), so the search never ends below the pipeline a user would build by hand."""
+    episode), so the search never ends below the pipeline a user would build by hand; ``warm_spread`` (0–1) makes
+    the rest of the sampler's startup trials (TPE's ``n_startup_trials``, NSGA-II's first population) policies near
+    it (:func:`~autocompress.search.baselines.spread_params`) instead of uniform draws over the whole space."""
 
     def check(self) -> None:
         import optuna
 
         sampler = optuna.samplers.NSGAIISampler if self.agent.algorithm == "nsga2" else optuna.samplers.TPESampler
-        check_keywords(self.agent, sampler, {"seed": "--seed"}, {"warm_start": "none"})
+        check_keywords(self.agent, sampler, {"seed": "--seed"}, {"warm_start": "none", "warm_spread": 0.0})
         check_warm_start(self.agent)
 
     def setup(self, context: SearchContext) -> None:
@@ -35,6 +39,9 @@ class OptunaSearcher(Searcher):
         self.multi = self.agent.algorithm == "nsga2"
         params, seed, config = dict(self.agent.hyperparameters), context.seed, context.config
         self.warm_start = str(params.pop("warm_start", "none"))
+        self.warm_spread = float(params.pop("warm_spread", 0.0))
+        default_startup = 50 if self.multi else 10  # NSGA-II's population_size, TPE's n_startup_trials
+        self.startup = int(params.get("population_size" if self.multi else "n_startup_trials", default_startup))
         sampler_class = optuna.samplers.NSGAIISampler if self.multi else optuna.samplers.TPESampler
         shared = config.storage is not None
         name = f"{config.exp}__{config.env}__{self.agent.name}__s{seed}" if shared else context.run_dir.name
@@ -78,7 +85,13 @@ class OptunaSearcher(Searcher):
 
         space = context.space
         if self.warm_start != "none" and not self.study.trials:
-            self.study.enqueue_trial(one_shot_start(self.warm_start, context), user_attrs={"warm_start": True})
+            center = one_shot_start(self.warm_start, context)
+            self.study.enqueue_trial(center, user_attrs={"warm_start": True})
+            if self.warm_spread > 0:  # the rest of the startup trials explore around it
+                rng = np.random.default_rng(context.seed)
+                for _ in range(self.startup - 1):
+                    near = spread_params(center, space, self.warm_spread, rng)
+                    self.study.enqueue_trial(near, user_attrs={"warm_start": "near"})
 
         def objective(trial: optuna.Trial) -> Any:
             trial.set_user_attr("run", self.run_id)

@@ -70,6 +70,7 @@ def build_model(context: SearchContext, workers: int | None = None) -> tuple[Bas
     params = dict(agent.hyperparameters)
     net_arch = list(params.pop("net_arch", [300, 300]))
     params.pop("warm_start", None)  # autocompress's own (SB3Searcher.setup), not SB3's
+    params.pop("warm_spread", None)
     env = make_vec_env(context, workers)
     n_envs = env.num_envs
     common: dict[str, Any] = {"env": env, "seed": seed, "verbose": 0, "device": "cpu"}
@@ -255,7 +256,7 @@ class SB3Searcher(Searcher):
                     "warm_start or use ddpg."
                 )
             reserved = common | {"n_steps": "from episodes_per_update"}
-            check_keywords(agent, PPO, reserved, {"net_arch": [300, 300], "warm_start": "none"})
+            check_keywords(agent, PPO, reserved, {"net_arch": [300, 300], "warm_start": "none", "warm_spread": 0.0})
         else:
             reserved = common | {
                 "buffer_size": "from buffer_episodes",
@@ -266,7 +267,7 @@ class SB3Searcher(Searcher):
                 "replay_buffer_kwargs": "from baseline_decay",
                 "action_noise": "from noise_sigma and noise_decay",
             }
-            extras = {"net_arch": [300, 300], "warm_start": "none"}
+            extras = {"net_arch": [300, 300], "warm_start": "none", "warm_spread": 0.0}
             check_keywords(agent, OFF_POLICY[agent.algorithm], reserved, extras)
             check_warm_start(agent)
         arch = agent.hyperparameters.get("net_arch", [300, 300])
@@ -290,10 +291,17 @@ class SB3Searcher(Searcher):
             self.model.set_logger(Logger(folder=None, output_formats=[]))
             restored = load_agent_state(self.model, self.noise, context.checkpoint_dir, logged=context.episodes_done)
             warm = self.agent.hyperparameters.get("warm_start", "none")
-            if warm != "none" and not restored and not context.episodes_done and isinstance(self.model, ScriptedStart):
-                # a new run's first episode plays the one-shot agent's policy: logged, scored and in the replay buffer
-                self.model.script = context.space.actions_from_params(one_shot_start(str(warm), context))
-                log.info("the first episode plays the policy %s would (warm start)", warm)
+            spread = float(self.agent.hyperparameters.get("warm_spread", 0.0))
+            model = self.model
+            if warm != "none" and isinstance(model, ScriptedStart):
+                actions = context.space.actions_from_params(one_shot_start(str(warm), context))
+                if not restored and not context.episodes_done:
+                    # a new run's first episode plays the one-shot agent's policy: logged, scored, in the replay buffer
+                    model.script = list(actions)
+                    log.info("the first episode plays the policy %s would (warm start)", warm)
+                if spread > 0:  # the warm-up explores around it (a resumed run's rest of the warm-up too)
+                    model.center, model.spread = list(actions), spread
+                    model.spread_rng = np.random.default_rng([context.seed, context.episodes_done])
         except BaseException:
             close_workers(self.model.env)
             raise

@@ -180,14 +180,31 @@ class ScriptedStart(OffPolicyAlgorithm):
     environment's units): the search's warm start plays the policy a one-shot agent would as its first episode,
     through SB3's own step loop, so that episode is logged, scored and stored in the replay buffer like any other
     (its action as the agent's buffer holds actions: scaled to [-1, 1]). SB3 has no hook for a scripted action,
-    hence the override of ``_sample_action``; it changes nothing once the script is played."""
+    hence the override of ``_sample_action``; it changes nothing once the script is played.
+
+    With :attr:`center` (one action per step) and :attr:`spread` > 0, every warm-up step (before ``learning_starts``)
+    on every environment plays the center's action for that step plus a normal step of ``spread`` in the scaled
+    space (clipped to [-1, 1]) instead of SB3's uniform draw over the whole space: the warm-up explores around the
+    warm start, and the critic first learns the rewards there."""
 
     script: list[np.ndarray]
+    center: list[np.ndarray] | None = None
+    spread: float = 0.0
+    spread_rng: np.random.Generator | None = None
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)
+        center, rng = self.center, self.spread_rng
+        if center and rng is not None and self.spread > 0 and self.num_timesteps < learning_starts:
+            low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
+            # the environments step together from their resets and every episode has len(center) steps
+            step = (self.num_timesteps // n_envs) % len(center)
+            middle = self.policy.scale_action(np.clip(np.asarray(center[step], dtype=action.dtype), low, high))
+            moved = np.clip(middle + rng.normal(0.0, self.spread, (n_envs, *middle.shape)), -1.0, 1.0)
+            buffer_action = moved.astype(buffer_action.dtype)
+            action = self.policy.unscale_action(buffer_action)
         script = getattr(self, "script", None)
         if script:
             low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ build ends."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,18 @@ def _run(tmp_path: Path, agent: str, episodes: int, name: str, space: str = "pru
         return list(csv.DictReader(f))
 
 
-def _agent(tmp_path: Path, warm: object, algorithm: str = "tpe") -> str:
-    path = tmp_path / f"{algorithm}-warm-{warm}.yaml"
+def _agent(
+    tmp_path: Path, warm: object, algorithm: str = "tpe", spread: object = None, startup: int = 2, warmup: int = 1
+) -> str:
+    path = tmp_path / f"{algorithm}-warm-{warm}-{spread}.yaml"
     params: dict[str, object] = {"warm_start": warm}
+    if spread is not None:
+        params["warm_spread"] = spread
     if algorithm == "tpe":
-        params["n_startup_trials"] = 2
+        params["n_startup_trials"] = startup
     body = {"name": f"{algorithm}-warm", "algorithm": algorithm, "hyperparameters": params}
     if algorithm == "ddpg":
-        body["warmup_episodes"] = 1
+        body["warmup_episodes"] = warmup
     path.write_text(yaml.safe_dump(body))
     return str(path)
 
@@ -90,3 +95,43 @@ def test_ddpg_plays_the_one_shot_policy_first_and_stores_it_as_its_own(tmp_path:
 def test_a_warm_start_an_agent_cannot_take_is_one_line(tmp_path: Path, algorithm: str, warm: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _run(tmp_path, _agent(tmp_path, warm, algorithm), 1, "bad")
+
+
+def _keeps(run: Path) -> dict[int, np.ndarray]:
+    """Each logged episode's keep ratios per layer (from the run's candidates)."""
+    out = {}
+    for entry in json.loads((run / "candidates.json").read_text()):
+        layers = entry["policy"]["layers"]
+        out[entry["episode"]] = np.array([layers[n]["keep"] for n in sorted(layers) if "keep" in layers[n]])
+    return out
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "ddpg"])
+def test_a_warm_spread_explores_around_the_one_shot_policy(tmp_path: Path, algorithm: str) -> None:
+    # the startup trials (TPE) or warm-up episodes (DDPG) after the first are policies near the one-shot one, not
+    # uniform draws over the space: their keep ratios sit near its keep ratios, far nearer than cold draws do
+    episodes = 18  # DDPG's warm-up is capped at a third of the run: 6 episodes, as TPE's startup
+    _run(tmp_path, _agent(tmp_path, "tp-taylor", algorithm, 0.1, startup=6, warmup=6), episodes, "near")
+    _run(tmp_path, _agent(tmp_path, "none", algorithm, None, startup=6, warmup=6), episodes, "cold")
+    near, cold = _keeps(tmp_path / "near"), _keeps(tmp_path / "cold")
+    startup = 6
+    center = near[0]
+    around = [np.abs(near[e] - center).mean() for e in range(1, startup) if e in near]
+    uniform = [np.abs(cold[e] - center).mean() for e in range(1, startup) if e in cold]
+    # candidates are distinct policies: a small move that rounds to the one-shot's channels is not listed again
+    assert around and len(uniform) >= 2
+    assert np.mean(around) < 0.5 * np.mean(uniform), (around, uniform)
+
+
+@pytest.mark.parametrize(
+    ("warm", "spread", "message"),
+    [
+        ("tp-taylor", 1.5, "warm_spread must be a number in .0, 1. .*, but got 1.5; e.g. 0.2"),
+        ("tp-taylor", "wide", "'warm_spread' must be a float like its default 0.0, but got 'wide'"),
+        ("none", 0.2, "warm_spread explores around a warm start, so warm_start must name one"),
+    ],
+)
+def test_a_bad_warm_spread_is_one_line(tmp_path: Path, warm: str, spread: object, message: str) -> None:
+    for algorithm in ("tpe", "ddpg"):
+        with pytest.raises(ConfigError, match=message):
+            _run(tmp_path, _agent(tmp_path, warm, algorithm, spread), 1, f"bad-{algorithm}")
