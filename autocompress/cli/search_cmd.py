@@ -33,8 +33,8 @@ def add_parser(sub: Any) -> None:
         "--agent",
         default="ddpg",
         help="agent: ddpg, td3, sac, ppo, tpe, nsga2, random, uniform, tp-taylor, tp-magnitude, tp-taylor-int8, "
-        "tp-magnitude-int8, ddpg-warm, ddpg-warm-int8, tpe-warm (autocompress list agents), a registered searcher or "
-        "a YAML preset",
+        "tp-magnitude-int8, ddpg-warm, ddpg-warm-int8, ddpg-near-int8, tpe-warm (autocompress list agents), a "
+        "registered searcher or a YAML preset",
     )
     p.add_argument(
         "--space",

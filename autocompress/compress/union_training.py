@@ -5,7 +5,9 @@ ICCV 2019; Once-for-All, Cai et al. ICLR 2020; AdaSpring's retraining-free confi
 Each step runs the largest and the smallest configuration and a random middle one on the same batch (the sandwich
 rule), every one distilled from the unpruned model (the teacher) and fake-quantized to its own weight bits where
 they are below 8; the gradients of all of them flow into the one set of shared weights, since each configuration's
-tensors are index slices of the union's (:func:`~autocompress.compress.nesting.slice_map`). Each configuration keeps
+tensors are index slices of the union's (:func:`~autocompress.compress.nesting.slice_map`) — each configuration's
+gradient clipped to the fine-tune's norm on its own before they are summed, so each takes the step it would take
+fine-tuned alone (``per_step`` 0 trains every configuration every step). Each configuration keeps
 its own BatchNorm layers — the affine scale and shift trained as its own (*switchable* BatchNorm, as slimmable
 networks do: a few hundred numbers per configuration, stored privately in the package) and the statistics
 re-estimated at the end on training inputs augmented as in training. A layer a technique replaced in one
@@ -42,7 +44,8 @@ from autocompress.runs import atomic_torch_save
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "union.pt"
-CHECKPOINT_FORMAT = 2  # 2: each configuration's BatchNorm scale and shift in the optimizer (1: shared, unmarked)
+# 3: each configuration's gradient clipped on its own; 2: one clip of their sum; 1: shared BatchNorm (unmarked)
+CHECKPOINT_FORMAT = 3
 BN_IMAGES = 2048  # training inputs each configuration's BatchNorm statistics are re-estimated on at the end
 
 SliceMap = Mapping[str, Sequence[Sequence[int] | None]]
@@ -56,7 +59,7 @@ class UnionTrainingResult:
     val_accuracy: list[list[float]] = field(default_factory=list)
     device: str = "cpu"
     configurations_per_step: int = 0
-    # per epoch: the fraction of steps whose gradient norm was over ``clip_norm`` (clipped), and the mean norm
+    # per epoch: the fraction of configurations' gradients over ``clip_norm`` (clipped), and their mean norm
     clipped: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
 
@@ -150,6 +153,7 @@ def train_union(
         world=here,
     )
     optimizer, scheduler = _optimizer(trainable, options, len(batches))
+    params = list(trainable.parameters())
     draws = len(middle) if per_step == 0 else min(len(middle), max(0, per_step - 2))
     result = UnionTrainingResult(device=str(device), configurations_per_step=len({smallest, largest}) + draws)
     start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device, per_step)
@@ -158,7 +162,7 @@ def train_union(
         with tqdm(total=options.epochs, initial=start, desc="union training", unit="epoch", disable=quiet) as bar:
             for epoch in range(start, options.epochs):
                 union.train()
-                total, count, clipped, norms = 0.0, 0, 0, 0.0
+                total, count, clipped, norms, steps = 0.0, 0, 0, 0.0, 0
                 for x, y in batches:
                     step = sorted({largest, smallest, *picker.sample(middle, draws)})
                     soft = None
@@ -166,29 +170,36 @@ def train_union(
                         with torch.no_grad():
                             soft = F.softmax(teacher(x) / options.temperature, dim=1)
                     mean = "sum" if here.active else "mean"
-                    loss = sum(
-                        (
-                            _loss(models[k], maps[k], shared, private[k], weight_bits[k], x, y, soft, options, mean)
-                            for k in step
-                        ),
-                        torch.zeros((), device=device),
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    if here.active:  # this slice's share of the global batch's mean; summed over the ranks below
-                        (loss / batches.global_count).backward()
-                        distributed.sum_gradients(trainable, here)
-                    else:
-                        loss.backward()
-                    norm = float(nn.utils.clip_grad_norm_(trainable.parameters(), options.clip_norm))
-                    clipped, norms = clipped + (norm > options.clip_norm), norms + norm
+                    # each configuration's gradient is clipped on its own, then they are summed: one clip of the sum
+                    # shrank every configuration's step by the number of configurations in it (ResNet-20's union:
+                    # the summed gradient's norm ~128 against a clip of 2, so every step was clipped), which a
+                    # configuration fine-tuned alone never pays
+                    summed = [torch.zeros_like(p) for p in params]
+                    loss_sum = 0.0
+                    for k in step:
+                        loss = _loss(models[k], maps[k], shared, private[k], weight_bits[k], x, y, soft, options, mean)
+                        optimizer.zero_grad(set_to_none=True)
+                        if here.active:  # this slice's share of the global batch's mean; summed over the ranks
+                            (loss / batches.global_count).backward()
+                            distributed.sum_gradients(trainable, here)
+                        else:
+                            loss.backward()
+                        norm = float(nn.utils.clip_grad_norm_(params, options.clip_norm))
+                        clipped, norms = clipped + (norm > options.clip_norm), norms + norm
+                        for into, param in zip(summed, params, strict=True):
+                            if param.grad is not None:
+                                into.add_(param.grad)
+                        loss_sum += float(loss.detach())
+                    for param, grad in zip(params, summed, strict=True):
+                        param.grad = grad
                     optimizer.step()
                     scheduler.step()
-                    seen = float(loss.detach()) / len(step) * (1 if here.active else len(y))
-                    total, count = total + seen, count + len(y)
+                    seen = loss_sum / len(step) * (1 if here.active else len(y))
+                    total, count, steps = total + seen, count + len(y), steps + len(step)
                 total, all_count = distributed.sum_all([total, float(count)], here)
                 result.losses.append(total / max(1.0, all_count))
-                result.clipped.append(clipped / max(1, len(batches)))
-                result.grad_norm.append(norms / max(1, len(batches)))
+                result.clipped.append(clipped / max(1, steps))
+                result.grad_norm.append(norms / max(1, steps))
                 _write_slices(union, models, maps, private)
                 result.val_accuracy.append(
                     [
@@ -348,8 +359,8 @@ def _restore(
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise AutoCompressError(
             f"the union training checkpoint '{path}' must be of this autocompress's format {CHECKPOINT_FORMAT}, but "
-            f"it is of format {state.get('format', 1) if isinstance(state, dict) else '?'} (written before each "
-            "configuration trained its own BatchNorm scale and shift); delete it to train from the start."
+            f"it is of format {state.get('format', 1) if isinstance(state, dict) else '?'} (an earlier training "
+            "recipe, which it cannot continue); delete it to train from the start."
         )
     if state.get("per_step", 3) != per_step:
         raise AutoCompressError(

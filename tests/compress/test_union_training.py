@@ -120,7 +120,7 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line(tmp_path: Path
     (tmp_path / "ck").mkdir()
     torch.save({"epoch": 1, "union": union.state_dict()}, tmp_path / "ck" / CHECKPOINT)
     options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
-    with pytest.raises(AutoCompressError, match="must be of this autocompress's format 2, but it is of format 1"):
+    with pytest.raises(AutoCompressError, match="must be of this autocompress's format 3, but it is of format 1"):
         train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck")
 
 
