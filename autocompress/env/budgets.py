@@ -92,7 +92,8 @@ class BudgetGuard:
         with ``techniques_at_top``: a factorised layer is two operations, so where dispatch overheads dominate the
         least rank is not the least latency)."""
         keep = self.space.keep.min if self.space.keep else None
-        ends = {name: span.max if techniques_at_top else span.min for name, span in self.space.techniques.items()}
+        spans = self.space.techniques.items()
+        ends = {name: span.value(span.top) if techniques_at_top else span.min for name, span in spans}
         return self.uniform(keep, min(self.space.wbits or [32]), min(self.space.abits or [32]), state, start, ends)
 
     def completable(self, state: Assignment, start: int) -> bool:
@@ -208,11 +209,14 @@ class BudgetGuard:
         span = self.space.techniques[name]
         if value is None:
             return span.min
+        highest = span.value(span.top)  # off (1) where the range has an off share, else its max
+        if value >= 1.0 > span.max and span.skip and self._try(state, index, step, None, min_w, min_a, {name: 1.0}):
+            return 1.0  # asked off, and off fits
         top = min(span.max, max(span.min, value))
         grid = [top - k * (top - span.min) / 32 for k in range(33)]
         found = self._largest(grid, lambda v: self._try(state, index, step, None, min_w, min_a, {name: v}))
-        if found is None and self._try(state, index, step, None, min_w, min_a, {name: span.max}):
-            return span.max  # latency or energy the least rank cannot meet, one operation fewer can
+        if found is None and self._try(state, index, step, None, min_w, min_a, {name: highest}):
+            return highest  # latency or energy the least rank cannot meet, one operation fewer can
         return found if found is not None else span.min
 
     def _clip_bits(

@@ -163,14 +163,33 @@ class EnvPreset:
 
 @dataclass(frozen=True)
 class KeepRange:
+    """A ratio range a search turns. ``skip`` (techniques only): the share of the search's range that means the
+    technique is off (the value 1) — a choice the search hits as often as that, where a range reaching 1 alone
+    leaves "off" to a sliver at its top (a low rank rounds to "whole" only within half a rank of the break-even)."""
+
     min: float = 0.2
     max: float = 1.0
+    skip: float = 0.0
 
     def __post_init__(self) -> None:
         require(
             0 < self.min <= self.max <= 1,
             f"a ratio range must have 0 < min <= max <= 1, but got min {self.min}, max {self.max}.",
         )
+        require(
+            isinstance(self.skip, int | float) and not isinstance(self.skip, bool) and 0 <= self.skip < 1,
+            f"a range's skip share must be in [0, 1), but got skip {self.skip}; e.g. skip: 0.5 (half the searches' "
+            "draws leave the layer as it is).",
+        )
+
+    @property
+    def top(self) -> float:
+        """The top of the searched range: ``max``, stretched so that ``skip`` of it lies above ``max``."""
+        return self.max + (self.max - self.min) * self.skip / (1 - self.skip)
+
+    def value(self, raw: float) -> float:
+        """The ratio a point ``raw`` of the searched range [min, :attr:`top`] stands for (1, off, above ``max``)."""
+        return 1.0 if self.skip and raw > self.max else raw
 
 
 @dataclass(frozen=True)
@@ -195,6 +214,7 @@ class SpaceSpec:
     techniques: dict[str, KeepRange] | None = None
 
     def __post_init__(self) -> None:
+        require(self.keep is None or not self.keep.skip, "keep takes no skip share (pruning is off at keep: 1.0).")
         for name in self.techniques or {}:
             require(
                 is_technique(name),

@@ -160,7 +160,7 @@ class SearchSpace:
         techniques = {}
         for name in step.techniques:
             span = self.techniques[name]
-            techniques[name] = span.min + self._component(action, name) * (span.max - span.min)
+            techniques[name] = span.value(span.min + self._component(action, name) * (span.top - span.min))
         return StepChoice(keep, wbits, abits, techniques)
 
     def decode_split(self, action: np.ndarray) -> str | None:
@@ -190,8 +190,9 @@ class SearchSpace:
                 continue
             ratio = self.keep if dim == "keep" else self.techniques.get(dim)
             if ratio is not None:
-                span = max(1e-9, ratio.max - ratio.min)
-                action[self.dims.index(dim)] = 2 * (float(values[dim]) - ratio.min) / span - 1
+                raw = float(values[dim])
+                raw = ratio.top if ratio.skip and raw >= 1.0 > ratio.max else raw  # off, where max stays below it
+                action[self.dims.index(dim)] = 2 * (raw - ratio.min) / max(1e-9, ratio.top - ratio.min) - 1
             else:
                 choices = self.choices(dim)
                 action[self.dims.index(dim)] = 2 * (choices.index(values[dim]) + 0.5) / len(choices) - 1
@@ -214,7 +215,7 @@ class SearchSpace:
                 params.append((f"abits/{step.layer}", "categorical", self.abits))
             for name in step.techniques:
                 span = self.techniques[name]
-                params.append((f"{name}/{step.layer}", "float", (span.min, span.max)))
+                params.append((f"{name}/{step.layer}", "float", (span.min, span.top)))  # above max: off
         if self.split_choices:
             params.append(("split", "categorical", self.split_choices))
         if self.adapt_choices:

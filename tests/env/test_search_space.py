@@ -105,6 +105,10 @@ def test_a_latency_budget_only_unfactorised_layers_meet_is_reachable(tmp_path) -
         ("[rank]", r"techniques must be a mapping, but got \['rank'\]"),
         ("{rnak: {min: 0.2, max: 1}}", r"techniques must name registered techniques \(rank\).*Did you mean 'rank'"),
         ("{rank: {min: 0.2, max: 1, step: 2}}", r"techniques.rank: unknown key 'step'; valid keys are min, max"),
+        (
+            "{rank: {min: 0.2, max: 1, skip: 1}}",
+            r"techniques.rank: a range's skip share must be in \[0, 1\), but got skip 1",
+        ),
     ],
 )
 def test_bad_technique_ranges_are_one_line(tmp_path, techniques: str, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -116,3 +120,36 @@ def test_bad_technique_ranges_are_one_line(tmp_path, techniques: str, message: s
     with pytest.raises(ConfigError, match=message) as caught:
         load_space_preset(str(path))
     assert "\n" not in str(caught.value)
+
+
+def test_a_skip_share_makes_leaving_a_layer_whole_a_choice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # full: half of rank's searched range means "whole" — draws leave a layer unfactorised about half the time
+    # (without the share only a sliver at the range's top rounds to the break-even rank), and off and every value
+    # in the range survive encode/decode and Optuna's parameters
+    from autocompress.env import load_space_preset
+    from autocompress.errors import ConfigError
+
+    env = AutoCompressEnv(env_preset="raspberry-pi-4-wifi", space="full", budgets={"latency_ms": 1e9})
+    span = env.space.techniques["rank"]
+    assert span.skip == 0.5 and span.top == pytest.approx(1.8)
+    step = next(s for s in env.space.steps if s.techniques)
+    assert (f"rank/{step.layer}", "float", (0.2, pytest.approx(1.8))) in env.space.parameters()
+    for value in (0.2, 0.55, 0.99, 1.0):
+        assert env.space.decode_step(env.space.encode({"rank": value}), step).techniques["rank"] == pytest.approx(value)
+    assert env.space.decode_step(env.space.encode({"rank": 1.5}), step).techniques["rank"] == 1.0  # Optuna's off
+    rng = np.random.default_rng(0)
+    draws = [
+        env.space.decode_step(rng.uniform(-1, 1, env.space.action_dim), step).techniques["rank"] for _ in range(400)
+    ]
+    assert 0.4 < np.mean([d == 1.0 for d in draws]) < 0.6
+    assert min(draws) >= 0.2 and len({d for d in draws if d < 1.0}) > 150
+    lowrank = AutoCompressEnv(space="lowrank", budgets={"latency_ms": 1e9})
+    plain = [
+        lowrank.space.decode_step(rng.uniform(-1, 1, lowrank.space.action_dim), step).techniques["rank"]
+        for _ in range(400)
+    ]
+    assert np.mean([d == 1.0 for d in plain]) < 0.01  # the sliver
+    path = tmp_path / "space.yaml"
+    path.write_text("{name: x, description: y, keep: {min: 0.2, max: 1, skip: 0.5}}\n")
+    with pytest.raises(ConfigError, match="keep takes no skip share"):
+        load_space_preset(str(path))
