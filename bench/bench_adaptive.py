@@ -1,6 +1,7 @@
 """What an adaptive package buys over one static model, replayed over the shipped context traces.
 
-For each deployment: a search (TPE over the ``full`` space: keep, bits, split point, adaptation), its adaptive
+For each deployment: a search (TPE over the ``full`` space: keep, low rank, bits, split point, adaptation — a run
+folder keeps the space it searched, so one made before low rank joined ``full`` resumes without it), its adaptive
 package (``export --adaptive``: configurations from the Pareto front, each reconstructed and verified), then
 ``simulate`` over each shipped trace. Energy, accuracy and hard-budget violations are compared with the best static
 configuration of the package that meets every budget of the trace, the uncompressed model and the per-step oracle;

@@ -1,10 +1,11 @@
-"""The hardware arena: where a search beats the pipeline a user would build by hand. Three device budgets that a
-MACs ratio does not express — latency on a Raspberry Pi 4 (`prune-quant`), energy on a phone with an edge server
-over LTE (`full`: bits, split, adaptation), storage on a microcontroller below the all-8-bit model (4- or 8-bit
-weights) — each set at a fraction of the unpruned model's predicted cost. On each, the search (``--agents``,
-default ddpg) meets Torch-Pruning's one-shot global pruning at uniform 8-bit (4-bit weights where 8 bits cannot
-meet the budget; the ``tp-taylor-int8`` agent), refitted by the same least squares, scored, exported and measured
-alike: test accuracy of the exported ``model.onnx`` without fine-tune and after one distilled epoch.
+"""The hardware arena: where a search beats the pipeline a user would build by hand. Three device budgets that a MACs
+ratio does not express — latency on a Raspberry Pi 4 (`prune-quant`), energy on a phone with an edge server over LTE
+(`full`: bits, low rank, split, adaptation; a run folder keeps the space it searched), storage on a microcontroller
+below the all-8-bit model (4- or 8-bit weights) — each set at a fraction of the unpruned model's predicted cost. On
+each, the search (``--agents``, default ddpg) meets Torch-Pruning's one-shot global pruning at uniform 8-bit (4-bit
+weights where 8 bits cannot meet the budget; the ``tp-taylor-int8`` agent), refitted by the same least squares,
+scored, exported and measured alike: test accuracy of the exported ``model.onnx`` without fine-tune and after one
+distilled epoch.
 
     python bench/bench_arena.py --quick                          # digits, seconds (CI smoke test)
     python bench/bench_arena.py --data-dir ../shared/data        # ResNet-20 / CIFAR-10, ~1 h on 2 cores

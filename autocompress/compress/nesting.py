@@ -29,7 +29,8 @@ from torch import nn
 from autocompress.compress.layers import LayerTable, build_layer_table
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.reconstruction import factored_layers, reconstruct_joint_sequential
-from autocompress.compress.techniques import apply_techniques
+from autocompress.compress.techniques import Values, apply_techniques
+from autocompress.errors import AutoCompressError
 
 if TYPE_CHECKING:
     from autocompress.compress.evaluator import PolicyEvaluator
@@ -71,11 +72,9 @@ def nested_models(
     pruner = ChannelPruner(shared, sub_table, ranking=ranking)  # prunes copies of `shared` as it is at each call
     sub_kepts = [{ids[g]: n for g, n in kept.items() if g in ids} for kept in kepts]
     values = [policy.technique_values(table) for policy in policies]
-    working: list[nn.Module] = []
-    if reconstruct == "sequential":
-        working = [pruner.prune(sub_kept) for sub_kept in sub_kepts]
-        for model, mine in zip(working, values, strict=True):
-            apply_techniques(model, table, mine)  # their factored layers are refitted alone, on their own inputs
+    working = [pruner.prune(sub_kept) for sub_kept in sub_kepts]
+    own = [_with_techniques(model, table, values[k], k) for k, model in enumerate(working)]  # factored layers
+    if reconstruct == "sequential":  # the factored layers refitted alone, on their own inputs, as it goes
         reconstruct_joint_sequential(
             shared,
             union,
@@ -87,15 +86,14 @@ def nested_models(
             evaluator.options.reconstruction,
         )
     elif reconstruct == "fast":
-        evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking)
+        evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking, own)
     probe = ChannelPruner(index_probe(shared), sub_table, ranking=ranking)
     union_state = shared.state_dict()
     models, maps = [], []
     for k, (kept, sub_kept) in enumerate(zip(kepts, sub_kepts, strict=True)):
         model = pruner.prune(sub_kept)
-        apply_techniques(model, table, values[k])
-        factored = factored_layers(model)
-        if factored and working:  # the configuration's own layers, refitted by the joint refit
+        factored = _with_techniques(model, table, values[k], k)
+        if factored and reconstruct == "sequential":  # the configuration's own layers, refitted by the joint refit
             for name in factored:
                 model.get_submodule(name).load_state_dict(working[k].get_submodule(name).state_dict())
         elif factored and reconstruct == "fast":
@@ -104,10 +102,33 @@ def nested_models(
         # re-estimates its own
         evaluator.repair_batchnorm(model, kept, "sequential" if reconstruct == "sequential" else "fast")
         models.append(model.eval())
-        own = set(model.state_dict())
+        shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
         slices = slice_map(probe.prune(sub_kept), union_state)
-        maps.append({name: index for name, index in slices.items() if name in own})  # a factored layer is its own
+        # a factored layer is its own: its tensors are not the union's (neither by name nor by shape)
+        maps.append({n: index for n, index in slices.items() if shapes.get(n) == _shape(union_state, index, n)})
     return shared, models, maps
+
+
+def _shape(state: Mapping[str, torch.Tensor], index: Sequence[Sequence[int] | None], name: str) -> tuple[int, ...]:
+    """The shape of the slice ``index`` of the union's tensor ``name``."""
+    return tuple(n if ix is None else len(ix) for ix, n in zip(index, state[name].shape, strict=True))
+
+
+def _with_techniques(model: nn.Module, table: LayerTable, values: Values, k: int) -> set[str]:
+    """Apply configuration ``k``'s technique ``values`` to its ``model``; returns its factored layers. A replaced
+    layer must be a factored module (refitted and trained as the configuration's own): any other replacement has no
+    refit here and would take the union's slice by its name."""
+    before = {name: model.get_submodule(name) for name in values}
+    apply_techniques(model, table, values)
+    factored = factored_layers(model)
+    for name, module in before.items():
+        if model.get_submodule(name) is not module and name not in factored:
+            raise AutoCompressError(
+                f"configurations that share weights (share_weights, train_epochs) may replace a layer only by a "
+                f"factored module (FactoredModule, as low rank does), but configuration {k} replaces layer '{name}' "
+                f"by a {type(model.get_submodule(name)).__name__}; export the package without sharing."
+            )
+    return factored
 
 
 def index_probe(model: nn.Module) -> nn.Module:

@@ -316,13 +316,15 @@ class FastReconstructor:
         union_kept: Mapping[int, int],
         kepts: Sequence[Mapping[int, int]],
         ranking: Mapping[int, torch.Tensor],
+        own: Sequence[Collection[str]] | None = None,
     ) -> int:
         """Refit, in place, the ``union`` model (pruned to ``union_kept``) so that every nested configuration
         ``kepts[c]`` — a slice of it — reproduces the unpruned outputs as well as one set of shared weights allows:
         each output row minimises the (weighted, see :func:`_joint_rows`) sum over the configurations that keep it of
         their own least-squares errors Σ_c ω_c ||X[:, S_c] w[S_c] − y||², i.e. (Σ_c ω_c D_c G D_c) w = Σ_c ω_c D_c G w̃
-        with D_c the mask of the inputs configuration c keeps, on the unpruned network's inputs (fast mode). Returns
-        how many layers were refitted."""
+        with D_c the mask of the inputs configuration c keeps, on the unpruned network's inputs (fast mode); a
+        layer named in ``own[c]`` (one configuration c factored: its own, not the union's) leaves c out of that
+        layer's sum. Returns how many layers were refitted."""
         targets = {l.name for kept in [union_kept, *kepts] for l in pruned_inputs(self.table, kept)}  # noqa: E741
         modules = dict(union.named_modules())
         done = 0
@@ -340,7 +342,13 @@ class FastReconstructor:
             system = gram[picked][:, picked]
             cross = self.weights[layer.name][rows] @ gram[everything][:, picked]
             systems, crosses, members = [], [], []
-            for kept in kepts:
+            for c, kept in enumerate(kepts):
+                if own is not None and layer.name in own[c]:
+                    mask = torch.zeros(len(picked), dtype=torch.float64)
+                    systems.append(torch.outer(mask, mask) * system)
+                    crosses.append(cross * mask)
+                    members.append(torch.zeros(len(rows), dtype=torch.bool))
+                    continue
                 mine = _columns(layer, original, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
                 mask = torch.isin(cols, mine).double()
                 mask = torch.cat([mask, torch.ones(1, dtype=mask.dtype)]) if has_bias else mask

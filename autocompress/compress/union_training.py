@@ -154,7 +154,7 @@ def train_union(
     )
     optimizer, scheduler = _optimizer(trainable, options, len(batches))
     params = list(trainable.parameters())
-    draws = len(middle) if per_step == 0 else min(len(middle), max(0, per_step - 2))
+    draws = _draws(per_step, len(models))
     result = UnionTrainingResult(device=str(device), configurations_per_step=len({smallest, largest}) + draws)
     start = _restore(checkpoint_dir, union, models, optimizer, scheduler, batches, result, picker, device, per_step)
     try:
@@ -175,6 +175,7 @@ def train_union(
                     # the summed gradient's norm ~128 against a clip of 2, so every step was clipped), which a
                     # configuration fine-tuned alone never pays
                     summed = [torch.zeros_like(p) for p in params]
+                    touched = [False] * len(params)  # what no configuration of this step uses keeps no gradient
                     loss_sum = 0.0
                     for k in step:
                         loss = _loss(models[k], maps[k], shared, private[k], weight_bits[k], x, y, soft, options, mean)
@@ -186,12 +187,15 @@ def train_union(
                             loss.backward()
                         norm = float(nn.utils.clip_grad_norm_(params, options.clip_norm))
                         clipped, norms = clipped + (norm > options.clip_norm), norms + norm
-                        for into, param in zip(summed, params, strict=True):
+                        for i, (into, param) in enumerate(zip(summed, params, strict=True)):
                             if param.grad is not None:
                                 into.add_(param.grad)
+                                touched[i] = True
                         loss_sum += float(loss.detach())
-                    for param, grad in zip(params, summed, strict=True):
-                        param.grad = grad
+                    # (SGD skips a parameter without a gradient: no momentum or weight decay moves a configuration
+                    # that did not train this step)
+                    for param, grad, used in zip(params, summed, touched, strict=True):
+                        param.grad = grad if used else None
                     optimizer.step()
                     scheduler.step()
                     seen = loss_sum / len(step) * (1 if here.active else len(y))
@@ -240,6 +244,12 @@ def train_union(
         if teacher is not None:
             teacher.to("cpu")
     return result
+
+
+def _draws(per_step: int, count: int) -> int:
+    """Middle configurations a step draws, of ``count`` configurations, at ``per_step`` (0: all)."""
+    middle = max(0, count - 2)
+    return middle if per_step == 0 else min(middle, max(0, per_step - 2))
 
 
 def private_names(model: nn.Module) -> set[str]:
@@ -362,11 +372,13 @@ def _restore(
             f"it is of format {state.get('format', 1) if isinstance(state, dict) else '?'} (an earlier training "
             "recipe, which it cannot continue); delete it to train from the start."
         )
-    if state.get("per_step", 3) != per_step:
+    saved_per_step = state.get("per_step", 3)
+    if _draws(saved_per_step, len(models)) != _draws(per_step, len(models)):
         raise AutoCompressError(
-            f"the union training checkpoint '{path}' must have been trained with the same configurations per step, "
-            f"but it took {state.get('per_step', 3)} and this run takes {per_step}; pass the same value to resume, "
-            "or delete it to train from the start."
+            f"the union training checkpoint '{path}' must have been trained with the same train_per_step, "
+            f"but it took {saved_per_step} and this run takes {per_step}; pass the same value to resume, "
+            "or delete it to train from the start.",
+            params=("train_per_step",),
         )
     try:
         union.load_state_dict(state["union"])

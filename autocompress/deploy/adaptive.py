@@ -144,7 +144,8 @@ class AdaptiveOptions:
                 f"train_epochs >= 0 and train_lr > 0 must hold, but got {self.train_epochs} and {self.train_lr}.",
                 params=("train_epochs",),
             )
-        if isinstance(self.train_per_step, bool) or self.train_per_step < 0 or self.train_per_step == 1:
+        per_step = self.train_per_step
+        if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 0 or per_step == 1:
             raise AutoCompressError(
                 f"train_per_step must be 0 (every configuration every step) or >= 2, but got {self.train_per_step}; "
                 "pass 3 for the sandwich rule.",
@@ -296,6 +297,15 @@ def lifted_policies(
     return [lift_bits(p, table, legal, lambda q: _costs(deployment, evaluator, graph, q), broken) for p in policies]
 
 
+def _rule(per_step: int, count: int) -> str:
+    """How the union training picked each step's configurations, in words (the manifest's ``training.rule``)."""
+    if per_step == 0 or per_step >= count:
+        return "every configuration every step"
+    if per_step == 2:
+        return "the largest and the smallest configuration every step"
+    return f"sandwich: the largest, the smallest and {per_step - 2} random middle configuration(s) each step"
+
+
 def _same_time_and_energy(a: Costs, b: Costs) -> bool:
     pairs = zip((*a.latency_ms, *a.energy_mj), (*b.latency_ms, *b.energy_mj), strict=True)
     return all(x is y is None or (x is not None and y is not None and math.isclose(x, y)) for x, y in pairs)
@@ -370,7 +380,7 @@ def _write_package(record: RunRecord, run_dir: str | Path, out: Path, options: A
         training = {
             "epochs": options.train_epochs,
             "lr": options.train_lr,
-            "rule": "sandwich" if 0 < options.train_per_step < len(models) else "every configuration every step",
+            "rule": _rule(options.train_per_step, len(models)),
             "batchnorm": "own scale, shift and statistics per configuration",
         } | result.to_dict()
         # each configuration trained its BatchNorm scale and shift as its own: stored with it, not in the union

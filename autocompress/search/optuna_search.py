@@ -86,12 +86,13 @@ class OptunaSearcher(Searcher):
         space = context.space
         if self.warm_start != "none" and not self.study.trials:
             center = one_shot_start(self.warm_start, context)
-            self.study.enqueue_trial(center, user_attrs={"warm_start": True})
+            # skip_if_exists: workers sharing a study (and a seed) enqueue the same trials; each is played once
+            self.study.enqueue_trial(center, user_attrs={"warm_start": True}, skip_if_exists=True)
             if self.warm_spread > 0:  # the rest of the startup trials explore around it
                 rng = np.random.default_rng(context.seed)
                 for _ in range(self.startup - 1):
                     near = spread_params(center, space, self.warm_spread, rng)
-                    self.study.enqueue_trial(near, user_attrs={"warm_start": "near"})
+                    self.study.enqueue_trial(near, user_attrs={"warm_start": "near"}, skip_if_exists=True)
 
         def objective(trial: optuna.Trial) -> Any:
             trial.set_user_attr("run", self.run_id)

@@ -249,11 +249,11 @@ class SB3Searcher(Searcher):
         agent = self.agent
         common = {"seed": "--seed", "verbose": "logging", "device": "--device", "policy_kwargs": "use net_arch"}
         if agent.algorithm == "ppo":
-            if agent.hyperparameters.get("warm_start", "none") != "none":
+            if agent.hyperparameters.get("warm_start", "none") != "none" or agent.hyperparameters.get("warm_spread"):
                 raise ConfigError(
-                    f"agent '{agent.name}' hyperparameters: warm_start needs an agent that learns from any episode "
-                    "(ddpg, td3, sac, tpe, nsga2), but PPO learns from its own policy's actions only; remove "
-                    "warm_start or use ddpg."
+                    f"agent '{agent.name}' hyperparameters: warm_start (and warm_spread) need an agent that learns "
+                    "from any episode (ddpg, td3, sac, tpe, nsga2), but PPO learns from its own policy's actions "
+                    "only; remove them or use ddpg."
                 )
             reserved = common | {"n_steps": "from episodes_per_update"}
             check_keywords(agent, PPO, reserved, {"net_arch": [300, 300], "warm_start": "none", "warm_spread": 0.0})
@@ -290,24 +290,32 @@ class SB3Searcher(Searcher):
             # the run folder already records everything (progress.csv, TensorBoard), so its logger writes nowhere.
             self.model.set_logger(Logger(folder=None, output_formats=[]))
             restored = load_agent_state(self.model, self.noise, context.checkpoint_dir, logged=context.episodes_done)
-            warm = self.agent.hyperparameters.get("warm_start", "none")
-            spread = float(self.agent.hyperparameters.get("warm_spread", 0.0))
-            model = self.model
-            if warm != "none" and isinstance(model, ScriptedStart):
-                actions = context.space.actions_from_params(one_shot_start(str(warm), context))
-                if not restored and not context.episodes_done:
-                    # a new run's first episode plays the one-shot agent's policy: logged, scored, in the replay buffer
-                    model.script = list(actions)
-                    log.info("the first episode plays the policy %s would (warm start)", warm)
-                if spread > 0:  # the warm-up explores around it (a resumed run's rest of the warm-up too)
-                    model.center, model.spread = list(actions), spread
-                    model.spread_rng = np.random.default_rng([context.seed, context.episodes_done])
+            self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
+            self._warm_start(context, fresh=not restored and not context.episodes_done)
         except BaseException:
             close_workers(self.model.env)
             raise
         if restored:
             log.info("resumed agent after %d episodes (%d logged)", restored, context.episodes_done)
-        self.model.num_timesteps = max(self.model.num_timesteps, context.episodes_done * context.steps)
+
+    def _warm_start(self, context: SearchContext, fresh: bool) -> None:
+        """A new run's first episode plays the one-shot agent's policy (logged, scored, in the replay buffer as the
+        agent's own); with ``warm_spread`` the warm-up's episodes (a resumed run's rest of them too) explore near it."""
+        warm = self.agent.hyperparameters.get("warm_start", "none")
+        spread = float(self.agent.hyperparameters.get("warm_spread", 0.0))
+        model = self.model
+        warming = spread > 0 and model.num_timesteps < getattr(model, "learning_starts", 0)
+        if warm == "none" or not isinstance(model, ScriptedStart) or not (fresh or warming):
+            return
+        actions = context.space.actions_from_params(one_shot_start(str(warm), context))
+        if fresh:
+            model.script = list(actions)
+            log.info("the first episode plays the policy %s would (warm start)", warm)
+        if warming:
+            model.center, model.spread = list(actions), spread
+            model.spread_rng = np.random.default_rng([context.seed, context.episodes_done])
+            # the environments were just reset: every episode's steps count from here, whatever the counter holds
+            model.spread_origin = model.num_timesteps
 
     def search(self, context: SearchContext, episodes: int) -> None:
         callbacks = CallbackList(

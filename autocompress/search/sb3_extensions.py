@@ -191,6 +191,7 @@ class ScriptedStart(OffPolicyAlgorithm):
     center: list[np.ndarray] | None = None
     spread: float = 0.0
     spread_rng: np.random.Generator | None = None
+    spread_origin: int = 0
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
@@ -200,7 +201,7 @@ class ScriptedStart(OffPolicyAlgorithm):
         if center and rng is not None and self.spread > 0 and self.num_timesteps < learning_starts:
             low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
             # the environments step together from their resets and every episode has len(center) steps
-            step = (self.num_timesteps // n_envs) % len(center)
+            step = ((self.num_timesteps - self.spread_origin) // n_envs) % len(center)
             middle = self.policy.scale_action(np.clip(np.asarray(center[step], dtype=action.dtype), low, high))
             moved = np.clip(middle + rng.normal(0.0, self.spread, (n_envs, *middle.shape)), -1.0, 1.0)
             buffer_action = moved.astype(buffer_action.dtype)

@@ -157,6 +157,25 @@ def test_a_technique_from_outside_searches_exports_and_verifies(tmp_path: Path, 
     assert any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in model.modules())
 
 
+def test_a_nested_package_refuses_a_replacement_it_cannot_refit_in_one_line(digits_workload, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # a technique whose module is not a FactoredModule keeps the layer's tensor names: nested, it would take the
+    # union's slice by name (0.189 val accuracy against 0.961 refitted alone, measured 2026-12-05); refused instead
+    from autocompress.compress.nesting import nested_models
+    from autocompress.errors import AutoCompressError
+
+    monkeypatch.setattr(techniques, "_REGISTRY", dict(techniques._REGISTRY))
+    register_technique(CenterTap())
+    table = digits_workload.table
+    layer = next(name for name in _inner(table) if CenterTap().applies_to(table.by_name[name]))
+    policies = [
+        Policy("digits-cnn"),
+        Policy("digits-cnn", layers={layer: LayerSetting(keep=0.5, techniques={"center": 0.2})}),
+    ]
+    with pytest.raises(AutoCompressError, match=f"configuration 1 replaces layer '{layer}' by a Conv2d") as caught:
+        nested_models(digits_workload.evaluator, policies, "sequential")
+    assert "\n" not in str(caught.value)
+
+
 def test_apply_techniques_changes_only_the_named_layers(digits_workload) -> None:  # type: ignore[no-untyped-def]
     table = digits_workload.table
     name = _inner(table)[0]

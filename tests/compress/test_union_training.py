@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -168,11 +169,16 @@ def test_a_checkpoint_of_another_per_step_is_refused(tmp_path: Path, monkeypatch
         train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 0)
     monkeypatch.setattr(union_training, "_save", real_save)
     workload, union, models, maps, sizes, bits = _setup()
-    with pytest.raises(AutoCompressError, match="it took 0 and this run takes 3; pass the same value"):
-        train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 3)
+    message = "same train_per_step, but it took 0 and this run takes 2; pass the same value"
+    with pytest.raises(AutoCompressError, match=message):
+        train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 2)
+    # of three configurations, 3 (the sandwich) trains every one every step, as 0 does: it resumes
+    workload, union, models, maps, sizes, bits = _setup()
+    resumed = train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 3)
+    assert len(resumed.losses) == 2
 
 
-def test_a_factored_layer_is_its_configurations_own_and_trains() -> None:
+def test_a_factored_layer_is_its_configurations_own_and_trains(monkeypatch: pytest.MonkeyPatch) -> None:
     # a configuration that factorises a layer: that layer is not a slice of the union (absent from its map), the
     # union training trains it as the configuration's own, and every other tensor stays a slice
     from autocompress.compress.reconstruction import factored_layers
@@ -196,9 +202,27 @@ def test_a_factored_layer_is_its_configurations_own_and_trains() -> None:
     # layer instead, 0.222 with a bare truncated SVD; 2026-12-05)
     assert refit >= workload.evaluator.evaluate(policies[1]).accuracy - 0.03
     sizes = [float(p.macs(table)) for p in policies]
-    bits = [{layer.name: 32 for layer in table.layers}] * 2
+    # the factored layer at 4 bits: both of its parts train quantization-aware (rounded in the forward pass)
+    bits = [
+        {layer.name: 32 for layer in table.layers},
+        {layer.name: 4 if layer.name == inner[0] else 32 for layer in table.layers},
+    ]
+    parts = {
+        tuple(p.shape)
+        for n, p in models[1].named_parameters()
+        if n.startswith(inner[0] + ".") and n.endswith(".weight")
+    }
+    rounded: set[tuple[int, ...]] = set()
+    real_quantize = union_training.quantize_weight
+
+    def spy(tensor, width):  # type: ignore[no-untyped-def]
+        rounded.add(tuple(tensor.shape))
+        return real_quantize(tensor, width)
+
+    monkeypatch.setattr(union_training, "quantize_weight", spy)
     options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
     train_union(union, models, maps, sizes, bits, workload.splits, options, workload.evaluator.model, None)
+    assert len(parts) == 2 and parts <= rounded
     after = dict(models[1].named_parameters())
     assert before and all(not torch.equal(before[n], after[n]) for n in before)
     shared = dict(union.named_parameters())
@@ -207,3 +231,37 @@ def test_a_factored_layer_is_its_configurations_own_and_trains() -> None:
         if name in maps[1] and name not in own:
             assert torch.equal(tensor, take(shared[name], maps[1][name]))
     assert _val(models[1], workload) >= refit - 0.02
+
+
+def test_configurations_outside_a_step_keep_their_own_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a middle configuration left out of a step takes no update of its own BatchNorm scale and shift on that step
+    # (no zero gradient for momentum or weight decay to move it)
+    workload, union, models, maps, sizes, bits = _setup(((1.0, 32), (0.75, 32), (0.5, 8), (0.25, 4)))
+    own = [sorted(union_training.private_names(m)) for m in models]
+    seen: list[tuple[list[int], list[torch.Tensor]]] = []
+    real = union_training._loss
+    step: list[int] = []
+
+    def spy(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        k = next(i for i, m in enumerate(models) if m is model)
+        if k == 0:  # the largest comes first in every step: a new step begins
+            snapshot = [
+                dict(m.named_parameters())[n].detach().clone()
+                for m, names in zip(models, own, strict=True)
+                for n in names[:1]
+            ]
+            seen.append((list(step), snapshot))
+            step.clear()
+        step.append(k)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(union_training, "_loss", spy)
+    options = FinetuneOptions(epochs=1, lr=0.01, device="cpu", batch_size=64)
+    train_union(union, models, maps, sizes, bits, workload.splits, options, None, None, 3)
+    left_out = 0
+    for (_, before), (trained, after) in itertools.pairwise(seen):  # the step between two snapshots
+        for k in (1, 2):
+            if k not in trained:
+                left_out += 1
+                assert torch.equal(before[k], after[k]), (k, trained)
+    assert left_out > 5

@@ -436,3 +436,18 @@ def test_factorised_configurations_nest_with_their_factored_layers_their_own(
     assert factored > 0, "no configuration of the run factorised a layer: the test tests nothing"
     if train_epochs:
         assert table["training"]["epochs"] == 1 and len(table["training"]["val_accuracy"]) == 1
+
+
+def test_a_bad_train_per_step_is_one_line_naming_the_flag(capsys: pytest.CaptureFixture[str], package: Path) -> None:
+    from autocompress.cli.app import main
+
+    run, out = package.parent / "run", package.parent / "never-written"
+    assert (
+        main(["export", str(run), "--adaptive", "--train-epochs", "1", "--train-per-step", "1", "--out", str(out)]) == 1
+    )
+    assert not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --train-per-step must be 0 (every configuration every step) or >= 2, but got 1")
+    assert "\n" not in err
+    with pytest.raises(AutoCompressError, match="train_per_step must be 0"):
+        AdaptiveOptions(train_epochs=1, train_per_step=2.5)  # type: ignore[arg-type]

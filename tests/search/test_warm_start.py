@@ -89,7 +89,7 @@ def test_ddpg_plays_the_one_shot_policy_first_and_stores_it_as_its_own(tmp_path:
     ("algorithm", "warm", "message"),
     [
         ("ddpg", "random", "warm_start must be one of none, tp-taylor, .*, but got 'random'"),
-        ("ppo", "tp-taylor", "warm_start needs an agent that learns from any episode"),
+        ("ppo", "tp-taylor", "warm_start .and warm_spread. need an agent that learns from any episode"),
     ],
 )
 def test_a_warm_start_an_agent_cannot_take_is_one_line(tmp_path: Path, algorithm: str, warm: str, message: str) -> None:
