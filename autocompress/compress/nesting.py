@@ -29,7 +29,8 @@ from torch import nn
 from autocompress.compress.layers import LayerTable, build_layer_table
 from autocompress.compress.pruning import ChannelPruner
 from autocompress.compress.reconstruction import factored_layers, reconstruct_joint_sequential
-from autocompress.compress.techniques import Values, apply_techniques
+from autocompress.compress.techniques import LowRankModule, Values, apply_techniques
+from autocompress.compress.union_training import take
 from autocompress.errors import AutoCompressError
 
 if TYPE_CHECKING:
@@ -87,9 +88,17 @@ def nested_models(
         )
     elif reconstruct == "fast":
         evaluator.fast_reconstructor().apply_joint(shared, union, kepts, evaluator.pruner.ranking, own)
+    # the low-rank factors the joint refit gave the union (children of its dense layers) stay out of the copies the
+    # configurations are pruned from; they come back once every configuration is built
+    factors = {
+        name: {child: module._modules.pop(child) for child in ("first", "second")}
+        for name, module in shared.named_modules()
+        if "first" in module._modules and not isinstance(module, LowRankModule)
+    }
     probe = ChannelPruner(index_probe(shared), sub_table, ranking=ranking)
     union_state = shared.state_dict()
     models, maps = [], []
+    dense: list[dict[str, list[list[int] | None]]] = []
     for k, (kept, sub_kept) in enumerate(zip(kepts, sub_kepts, strict=True)):
         model = pruner.prune(sub_kept)
         factored = _with_techniques(model, table, values[k], k)
@@ -98,15 +107,54 @@ def nested_models(
                 model.get_submodule(name).load_state_dict(working[k].get_submodule(name).state_dict())
         elif factored and reconstruct == "fast":
             evaluator.fast_reconstructor().apply(model, kept, evaluator.pruner.ranking, only=factored)
-        # after a sequential refit the unpruned statistics stay right (as for one model); otherwise each slice
-        # re-estimates its own
-        evaluator.repair_batchnorm(model, kept, "sequential" if reconstruct == "sequential" else "fast")
         models.append(model.eval())
         shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
         slices = slice_map(probe.prune(sub_kept), union_state)
-        # a factored layer is its own: its tensors are not the union's (neither by name nor by shape)
+        dense.append(slices)
+        # a factored layer's tensors are not slices of the union's dense layer (neither by name nor by shape)
         maps.append({n: index for n, index in slices.items() if shapes.get(n) == _shape(union_state, index, n)})
+    for name, children in factors.items():
+        for child, module in children.items():
+            shared.get_submodule(name).add_module(child, module)
+    _share_factors(shared, models, maps, dense, set(factors))
+    for model, kept in zip(models, kepts, strict=True):
+        # after a sequential refit the unpruned statistics stay right (as for one model); otherwise each slice
+        # re-estimates its own
+        evaluator.repair_batchnorm(model, kept, "sequential" if reconstruct == "sequential" else "fast")
     return shared, models, maps
+
+
+def _share_factors(
+    union: nn.Module,
+    models: Sequence[nn.Module],
+    maps: list[dict[str, list[list[int] | None]]],
+    dense: Sequence[dict[str, list[list[int] | None]]],
+    layers: set[str],
+) -> None:
+    """The slice maps of the low-rank factors the configurations share: ``layers`` are the union's layers the joint
+    refit factored (:func:`~autocompress.compress.reconstruction.shared_factors`: children ``first`` and ``second``
+    of the dense layer, components largest first). A configuration that factors such a layer takes its rank's first
+    components and its kept output and input channels (``dense[k]``: its slice map of the union's dense tensors);
+    its map gains those slices."""
+    for name in sorted(layers):
+        state = {f"{name}.{n}": t for n, t in union.get_submodule(name).named_parameters() if "." in n}
+        rank = int(state[f"{name}.first.weight"].shape[0])
+        for k, model in enumerate(models):
+            mine = model.get_submodule(name)
+            if not isinstance(mine, LowRankModule) or f"{name}.weight" not in dense[k]:
+                continue
+            out, cols, *rest = (None if ix is None else list(ix) for ix in dense[k][f"{name}.weight"])
+            prefix = None if mine.rank == rank else list(range(mine.rank))
+            index: dict[str, list[list[int] | None]] = {
+                f"{name}.first.weight": [prefix, cols, *rest],
+                f"{name}.second.weight": [out, prefix, *([None] * len(rest))],
+            }
+            if f"{name}.second.bias" in state:
+                index[f"{name}.second.bias"] = [out]
+            for tensor_name, ix in index.items():  # what the joint refit gave it: the slices, exactly
+                if not torch.equal(mine.get_parameter(tensor_name[len(name) + 1 :]), take(state[tensor_name], ix)):
+                    raise AssertionError(f"{tensor_name} of configuration {k} is not its slice of the union's")
+            maps[k].update(index)
 
 
 def _shape(state: Mapping[str, torch.Tensor], index: Sequence[Sequence[int] | None], name: str) -> tuple[int, ...]:

@@ -32,7 +32,7 @@ from threadpoolctl import ThreadpoolController
 from torch import nn
 
 from autocompress.compress.layers import Layer, LayerTable
-from autocompress.compress.techniques import FactoredModule
+from autocompress.compress.techniques import FactoredModule, LowRankModule, factor_at_rank
 from autocompress.errors import AutoCompressError
 
 log = logging.getLogger(__name__)
@@ -365,6 +365,23 @@ class FastReconstructor:
         return done
 
 
+def shared_factors(dense: nn.Module, solution: torch.Tensor, gram: torch.Tensor, rank: int) -> LowRankModule:
+    """Low-rank factors of a union layer that several nested configurations factor, attached to ``dense`` as its
+    children ``first`` and ``second`` (so the union's state holds them under the names the configurations' factors
+    have): the reduced-rank regression of the joint ``solution`` under the configurations' pooled input ``gram``
+    (:meth:`LowRankModule.assign_dense`), components ordered by how much output they carry, largest first — a
+    configuration of a smaller rank takes the first of them, its kept channels of each."""
+    factors = factor_at_rank(dense, rank)
+    factors.assign_dense(solution, gram)  # eigh's order: the largest component last
+    with torch.no_grad():
+        first, second = cast(torch.Tensor, factors.first.weight), cast(torch.Tensor, factors.second.weight)
+        first.copy_(first.flip(0))
+        second.copy_(second.flip(1))
+    dense.add_module("first", factors.first)
+    dense.add_module("second", factors.second)
+    return factors
+
+
 def _dense(module: nn.Module) -> nn.Module:
     """The conv/linear whose im2col columns a refit samples: the module, or the part a technique says has the
     dense layer's geometry."""
@@ -577,10 +594,11 @@ def reconstruct_joint_sequential(
     """Refit, in place and in execution order, the shared weights of nested configurations: ``models[c]`` (pruned
     to ``kepts[c]``) are slices of ``union`` (pruned to ``union_kept``). At each layer every configuration's inputs
     come from its own network as refitted so far (as :func:`reconstruct_sequential` does for one), the shared rows
-    solve the joint problem of :func:`_joint_rows`, and every configuration takes its slice of them. A layer a
-    technique replaced in a configuration (a :class:`FactoredModule`) is that configuration's own: refitted alone on
-    its inputs, as :func:`reconstruct_sequential` would, and left out of the joint problem. Returns how many layers
-    were refitted."""
+    solve the joint problem of :func:`_joint_rows`, and every configuration takes its slice of them. Where
+    configurations factor a layer at low rank, the union also gets that layer's factors (:func:`shared_factors`) and
+    each takes its slice of them, so later layers are refitted on what the factors give; a layer another technique
+    replaced (another :class:`FactoredModule`) is that configuration's own: refitted alone on its inputs, as
+    :func:`reconstruct_sequential` would, and left out of the joint problem. Returns how many layers were refitted."""
     options = options or ReconstructionOptions()
     names = {l.name for kept in [union_kept, *kepts] for l in pruned_inputs(table, kept)}  # noqa: E741
     names |= {name for model in models for name in factored_layers(model)}
@@ -595,12 +613,17 @@ def reconstruct_joint_sequential(
         cols_u = _columns(layer, module, kept_indices(ranking, layer.in_group, union_kept, layer.in_channels))
         rows_u = kept_indices(ranking, layer.group, union_kept, layer.out_channels)
         width = len(cols_u) + int(has_bias)
-        systems, crosses, energies, members = [], [], [], []
+        systems: list[torch.Tensor] = []
+        crosses: list[torch.Tensor] = []
+        energies: list[torch.Tensor] = []
+        members: list[torch.Tensor] = []
         slots: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        low_rank: list[int] = []  # positions in `systems` of the configurations that factor this layer at low rank
         for model, modules, kept in zip(models, model_modules, kepts, strict=True):
             mine = modules[layer.name]
             rows = kept_indices(ranking, layer.group, kept, layer.out_channels)
-            if isinstance(mine, FactoredModule):  # its own: refitted alone, on the inputs its network gives it
+            if isinstance(mine, FactoredModule) and not isinstance(mine, LowRankModule):
+                # its own: refitted alone, on the inputs its network gives it
                 x = _patches_at(_dense(mine), _input_of(model, mine, targets.images), targets.index[layer.name])
                 x = _with_ones(x) if mine.has_bias else x
                 gram = gram_of(x).double()
@@ -608,9 +631,10 @@ def reconstruct_joint_sequential(
                 _assign(mine, _solve(gram, (y.T @ x).double(), options.ridge), mine.has_bias, gram)
                 slots.append(None)
                 continue
-            x = _patches_at(mine, _input_of(model, mine, targets.images), targets.index[layer.name])
+            geometry = _dense(mine)
+            x = _patches_at(geometry, _input_of(model, mine, targets.images), targets.index[layer.name])
             x = _with_ones(x) if has_bias else x
-            cols = _columns(layer, mine, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
+            cols = _columns(layer, geometry, kept_indices(ranking, layer.in_group, kept, layer.in_channels))
             col_at = torch.searchsorted(cols_u, cols)
             col_at = torch.cat([col_at, torch.tensor([width - 1])]) if has_bias else col_at
             row_at = torch.searchsorted(rows_u, rows)
@@ -623,19 +647,36 @@ def reconstruct_joint_sequential(
             energy[row_at] = (y.double() ** 2).sum(0)
             member = torch.zeros(len(rows_u), dtype=torch.bool)
             member[row_at] = True
+            if isinstance(mine, LowRankModule):
+                low_rank.append(len(systems))
             systems.append(system)
             crosses.append(cross)
             energies.append(energy)
             members.append(member)
             slots.append((row_at, col_at))
-        if not systems:  # every configuration factored this layer: the union's own weights stay
+        if not systems:  # every configuration factored this layer its own way: the union's own weights stay
             continue
         solution = _joint_rows(systems, crosses, energies, torch.stack(members, 1), options.ridge)
         kept_by_none = ~torch.stack(members, 1).any(1)
         if kept_by_none.any():  # rows only the union has: keep the union's own weights there
             solution[kept_by_none] = _flat_weight(module).to(solution.dtype)[kept_by_none]
         _assign(module, solution, has_bias)
+        factors = None
+        if low_rank:
+            ranks = [m[layer.name].rank for m in model_modules if isinstance(m[layer.name], LowRankModule)]
+            pooled = torch.stack([systems[i] for i in low_rank]).sum(0)
+            factors = shared_factors(module, solution, pooled, max(ranks))
         for modules, slot in zip(model_modules, slots, strict=True):
-            if slot is not None:
-                _assign(modules[layer.name], solution[slot[0]][:, slot[1]], has_bias)
+            mine = modules[layer.name]
+            if slot is None:
+                continue
+            if isinstance(mine, LowRankModule) and factors is not None:  # its rank's first components, its channels
+                row_at, col_at = slot
+                cols_only = col_at[:-1] if has_bias else col_at
+                first = cast(torch.Tensor, factors.first.weight).reshape(factors.rank, -1)
+                second = cast(torch.Tensor, factors.second.weight).reshape(len(rows_u), -1)
+                bias = cast(torch.Tensor, factors.second.bias)[row_at] if has_bias else None
+                mine.set_factors(second[row_at][:, : mine.rank], first[: mine.rank][:, cols_only], bias)
+            else:
+                _assign(mine, solution[slot[0]][:, slot[1]], has_bias)
     return len(todo)

@@ -272,7 +272,6 @@ class LowRank(Technique):
         )
 
     def apply(self, module: nn.Module, layer: Layer, value: float) -> nn.Module:
-        first: nn.Module
         if isinstance(module, nn.Linear):
             out, columns = module.out_features, module.in_features
         elif isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1:
@@ -286,30 +285,44 @@ class LowRank(Technique):
         rank = self.rank(out, columns, value)
         if rank >= _break_even_of(out, columns):
             return module
-        bias = module.bias is not None
-        second: nn.Module
-        if isinstance(module, nn.Linear):
-            first, second = nn.Linear(columns, rank, bias=False), nn.Linear(rank, out, bias=bias)
-        else:
-            conv = type(module)
-            first = conv(
-                module.in_channels,
-                rank,
-                module.kernel_size,  # type: ignore[arg-type]
-                module.stride,  # type: ignore[arg-type]
-                module.padding,  # type: ignore[arg-type]
-                module.dilation,  # type: ignore[arg-type]
-                bias=False,
-                padding_mode=module.padding_mode,
-            )
-            second = conv(rank, out, 1, bias=bias)
-        factored = LowRankModule(first, second)
-        weight = cast(torch.Tensor, module.weight).detach().reshape(out, -1).double()
-        u, s, vh = torch.linalg.svd(weight, full_matrices=False)
-        root = s[:rank].sqrt()
-        b = cast(torch.Tensor, module.bias).detach() if bias else None
-        factored.set_factors(u[:, :rank] * root, root[:, None] * vh[:rank], b)
-        return factored.to(cast(torch.Tensor, module.weight).dtype)
+        return factor_at_rank(module, rank)
+
+
+def factor_at_rank(module: nn.Module, rank: int) -> LowRankModule:
+    """A dense convolution or linear layer as a :class:`LowRankModule` of ``rank``, from the truncated SVD of its
+    weight (its components in the order of their singular values: a smaller rank's factors are slices of these)."""
+    first: nn.Module
+    if isinstance(module, nn.Linear):
+        out, columns = module.out_features, module.in_features
+    elif isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1:
+        out = module.out_channels
+        columns = module.in_channels * math.prod(module.kernel_size)
+    else:
+        raise PolicyError(f"low rank applies to dense convolutions and linear layers, not a {type(module).__name__}.")
+    bias = module.bias is not None
+    second: nn.Module
+    if isinstance(module, nn.Linear):
+        first, second = nn.Linear(columns, rank, bias=False), nn.Linear(rank, out, bias=bias)
+    else:
+        conv = type(module)
+        first = conv(
+            module.in_channels,
+            rank,
+            module.kernel_size,  # type: ignore[arg-type]
+            module.stride,  # type: ignore[arg-type]
+            module.padding,  # type: ignore[arg-type]
+            module.dilation,  # type: ignore[arg-type]
+            bias=False,
+            padding_mode=module.padding_mode,
+        )
+        second = conv(rank, out, 1, bias=bias)
+    factored = LowRankModule(first, second)
+    weight = cast(torch.Tensor, module.weight).detach().reshape(out, -1).double()
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    root = s[:rank].sqrt()
+    b = cast(torch.Tensor, module.bias).detach() if bias else None
+    factored.set_factors(u[:, :rank] * root, root[:, None] * vh[:rank], b)
+    return factored.to(cast(torch.Tensor, module.weight).dtype)
 
 
 def _columns(layer: Layer, in_channels: int | None = None) -> int:
