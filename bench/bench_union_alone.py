@@ -115,9 +115,12 @@ def main() -> None:
                 for e, r in reports.items()
             },
         }
+    # a package's training records per epoch how often gradients were clipped from the per-configuration clip on
+    clip = "each configuration's gradient clipped on its own" if "clipped" in training else "one clip of their sum"
     body = (
         f"Package `{package.name}` ({manifest['model']} on {manifest['dataset']}, union trained "
-        f"{training['epochs']} epochs, sandwich rule, distilled); each configuration also exported alone from "
+        f"{training['epochs']} epochs, {training.get('rule', 'sandwich rule')}, distilled; {clip}); "
+        "each configuration also exported alone from "
         "its own policy (the package's, bits as shipped): sequential least-squares refit, then the same distilled "
         f"fine-tune (SGD Nesterov, lr {lr} as the union's, cosine over the run's epochs, batch 128). Test "
         "accuracy on the whole test split from the ONNX files.\n\n"
