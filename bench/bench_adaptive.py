@@ -36,7 +36,8 @@ OWN_NOTE = "Each configuration is refitted on its own (sequential least squares)
 TRAINED_NOTE = (
     "Configurations are nested slices of one union model trained once for all of them (`--train-epochs {n}`: "
     "{rule} — distilled from the "
-    "unpruned model, fake-quantised below 8 bits; each configuration's BatchNorm scale and shift trained as its "
+    "unpruned model, each configuration's gradient clipped on its own before they are summed, fake-quantised "
+    "below 8 bits; each configuration's BatchNorm scale and shift trained as its "
     "own and its statistics re-estimated); the shared weights are stored once. Validation accuracy per "
     "configuration after each epoch: {curve}."
 )
