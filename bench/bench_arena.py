@@ -68,6 +68,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-images", type=int, default=1000)
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument(
+        "--done-only",
+        action="store_true",
+        help="publish the searches and exports already done, run nothing new (the table says which are missing)",
+    )
     args = parser.parse_args()
     dataset = "cifar10"
     root = RESULTS / "arena" / args.model
@@ -84,6 +89,7 @@ def main() -> None:
     if args.quick:  # the digits CNN's latency is mostly per-layer overhead: 40 % of it is out of reach
         scenarios = [dataclasses.replace(s, fraction=0.9) for s in scenarios]
     rows: list[dict[str, Any]] = []
+    missing: list[str] = []
     for scenario in scenarios:
         value = budget_value(scenario, args.model, dataset, args.data_dir)
         for agent in args.agents:
@@ -101,14 +107,25 @@ def main() -> None:
                 exp="bench-arena",
             )
             folder = root / scenario.name / agent
+            done = (folder / "export-ft0" / "report.json").exists() and (
+                not args.finetune_epochs or (folder / f"export-ft{args.finetune_epochs}" / "report.json").exists()
+            )
+            if args.done_only and not done:
+                missing.append(f"{agent} on {scenario.name}")
+                continue
             summary = run_search(folder, config)
             plain = export(folder, 0, args.data_dir)
             tuned = export(folder, args.finetune_epochs, args.data_dir) if args.finetune_epochs else plain
             policy = json.loads((folder / "export-ft0" / "policy.json").read_text())
             rows.append(row(scenario, value, agent, summary, plain, tuned, policy))
             print(rows[-1], flush=True)
+    if not rows:
+        raise SystemExit(f"nothing to publish: no search of {', '.join(args.agents)} is done under {root}.")
     base = unpruned_test_accuracy(args.model, dataset, args.data_dir)
-    publish(f"arena-{args.model}", f"The hardware arena: {args.model}", render(rows, base, args), rows, args.quick)
+    body = render(rows, base, args)
+    if missing:
+        body += "\n\nNot run (`--done-only` published what was done): " + ", ".join(missing) + "."
+    publish(f"arena-{args.model}", f"The hardware arena: {args.model}", body, rows, args.quick)
 
 
 def row(
