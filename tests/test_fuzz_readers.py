@@ -303,3 +303,22 @@ def test_npz_dataset_reader(tmp_path: Path, contents: dict[str, np.ndarray]) -> 
     }
     np.savez(path, **(base | contents))
     one_line(lambda: load_dataset(str(path)))
+
+
+@pytest.mark.parametrize("value", [True, 3, "x", [1]])
+def test_a_run_whose_resolved_section_is_no_mapping_is_one_line(
+    made: dict[str, Path], tmp_path: Path, value: Any
+) -> None:
+    # found by the property above: `"resolved": true` in config.json raised AttributeError on opening the run
+    from autocompress.search.record import RunRecord
+
+    folder = fresh(tmp_path, "run")
+    shutil.copytree(made["run"], folder)
+    doc = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**doc, "resolved": value}))
+
+    def read() -> None:
+        record = RunRecord.open(folder, "export")
+        _ = record.config, record.resolved
+
+    one_line(read)

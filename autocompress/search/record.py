@@ -307,7 +307,8 @@ class RunRecord:
     def _untrusted_code(self) -> dict[str, Any]:
         """The run's config without a searcher reference this process registered itself (the caller's say-so)."""
         raw = json.loads(json.dumps(self._raw))
-        agent = (raw.get("resolved") or {}).get("agent") or {}
+        resolved = raw.get("resolved") if isinstance(raw, dict) else None
+        agent = (resolved.get("agent") if isinstance(resolved, dict) else None) or {}
         name = str(agent.get("algorithm")) if isinstance(agent, dict) else ""
         if name and registered_by_caller(name) and searcher_reference(name) == agent.get("searcher"):
             del agent["searcher"]

@@ -386,7 +386,7 @@ def test_val_images_must_be_positive_or_none() -> None:
         AdaptiveOptions(val_images=0)
 
 
-@pytest.mark.parametrize("train_epochs", [0, 1])
+@pytest.mark.parametrize("train_epochs", [0, pytest.param(1, marks=pytest.mark.slow)])  # trained: a slow case
 def test_factorised_configurations_nest_and_share_their_factors(
     tmp_path: Path, digits: DatasetSplits, train_epochs: int
 ) -> None:
