@@ -272,16 +272,13 @@ class LowRank(Technique):
         )
 
     def apply(self, module: nn.Module, layer: Layer, value: float) -> nn.Module:
-        if isinstance(module, nn.Linear):
-            out, columns = module.out_features, module.in_features
-        elif isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1:
-            out = module.out_channels
-            columns = module.in_channels * math.prod(module.kernel_size)
-        else:
+        shape = _dense_shape(module)
+        if shape is None:
             raise PolicyError(
                 f"rank applies to dense convolutions and linear layers, but layer '{layer.name}' is a "
                 f"{type(module).__name__}; remove its rank from the policy."
             )
+        out, columns = shape
         rank = self.rank(out, columns, value)
         if rank >= _break_even_of(out, columns):
             return module
@@ -291,14 +288,11 @@ class LowRank(Technique):
 def factor_at_rank(module: nn.Module, rank: int) -> LowRankModule:
     """A dense convolution or linear layer as a :class:`LowRankModule` of ``rank``, from the truncated SVD of its
     weight (its components in the order of their singular values: a smaller rank's factors are slices of these)."""
-    first: nn.Module
-    if isinstance(module, nn.Linear):
-        out, columns = module.out_features, module.in_features
-    elif isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1:
-        out = module.out_channels
-        columns = module.in_channels * math.prod(module.kernel_size)
-    else:
+    shape = _dense_shape(module)
+    if shape is None:
         raise PolicyError(f"low rank applies to dense convolutions and linear layers, not a {type(module).__name__}.")
+    out, columns = shape
+    first: nn.Module
     bias = module.bias is not None
     second: nn.Module
     if isinstance(module, nn.Linear):
@@ -308,10 +302,10 @@ def factor_at_rank(module: nn.Module, rank: int) -> LowRankModule:
         first = conv(
             module.in_channels,
             rank,
-            module.kernel_size,  # type: ignore[arg-type]
-            module.stride,  # type: ignore[arg-type]
-            module.padding,  # type: ignore[arg-type]
-            module.dilation,  # type: ignore[arg-type]
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
             bias=False,
             padding_mode=module.padding_mode,
         )
@@ -323,6 +317,15 @@ def factor_at_rank(module: nn.Module, rank: int) -> LowRankModule:
     b = cast(torch.Tensor, module.bias).detach() if bias else None
     factored.set_factors(u[:, :rank] * root, root[:, None] * vh[:rank], b)
     return factored.to(cast(torch.Tensor, module.weight).dtype)
+
+
+def _dense_shape(module: nn.Module) -> tuple[int, int] | None:
+    """(outputs, input columns) of a dense convolution's or linear layer's flattened weight; ``None`` for others."""
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1:
+        return module.out_channels, module.in_channels * math.prod(module.kernel_size)
+    return None
 
 
 def _columns(layer: Layer, in_channels: int | None = None) -> int:
