@@ -75,7 +75,7 @@ def nested_models(
     values = [policy.technique_values(table) for policy in policies]
     working = [pruner.prune(sub_kept) for sub_kept in sub_kepts]
     own = [_with_techniques(model, table, values[k], k) for k, model in enumerate(working)]  # factored layers
-    if reconstruct == "sequential":  # the factored layers refitted alone, on their own inputs, as it goes
+    if reconstruct == "sequential":  # low-rank layers get the union's shared factors; other factored ones their own
         reconstruct_joint_sequential(
             shared,
             union,
@@ -102,7 +102,7 @@ def nested_models(
     for k, (kept, sub_kept) in enumerate(zip(kepts, sub_kepts, strict=True)):
         model = pruner.prune(sub_kept)
         factored = _with_techniques(model, table, values[k], k)
-        if factored and reconstruct == "sequential":  # the configuration's own layers, refitted by the joint refit
+        if factored and reconstruct == "sequential":  # as the joint refit left them (slices of shared factors or own)
             for name in factored:
                 model.get_submodule(name).load_state_dict(working[k].get_submodule(name).state_dict())
         elif factored and reconstruct == "fast":
