@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import re
@@ -17,6 +18,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+# The library's progress lines (a union training's epoch, a fine-tune's) on stderr with the time: tqdm's bars are
+# off when stderr is no terminal, so a benchmark run under nohup showed nothing for half an hour at a time.
+if not logging.getLogger("autocompress").handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("autocompress").addHandler(_handler)
+    logging.getLogger("autocompress").setLevel(logging.INFO)
 
 
 def machine() -> str:
