@@ -47,8 +47,8 @@ def require_trust(data: Any, where: str, trust_code: bool) -> None:
     refs = code_references(data)
     if refs and not trust_code:
         raise AutoCompressError(
-            f"{where} names code to import ('{refs[0]}'), which runs only when the caller says so: allow it with "
-            "trust_code if you trust where the file came from.",
+            f"{where} names code to import ({', '.join(repr(r) for r in dict.fromkeys(refs))}), which runs only when "
+            "the caller says so: allow it with trust_code if you trust where the file came from.",
             params=("trust_code",),
         )
 

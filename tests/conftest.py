@@ -12,7 +12,11 @@ from autocompress.data import DatasetSplits, load_dataset
 
 # pytest-xdist's workers share the cores: each takes its share of threads (more would oversubscribe them)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(_THREADS)
+# and so do the processes a test starts (the CLI by subprocess): their default is every core, and OpenMP threads
+# spinning on cores another worker holds made a 2-second digits search take 7
+os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,9 @@ numpy and onnxruntime alone — AdaBN included."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -420,6 +422,7 @@ def test_a_run_made_with_a_users_searcher_reopens_in_a_new_process(tmp_path: Pat
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["agent"]
     assert saved["searcher"] == "mysearch:GreedyKeep"
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "AUTOCOMPRESS_RUNS_DIR": str(tmp_path / "runs")}
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     cli = [sys.executable, "-m", "autocompress"]
     refused = subprocess.run(
         [*cli, "export", str(tmp_path / "run"), "--out", str(tmp_path / "out")],
@@ -437,26 +440,6 @@ def test_a_run_made_with_a_users_searcher_reopens_in_a_new_process(tmp_path: Pat
         assert done.returncode == 0, done.stderr[-1500:]
     assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 4
     assert json.loads((tmp_path / "out" / "report.json").read_text())["verification"]["passed"]
-
-
-def test_a_users_reward_by_reference_is_recorded_and_reopened(tmp_path: Path) -> None:
-    (tmp_path / "myreward.py").write_text("def mine(spec, x):\n    return 2.0 * x.accuracy - 1.0\n")
-    env = tmp_path / "env.yaml"
-    env.write_text(f"name: my-host\ndescription: mine\ndevice: host\nreward: {{mode: {tmp_path}/myreward.py:mine}}\n")
-    config = SearchConfig(model="digits-cnn", dataset="digits", env=str(env), agent="random", episodes=4, seed=0)
-    job = SearchJob.create(config, tmp_path / "run")
-    env.unlink()  # the run holds what it needs
-    job.run(callbacks=[_StopAfter(2)])
-    rows = (tmp_path / "run" / "progress.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    first = dict(zip(header, rows[1].split(","), strict=True))
-    assert float(first["reward"]) == pytest.approx(2 * float(first["accuracy"]) - 1, abs=1e-6)
-    cli = [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(tmp_path / "run")]
-    refused = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 1 and "myreward.py:mine" in refused.stderr
-    done = subprocess.run([*cli, "--trust-code"], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-1500:]
-    assert len((tmp_path / "run" / "progress.csv").read_text().splitlines()) == 1 + 4
 
 
 def _StopAfter(count: int):  # type: ignore[no-untyped-def]
@@ -484,36 +467,42 @@ half_adabn = AdaptationMethod("half-adabn", _run, lambda n: AdaptationCost(forwa
 """
 
 
-def test_a_users_adaptation_by_reference_is_searched_recorded_and_reopened(tmp_path: Path) -> None:
+def test_a_users_reward_and_adaptation_by_reference_are_searched_recorded_and_reopened(tmp_path: Path) -> None:
+    """One run names two pieces of the user's code, an env's reward and a space's adaptation method: both are
+    scored and logged, the run holds what it needs once its YAML files are gone, and a new process resumes it only
+    when trusted, the refusal naming both files."""
     from autocompress.compress.adaptation import adaptation_method
 
+    (tmp_path / "myreward.py").write_text("def mine(spec, x):\n    return 2.0 * x.accuracy - 1.0\n")
+    env = tmp_path / "env.yaml"
+    env.write_text(
+        f"name: my-pi\ndescription: mine\ndevice: raspberry-pi-4\nreward: {{mode: {tmp_path}/myreward.py:mine}}\n"
+    )
     (tmp_path / "myadapt.py").write_text(ADAPTATION)
     ref = f"{tmp_path}/myadapt.py:half_adabn"
     space = tmp_path / "space.yaml"
     space.write_text(f"name: mine\ndescription: mine\nkeep: {{min: 0.5, max: 1.0}}\nadapt: [none, '{ref}']\n")
     assert adaptation_method(ref).estimate(64).forward_images == 32
     config = SearchConfig(
-        model="digits-cnn",
-        dataset="digits",
-        env="raspberry-pi-4-wifi",
-        space=str(space),
-        agent="random",
-        episodes=6,
-        seed=0,
+        model="digits-cnn", dataset="digits", env=str(env), space=str(space), agent="random", episodes=6, seed=0
     )
     job = SearchJob.create(config, tmp_path / "run")
-    space.unlink()  # the run holds what it needs
+    env.unlink()  # the run holds what it needs
+    space.unlink()
     job.run(callbacks=[_StopAfter(3)])
     assert ref in (tmp_path / "run" / "config.json").read_text()
     cli = [sys.executable, "-m", "autocompress", "-q", "search", "--resume", str(tmp_path / "run")]
     refused = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 1 and "myadapt.py:half_adabn" in refused.stderr
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "myreward.py:mine" in refused.stderr and "myadapt.py:half_adabn" in refused.stderr
     done = subprocess.run([*cli, "--trust-code"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-1500:]
-    rows = (tmp_path / "run" / "progress.csv").read_text().splitlines()
-    assert len(rows) == 1 + 6
-    adapt = rows[0].split(",").index("adapt")
-    assert any(row.split(",")[adapt] == ref for row in rows[1:])  # searched, scored and logged under its reference
+    with (tmp_path / "run" / "progress.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for row in rows:  # the user's reward scored every episode, in this process and in the resumed one
+        assert float(row["reward"]) == pytest.approx(2 * float(row["accuracy"]) - 1, abs=1e-6)
+    assert any(row["adapt"] == ref for row in rows)  # searched, scored and logged under its reference
     with pytest.raises(AutoCompressError, match="AdaptationMethod"):
         adaptation_method(f"{tmp_path}/myadapt.py:CALLS")
 
