@@ -8,9 +8,11 @@ import pytest
 
 from autocompress.compress.layers import build_layer_table
 from autocompress.env.deployment import Deployment
+from autocompress.env.presets import preset_dir
 from autocompress.hardware.graph import analyse
 from autocompress.hardware.profiles import DEVICES_DIR, shipped
 from autocompress.models import build_model
+from autocompress.search.agents import load_agent
 from autocompress.search.base import searcher_names
 from autocompress.testing import check_cost_model, check_searcher
 
@@ -50,3 +52,12 @@ def test_cost_model_contract_catches_a_broken_model() -> None:
     broken = Inverted(table, analyse(net, table), deployment.device)
     with pytest.raises(AssertionError, match="pruning raised latency_ms"):
         check_cost_model(broken, "resnet20")
+
+
+def test_every_shipped_agent_preset_loads_and_the_readme_names_it() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    presets = sorted(preset_dir("agents").glob("*.yaml"))
+    assert len(presets) >= 10
+    for path in presets:
+        assert load_agent(path.stem).name == path.stem
+        assert f"`{path.stem}`" in readme, f"README's agent list lacks {path.stem}"
