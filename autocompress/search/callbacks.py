@@ -158,7 +158,7 @@ class TensorBoardCallback(SearchCallback):
         best = self.record.best
         if best is not None and best["episode"] == episode.index:
             w.add_figure("policy/best", policy_figure(best), step)
-        if step % FIGURE_EVERY == 0:
+        if (step + 1) % FIGURE_EVERY == 0:  # after every 25 episodes (and at the end): a front of one is no figure
             w.add_figure("pareto/front", pareto_figure(self.record.rows, self.record.front), step)
         w.flush()
         return True
