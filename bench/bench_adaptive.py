@@ -66,7 +66,7 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
     name = f"package-trained{args.train_epochs}" if args.train_epochs else "package"
     if args.reconstruct is not None:
         name += f"-{args.reconstruct}"
-    if args.train_per_step is not None:
+    if args.train_per_step != 3:  # the sandwich's packages and sections, made before 0 became export's default
         name += f"-per-step{args.train_per_step or '-all'}"
     package = folder / (name.replace("package", "package-shared") if args.share_weights else name)
     if not (package / "manifest.json").exists():
@@ -78,7 +78,7 @@ def package_for(root: Path, model: str, dataset: str, env: str, args: argparse.N
             train_epochs=args.train_epochs,
             device=args.device,
             **({"reconstruct": args.reconstruct} if args.reconstruct is not None else {}),
-            **({"train_per_step": args.train_per_step} if args.train_per_step is not None else {}),
+            train_per_step=args.train_per_step,
         )
         export_adaptive(folder / "search", package, options)
     return package
@@ -127,7 +127,7 @@ def note(args: argparse.Namespace, raw: dict[str, Any]) -> str:
         if args.reconstruct == "none"
         else "The union starts from a joint least-squares refit for all configurations. "
     )
-    n = 3 if args.train_per_step is None else args.train_per_step
+    n = args.train_per_step
     rule = (
         "every configuration each step (`--train-per-step 0`)"
         if n == 0
@@ -177,9 +177,9 @@ def main() -> None:
     parser.add_argument(
         "--train-per-step",
         type=int,
-        default=None,
-        help="configurations per training step (export --train-per-step; 0: all; default: export's); named in the "
-        "package folder and section",
+        default=3,
+        help="configurations per training step (export --train-per-step; 0: all; default 3, the sandwich rule, as "
+        "the published trained sections were made; other values are named in the package folder and section)",
     )
     args = parser.parse_args()
     if args.quick:
@@ -281,7 +281,7 @@ def main() -> None:
         name, title = f"{name}-{'-'.join(args.envs)}", f"{title} ({', '.join(args.envs)})"
     if args.reconstruct is not None:
         name, title = f"{name}-{args.reconstruct}", f"{title}, --reconstruct {args.reconstruct}"
-    if args.train_per_step is not None:
+    if args.train_per_step != 3:
         n = args.train_per_step
         name, title = f"{name}-per-step{n or '-all'}", f"{title}, --train-per-step {n}"
     publish(name, title, body, raw, args.quick)

@@ -105,13 +105,14 @@ class AdaptiveOptions:
         lift_bits: Raise each configuration's bits where the device runs them at the same predicted latency and
             energy and no limit breaks (:func:`lift_bits`); ``False`` ships the searched bits.
         train_epochs: Train the configurations once, together, as slices of one union model for this many epochs
-            (:func:`~autocompress.compress.union_training.train_union`: sandwich rule, distillation from the
-            unpruned model, each configuration's own BatchNorm statistics, quantization-aware below 8 bits; a
+            (:func:`~autocompress.compress.union_training.train_union`: every configuration each step, distilled
+            from the unpruned model, each configuration's own BatchNorm statistics, quantization-aware below 8 bits; a
             checkpoint per epoch in ``OUT/training/``, resumed when found, removed when the package is written).
             Implies ``share_weights``.
         train_lr: Its starting learning rate (cosine schedule).
-        train_per_step: Configurations each training step takes: the largest, the smallest and random middle ones
-            up to this many (3: the sandwich rule); 0: every configuration every step.
+        train_per_step: Configurations each training step takes: 0 (default) every configuration every step, as
+            Slimmable Networks train their switches; N the largest, the smallest and random middle ones up to N
+            (3: the sandwich rule of universally slimmable networks, which have too many widths to train each).
         device: Where it trains: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         trust_code: Package a run whose config names code (``file.py:…``, ``pkg.mod:…``), importing it.
     """
@@ -129,7 +130,7 @@ class AdaptiveOptions:
     lift_bits: bool = True
     train_epochs: int = 0
     train_lr: float = 0.01
-    train_per_step: int = 3
+    train_per_step: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
