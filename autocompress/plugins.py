@@ -46,9 +46,10 @@ def require_trust(data: Any, where: str, trust_code: bool) -> None:
     opening a run folder or a package must not run whatever a .py file it names holds."""
     refs = code_references(data)
     if refs and not trust_code:
+        named = ", ".join(f"'{ref}'" for ref in dict.fromkeys(refs))
         raise AutoCompressError(
-            f"{where} names code to import ({', '.join(repr(r) for r in dict.fromkeys(refs))}), which runs only when "
-            "the caller says so: allow it with trust_code if you trust where the file came from.",
+            f"{where} names code to import ({named}), which runs only when the caller says so: allow it with "
+            "trust_code if you trust where the file came from.",
             params=("trust_code",),
         )
 

@@ -15,8 +15,10 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
 torch.set_num_threads(_THREADS)
 # and so do the processes a test starts (the CLI by subprocess): their default is every core, and OpenMP threads
-# spinning on cores another worker holds made a 2-second digits search take 7
-os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+# spinning on cores another worker holds made a 2-second digits search take 7. A worker sets its share whatever the
+# controller (which loads this file too, without a worker count) left in the environment.
+if "PYTEST_XDIST_WORKER" in os.environ or "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 
 @pytest.fixture(scope="session")

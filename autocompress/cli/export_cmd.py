@@ -81,8 +81,8 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=0,
         help="adaptive package: train the configurations once, together, as slices of one model for N "
-        "epochs (sandwich rule, distilled, own BatchNorm scale, shift and statistics; implies --share-weights; resumes "
-        "from OUT/training/)",
+        "epochs (every configuration each step, distilled, own BatchNorm scale, shift and statistics; implies "
+        "--share-weights; resumes from OUT/training/)",
     )
     p.add_argument("--train-lr", type=float, default=0.01, help="its starting learning rate (default 0.01)")
     p.add_argument(

@@ -53,7 +53,8 @@ SliceMap = Mapping[str, Sequence[Sequence[int] | None]]
 
 @dataclass
 class UnionTrainingResult:
-    """Per epoch: the mean sandwich loss, and each configuration's validation accuracy after the epoch."""
+    """Per epoch: the mean loss of the configurations each step trained, and each configuration's validation accuracy
+    after the epoch."""
 
     losses: list[float] = field(default_factory=list)
     val_accuracy: list[list[float]] = field(default_factory=list)
@@ -94,7 +95,7 @@ def train_union(
         union: The union model (every group keeps the most channels any configuration keeps).
         models: Each configuration's model, a slice of ``union`` by ``maps``.
         maps: Per configuration, which slice of the union's tensor each of its tensors is.
-        sizes: Per configuration, its size (MACs): the sandwich takes the largest and the smallest every step.
+        sizes: Per configuration, its size (MACs): every step trains the largest and the smallest.
         weight_bits: Per configuration, each layer's weight bits (quantization-aware below 8).
         splits: The dataset (train for the steps, val for the accuracy after each epoch).
         options: Epochs, learning rate, schedule, distillation, device, seed (:class:`FinetuneOptions`).
@@ -376,8 +377,8 @@ def _restore(
     if _draws(saved_per_step, len(models)) != _draws(per_step, len(models)):
         raise AutoCompressError(
             f"the union training checkpoint '{path}' must have been trained with the same train_per_step, "
-            f"but it took {saved_per_step} and this run takes {per_step}; pass the same value to resume, "
-            "or delete it to train from the start.",
+            f"but it took {saved_per_step} and this run takes {per_step}; pass train_per_step {saved_per_step} to "
+            "resume, or delete it to train from the start.",
             params=("train_per_step",),
         )
     try:

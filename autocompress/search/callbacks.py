@@ -137,6 +137,7 @@ class TensorBoardCallback(SearchCallback):
     def __init__(self, hparams: dict[str, Any]) -> None:
         self.hparams = hparams
         self.writer: Any = None
+        self.pareto_drawn_at = -1  # the episode after which this process last drew the Pareto figure
 
     def on_search_start(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -160,6 +161,7 @@ class TensorBoardCallback(SearchCallback):
             w.add_figure("policy/best", policy_figure(best), step)
         if (step + 1) % FIGURE_EVERY == 0:  # after every 25 episodes (and at the end): a front of one is no figure
             w.add_figure("pareto/front", pareto_figure(self.record.rows, self.record.front), step)
+            self.pareto_drawn_at = step
         w.flush()
         return True
 
@@ -167,9 +169,10 @@ class TensorBoardCallback(SearchCallback):
         if self.writer is None:
             return
         record = self.record
-        if record.rows:
-            self.writer.add_figure("pareto/front", pareto_figure(record.rows, record.front), record.episodes_done - 1)
         confirmed = [e for e in record.candidates if "search_accuracy" in e]
+        last = record.episodes_done - 1
+        if record.rows and (last != self.pareto_drawn_at or confirmed):  # confirmation may have moved the front
+            self.writer.add_figure("pareto/front", pareto_figure(record.rows, record.front), last)
         if confirmed:
             self.writer.add_text("confirm/candidates", confirmation_table(confirmed), record.episodes_done - 1)
         if record.best is not None:

@@ -169,7 +169,7 @@ def test_a_checkpoint_of_another_per_step_is_refused(tmp_path: Path, monkeypatch
         train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 0)
     monkeypatch.setattr(union_training, "_save", real_save)
     workload, union, models, maps, sizes, bits = _setup()
-    message = "same train_per_step, but it took 0 and this run takes 2; pass the same value"
+    message = "same train_per_step, but it took 0 and this run takes 2; pass train_per_step 0 to resume"
     with pytest.raises(AutoCompressError, match=message):
         train_union(union, models, maps, sizes, bits, workload.splits, options, None, tmp_path / "ck", 2)
     # of three configurations, 3 (the sandwich) trains every one every step, as 0 does: it resumes

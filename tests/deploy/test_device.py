@@ -475,8 +475,9 @@ def test_a_users_reward_and_adaptation_by_reference_are_searched_recorded_and_re
 
     (tmp_path / "myreward.py").write_text("def mine(spec, x):\n    return 2.0 * x.accuracy - 1.0\n")
     env = tmp_path / "env.yaml"
-    env.write_text(
+    env.write_text(  # drifting inputs, so the user's adaptation runs on shifted batches
         f"name: my-pi\ndescription: mine\ndevice: raspberry-pi-4\nreward: {{mode: {tmp_path}/myreward.py:mine}}\n"
+        "context: {shifts: [gaussian_noise:3, contrast:3]}\n"
     )
     (tmp_path / "myadapt.py").write_text(ADAPTATION)
     ref = f"{tmp_path}/myadapt.py:half_adabn"

@@ -55,9 +55,12 @@ def test_cost_model_contract_catches_a_broken_model() -> None:
 
 
 def test_every_shipped_agent_preset_loads_and_the_readme_names_it() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    root = Path(__file__).parents[2]
+    row = next(line for line in (root / "README.md").read_text().splitlines() if line.startswith("| `--agent`"))
+    table = (root / "agents" / "README.md").read_text()
     presets = sorted(preset_dir("agents").glob("*.yaml"))
     assert len(presets) >= 10
     for path in presets:
         assert load_agent(path.stem).name == path.stem
-        assert f"`{path.stem}`" in readme, f"README's agent list lacks {path.stem}"
+        assert f"`{path.stem}`" in row, f"README's --agent row lacks {path.stem}"
+        assert f"`{path.stem}`" in table, f"agents/README.md lacks {path.stem}"
