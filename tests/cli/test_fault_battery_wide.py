@@ -1080,6 +1080,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return FIX
 
 
+@pytest.mark.slow  # ~30 s: 200+ bad inputs end to end; tests/cli/test_fault_battery.py keeps a narrow one by default
 def test_the_wide_fault_battery(
     fixtures: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

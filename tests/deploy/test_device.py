@@ -402,6 +402,7 @@ class GreedyKeep(RandomSearcher):
 """
 
 
+@pytest.mark.slow  # three CLI processes; the trust rule itself is checked in-process above
 def test_a_run_made_with_a_users_searcher_reopens_in_a_new_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The run records where the searcher lives ("module:Class"); a new process exports it and resumes it."""
     from autocompress.search import SearchCallback, register_searcher
