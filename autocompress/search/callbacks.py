@@ -174,7 +174,7 @@ class TensorBoardCallback(SearchCallback):
         if record.rows and (last != self.pareto_drawn_at or confirmed):  # confirmation may have moved the front
             self.writer.add_figure("pareto/front", pareto_figure(record.rows, record.front), last)
         if confirmed:
-            self.writer.add_text("confirm/candidates", confirmation_table(confirmed), record.episodes_done - 1)
+            self.writer.add_text("confirm/candidates", confirmation_table(confirmed), last)
         if record.best is not None:
             metrics = {"hparams/best_reward": record.best["reward"], "hparams/best_accuracy": record.best["accuracy"]}
             if record.best.get("accuracy_se") is not None:
