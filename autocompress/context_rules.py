@@ -4,9 +4,9 @@ the on-device runtime and simulator (:class:`~autocompress.deploy.runtime.Adapti
 it runs on the device.
 
 - battery (0..1] scales the preset's hard energy budget per inference, and becomes an energy budget of its own by
-  :func:`battery_energy_budget` (the battery governor), whatever the preset's budgets are; hours_to_charge, when the
-  device knows when it is next charged, turns the charge into the charge the governor reads
-  (:func:`effective_charge`);
+  :func:`battery_energy_budget` (the battery governor: the pace the charge sustains until the next charge),
+  whatever the preset's budgets are; hours_to_charge, when the device knows when it is next charged, says how long
+  the charge must last (:func:`hours_ahead`; else the rest of a day since the last charge);
 - free_memory (0..1] scales the device's RAM a configuration may use;
 - bandwidth_scale multiplies the link's nominal rates (0: no link); costs are looked up at the grid point at or
   below it (:func:`grid_index`), so a package never assumes more bandwidth than the context has;
@@ -40,20 +40,39 @@ def budgets(
     return values
 
 
-BATTERY_FULL = 0.8  # at or above this charge the governor allows the most accurate configuration's energy
-BATTERY_LOW = 0.2  # at or below it, the cheapest configuration's
+BATTERY_LOW = 0.2  # the reserve: at or below this charge the governor allows only the cheapest configuration
+DAY_HOURS = 16.0  # the time a full charge is meant to last: a waking day for a phone, a watch or a field sensor
+MIN_HOURS_AHEAD = 1.0  # the governor plans at least this far ahead (a day overrun, a charger said to be near)
 
 
-def battery_energy_budget(battery: float, least_mj: float, most_mj: float) -> float:
-    """The energy per inference the battery governor allows at a charge of ``battery``: ``most_mj`` (the most
-    accurate runnable configuration's energy) at or above :data:`BATTERY_FULL`, ``least_mj`` (the cheapest's) at or
-    below :data:`BATTERY_LOW`, and geometrically between (equal steps of charge buy equal ratios of energy). The
-    budget moves with the package's own energy range, so it binds whatever the preset's energy budget is (none, soft
-    or hard), and the cheapest configuration always meets it."""
-    if most_mj <= least_mj or least_mj <= 0:
-        return max(least_mj, most_mj)
-    fraction = min(1.0, max(0.0, (battery - BATTERY_LOW) / (BATTERY_FULL - BATTERY_LOW)))
-    return float(least_mj * (most_mj / least_mj) ** fraction)
+def hours_ahead(hours_to_charge: float | None = None, hours_since_charge: float | None = None) -> float:
+    """The hours the charge must still last: until the next charge when the device knows it, else the rest of a
+    :data:`DAY_HOURS` day since the battery was last charged (a whole day when that is unknown too); at least
+    :data:`MIN_HOURS_AHEAD`."""
+    if hours_to_charge is not None:
+        hours = hours_to_charge
+    elif hours_since_charge is not None:
+        hours = DAY_HOURS - hours_since_charge
+    else:
+        hours = DAY_HOURS
+    return max(float(hours), MIN_HOURS_AHEAD)
+
+
+def battery_energy_budget(battery: float, ahead: float, least_mj: float, most_mj: float) -> float:
+    """The energy per inference the battery governor allows: the pace the charge sustains. ``most_mj`` (the most
+    accurate runnable configuration's energy) is the pace that takes a full battery down to the reserve
+    (:data:`BATTERY_LOW`) in one :data:`DAY_HOURS` day; with ``battery`` left and ``ahead`` hours to go
+    (:func:`hours_ahead`) the sustainable pace is ``most_mj × usable charge / day fraction ahead``, where the usable
+    charge is the part above the reserve as a fraction of a full one — a device behind that schedule spends less,
+    one ahead of it (a charger near) spends up to ``most_mj``; at or below the reserve, ``least_mj`` (the cheapest's).
+    A constant pace is what the concavity of accuracy against energy favours: spending a day's energy evenly loses
+    less accuracy than spending it fully first and running the cheapest configuration at the end. The budget moves
+    with the package's own energy range, so it binds whatever the preset's energy budget is (none, soft or hard)."""
+    usable = (battery - BATTERY_LOW) / (1.0 - BATTERY_LOW)
+    if usable <= 0 or most_mj <= least_mj:
+        return least_mj if usable <= 0 else max(least_mj, most_mj)
+    pace = usable / (ahead / DAY_HOURS)
+    return float(min(most_mj, max(least_mj, most_mj * pace)))
 
 
 def field_problem(name: str, value: object) -> str | None:
@@ -73,20 +92,6 @@ def field_problem(name: str, value: object) -> str | None:
     }
     ok, rule = rules[name]
     return None if ok else f"a context must have {rule}, but {name} is {value!r}"
-
-
-DAY_HOURS = 16.0  # the time a full charge is meant to last: a waking day for a phone, a watch or a field sensor
-
-
-def effective_charge(battery: float, hours_to_charge: float | None = None) -> float:
-    """The charge the battery governor reads, given the hours until the next charge (``None``: unknown, the charge
-    itself). The charge above :data:`BATTERY_LOW` is stretched or shrunk by :data:`DAY_HOURS` / ``hours_to_charge``:
-    half a battery 8 hours before the charger is as comfortable as a full one at the start of a day (both spend it
-    at the same pace), a full one 48 hours from the next charge is as tight as 47 % of one today, and on the way to the
-    charger the budget opens up. At or below :data:`BATTERY_LOW` the charge is what it is."""
-    if hours_to_charge is None or battery <= BATTERY_LOW:
-        return battery
-    return min(1.0, BATTERY_LOW + (battery - BATTERY_LOW) * DAY_HOURS / max(hours_to_charge, 1e-9))
 
 
 def dominated(points: Sequence[Sequence[float]]) -> list[bool]:

@@ -212,6 +212,7 @@ def main() -> None:
                         "acc vs static_feasible (pt)": round(100 * (t["mean_accuracy"] - feasible["mean_accuracy"]), 2),
                         "violating steps": t["violation_steps"],
                         "switches": t["switches"],
+                        "battery at end (least)": f"{t['final_battery']:.2f} ({t['min_battery']:.2f})",
                     }
                 )
         raw[f"{env}/storage"] = table["storage"]
@@ -255,6 +256,8 @@ def main() -> None:
         f"({args.episodes} episodes, seed 0{', budgets ' + ' '.join(args.budget) if args.budget else ''}), "
         f"{args.configs} configurations per package, {args.images_per_step} test images per trace step. Energy is "
         "the cost model's prediction per inference × images (plus AdaBN's forward passes for the adaptive runtime); "
+        "each strategy's battery drains with what it spends (the trace's battery is `static_accurate`'s; README "
+        '"Traces"); '
         "`static_accurate` is the package's most accurate configuration whatever the context (its violations "
         "counted), `static_feasible` the most accurate one that meets every hard budget at every step. Packages "
         "hold the Pareto front's configurations and a ladder derived from the most accurate one at 1.0, 0.5 and "

@@ -17,7 +17,7 @@ statistics in place of the training ones predicts until the drift clears.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ BN_PRIOR = 256  # training inputs' weight in the adapted BatchNorm statistics (s
 HYSTERESIS = 0.005  # accuracy below the floor the controller accepts to keep its configuration (see choose)
 STAY_ENERGY = 0.05  # energy above the pick's the controller accepts to keep its configuration
 SWITCH_HORIZON = 2000  # inputs over which re-adapting a new configuration to a drift is paid back
+CHARGING = 0.005  # a charge this much above the last reading: the battery is charging
+FULL = 0.99  # a charge at least this: full (the governor's day starts when it leaves the charger)
 __all__ = [
     "CONTEXT_FIELDS",
     "RUNTIME_FIELDS",
@@ -98,10 +100,16 @@ class AdaptiveModel:
         folder: The package written by ``autocompress export --adaptive`` (anywhere: it names nothing outside).
         adapt: Run AdaBN when the drift monitor fires; ``False`` only logs the drift.
         threads: onnxruntime intra-op threads per session.
+        clock: Seconds now (default :func:`time.monotonic`); the battery governor reads the hours since the battery
+            was last charged from it. A simulator sets it to the trace's time.
     """
 
-    def __init__(self, folder: str | Path, adapt: bool = True, threads: int = 1) -> None:
+    def __init__(
+        self, folder: str | Path, adapt: bool = True, threads: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.folder = Path(folder)
+        self.clock = clock
+        self._charged_at = clock()  # when the battery was last seen charging or full (the day starts at load)
         self.manifest = Manifest.load(self.folder)
         self.configs: dict[str, Configuration] = {c.id: c for c in self.manifest.configs}
         self.context: dict[str, float | None] = {
@@ -130,8 +138,10 @@ class AdaptiveModel:
         self.switch_ms: list[float] = []
 
     @classmethod
-    def load(cls, folder: str | Path, adapt: bool = True, threads: int = 1) -> AdaptiveModel:
-        return cls(folder, adapt, threads)
+    def load(
+        cls, folder: str | Path, adapt: bool = True, threads: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> AdaptiveModel:
+        return cls(folder, adapt, threads, clock)
 
     # --- the controller ---------------------------------------------------------------------------------------
 
@@ -171,10 +181,10 @@ class AdaptiveModel:
 
         1. feasible: every hard limit met (:meth:`check`);
         2. within the battery governor's energy budget
-           (:func:`~autocompress.context_rules.battery_energy_budget`: between the most accurate feasible
-           configuration's energy at a full battery and the cheapest's at a low one), the charge read through the
-           hours until the next charge when the context gives them
-           (:func:`~autocompress.context_rules.effective_charge`);
+           (:func:`~autocompress.context_rules.battery_energy_budget`: the pace the charge sustains for the hours
+           it must still last — until the next charge when the context gives ``hours_to_charge``, else the rest of
+           a day since the battery was last seen charging or full, by :attr:`clock`), at most the most accurate
+           feasible configuration's energy, at least the cheapest's;
         3. objective ``accuracy`` (default): the least energy among those within the tolerance of the most accurate
            of them; ``energy``: the least energy among those at least as accurate as the reference (the most
            accurate configuration feasible in the manifest's worst context) minus the tolerance;
@@ -194,10 +204,12 @@ class AdaptiveModel:
         energy = {c: float(self.costs(c, bandwidth)[1] or 0.0) for c in feasible}
         best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
         hours = context.get("hours_to_charge")
-        charge = context_rules.effective_charge(
-            float(context.get("battery", 1.0)), None if hours is None else float(hours)
+        ahead = context_rules.hours_ahead(
+            None if hours is None else float(hours), (self.clock() - self._charged_at) / 3600.0
         )
-        budget = context_rules.battery_energy_budget(charge, min(energy.values()), energy[best])
+        budget = context_rules.battery_energy_budget(
+            float(context.get("battery", 1.0)), ahead, min(energy.values()), energy[best]
+        )
         allowed = [c for c in feasible if context_rules.within(energy[c], budget)]
         tolerance = self.manifest.accuracy_tolerance
         if self.manifest.objective == "energy":
@@ -235,7 +247,11 @@ class AdaptiveModel:
             if problem:
                 raise AutoCompressError(f"{problem}; the context is unchanged.", params=("context",))
         start = time.perf_counter()
+        last = float(self.context.get("battery") or 1.0)
         self.context.update(fields)
+        battery = float(self.context.get("battery") or 1.0)
+        if battery > last + CHARGING or battery >= FULL:  # charging or full: the charge's day starts now
+            self._charged_at = self.clock()
         choice = self.choose(self.context)
         previous, self.current = self.current, choice.config
         if previous != self.current:

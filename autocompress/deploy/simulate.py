@@ -2,9 +2,14 @@
 configuration and an oracle.
 
 A trace is a YAML file (``steps:`` a list of rows) or a CSV with the columns ``t, battery, free_memory,
-bandwidth_scale, latency_budget_ms, hours_to_charge, shift`` (missing columns keep their previous value; ``t`` in
-seconds; ``hours_to_charge`` empty or absent when the device does not know it; ``shift`` is ``none`` or any shift
-spec; ``note`` is free text; any other key is refused in one line). Shipped traces
+bandwidth_scale, latency_budget_ms, hours_to_charge, shift, model_share`` (missing columns keep their previous value;
+``t`` in seconds; ``hours_to_charge`` empty or absent when the device does not know it; ``shift`` is ``none`` or any
+shift spec; ``model_share`` the part of the battery's drain the model causes, default 1; ``note`` is free text; any
+other key is refused in one line).
+
+The battery drains with what runs: the trace's ``battery`` is the charge of a device running the package's most
+accurate configuration, and every strategy has its own charge, drained by what it spends (:func:`_drain`) — a
+strategy that saves energy has more charge left, and the adaptive runtime reads its own. Shipped traces
 (``autocompress/deploy/traces/``): ``phone-day``, ``commute``, ``camera-drift``, ``battery-day`` (a drain to 8 % and
 a charge), ``battery-day-known-charge`` (the same, with the hours to the next charge), ``link-drop`` (a link that
 fades and drops) and ``latency-tighten`` (a latency budget that tightens under load).
@@ -57,12 +62,14 @@ TRACE_KEYS = (
     "latency_budget_ms",
     "hours_to_charge",
     "shift",
+    "model_share",
     "note",  # free text
 )
 OPTIONAL = ("latency_budget_ms", "hours_to_charge")  # empty: none, unknown
 ORDERS = ("stored", "by-class")
 MAX_TRACE_STEPS = 10_000  # a day at one step per 10 s; every step runs every strategy on its images
 MAX_IMAGES_PER_STEP = 10_000
+EMPTY = 1e-3  # a strategy's charge is read as at least this (a context's battery is > 0); below it, steps are empty
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class TraceStep:
     latency_budget_ms: float | None
     shift: str
     hours_to_charge: float | None = None
+    model_share: float = 1.0
 
     def context(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in RUNTIME_FIELDS}
@@ -129,6 +137,7 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
             "latency_budget_ms": None,
             "hours_to_charge": None,
             "shift": "none",
+            "model_share": 1.0,
         },
     )
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -156,6 +165,8 @@ def load_trace(name_or_path: str) -> tuple[str, list[TraceStep]]:
                 state[key] = None
         step = TraceStep(**state)  # type: ignore[arg-type]
         problems = [p for name, value in step.context().items() if (p := field_problem(name, value))]
+        if not 0 <= step.model_share <= 1:
+            problems.append(f"a step must have 0 <= model_share <= 1, but model_share is {step.model_share!r}")
         if problems:
             raise AutoCompressError(f"step {i} of '{path}': {problems[0]}.", params=("trace",))
         steps.append(step)
@@ -200,7 +211,8 @@ def simulate(
     if order not in ORDERS:
         raise AutoCompressError(f"order must be one of {', '.join(ORDERS)}, but got '{order}'.", params=("order",))
     name, steps = load_trace(trace)
-    model = AdaptiveModel.load(package)
+    now = [steps[0].t]
+    model = AdaptiveModel.load(package, clock=lambda: now[0])  # the governor's clock is the trace's
     manifest = model.manifest
     require_trust(manifest.dataset, f"the package '{package}'", trust_code)
     require_trust([str(step.shift) for step in steps], f"the trace '{trace}'", trust_code)
@@ -224,7 +236,10 @@ def simulate(
     reference = manifest.uncompressed.costs
     rows: list[dict[str, Any]] = []
     cursor = 0
+    battery = dict.fromkeys(STRATEGIES, steps[0].battery)  # each strategy's own charge (see _drain)
     for index, step in enumerate(steps):
+        now[0] = step.t
+        contexts = {s: dict(step.context(), battery=max(battery[s], EMPTY)) for s in STRATEGIES}
         picks = stream[np.arange(cursor, cursor + images_per_step) % len(stream)]
         cursor += images_per_step
         x, y = splits.test_x[picks], splits.test_y[picks].numpy()
@@ -235,7 +250,7 @@ def simulate(
         bandwidth = step.bandwidth_scale
         # adaptive
         before = len(model.events)
-        model.update_context(**step.context())
+        model.update_context(**contexts["adaptive"])
         logits = np.concatenate([model.predict(raw[i : i + 32]) for i in range(0, len(raw), 32)])
         for event in model.events[before:]:
             event["step"] = index
@@ -253,7 +268,8 @@ def simulate(
                 latency,
                 energy,
                 extra,
-                model.check(model.current, step.context()),
+                model.check(model.current, contexts["adaptive"]),
+                contexts["adaptive"]["battery"],
             )
         )
         for strategy, config in (("static_accurate", accurate), ("static_feasible", static)):
@@ -269,7 +285,8 @@ def simulate(
                     latency,
                     energy,
                     0.0,
-                    model.check(config, step.context()),
+                    model.check(config, contexts[strategy]),
+                    contexts[strategy]["battery"],
                 )
             )
         # uncompressed
@@ -286,11 +303,12 @@ def simulate(
                 latency,
                 energy,
                 0.0,
-                model.check_entry(reference, step.context()),
+                model.check_entry(reference, contexts["uncompressed"]),
+                contexts["uncompressed"]["battery"],
             )
         )
         # oracle
-        feasible = [c for c in model.configs if not model.check(c, step.context())] or [model.current]
+        feasible = [c for c in model.configs if not model.check(c, contexts["oracle"])] or [model.current]
         scored = {c: float((_run(model, c, raw).argmax(1) == y).mean()) for c in feasible}
         best = max(feasible, key=lambda c: (scored[c], -(model.costs(c, bandwidth)[1] or 0.0)))
         latency, energy = model.costs(best, bandwidth)
@@ -305,9 +323,12 @@ def simulate(
                 latency,
                 energy,
                 0.0,
-                model.check(best, step.context()),
+                model.check(best, contexts["oracle"]),
+                contexts["oracle"]["battery"],
             )
         )
+        if index + 1 < len(steps):
+            _drain(battery, rows[-len(STRATEGIES) :], step, steps[index + 1])
     result = {
         "trace": name,
         "package": str(package),
@@ -334,6 +355,24 @@ def _onsets(steps: list[TraceStep], images: int) -> list[dict[str, Any]]:
     ]
 
 
+def _drain(battery: dict[str, float], step_rows: list[dict[str, Any]], step: TraceStep, after: TraceStep) -> None:
+    """Each strategy's charge at the next step. The trace's battery column is the device's charge while it runs the
+    package's most accurate configuration (``static_accurate``); of the charge it loses between two steps, the
+    share ``model_share`` (default 1: a device that mostly infers — a camera trap, a sensor node) is the model's and
+    scales with what each strategy spent per inference (AdaBN's passes included) against ``static_accurate``; the
+    rest (screen, radio, …) is the same for all. A charge the trace gains (on the charger) every strategy gains, up to
+    full. ``model_share: 0`` gives every strategy the trace's battery as it is."""
+    spent = {r["strategy"]: (r["energy_mj"] or 0.0) + r["adapt_energy_mj"] / r["images"] for r in step_rows}
+    reference = spent["static_accurate"]
+    lost = step.battery - after.battery
+    for strategy in battery:
+        if lost <= 0:
+            battery[strategy] = min(1.0, battery[strategy] - lost)
+            continue
+        ratio = spent[strategy] / reference if reference > 0 else 1.0
+        battery[strategy] -= lost * (step.model_share * ratio + 1.0 - step.model_share)
+
+
 def _run(model: AdaptiveModel, config: str, raw: np.ndarray) -> np.ndarray:
     return model.run(config, raw)
 
@@ -358,13 +397,14 @@ def _row(
     energy: float | None,
     extra_mj: float,
     broken: list[str],
+    battery: float,
 ) -> dict[str, Any]:
     return {
         "step": index,
         "t": step.t,
         "strategy": strategy,
         "config": config,
-        "battery": step.battery,
+        "battery": battery,
         "bandwidth_scale": step.bandwidth_scale,
         "free_memory": step.free_memory,
         "latency_budget_ms": step.latency_budget_ms,
@@ -374,6 +414,7 @@ def _row(
         "latency_ms": latency,
         "energy_mj": energy,
         "adapt_energy_mj": extra_mj,
+        "images": len(labels),
         "violation": ",".join(broken),
     }
 
@@ -389,6 +430,9 @@ def _totals(rows: list[dict[str, Any]], model: AdaptiveModel, images: int) -> di
             "energy_mj": energy,
             "mean_latency_ms": float(np.mean([r["latency_ms"] or 0.0 for r in mine])),
             "violation_steps": sum(bool(r["violation"]) for r in mine),
+            "final_battery": mine[-1]["battery"],
+            "min_battery": min(r["battery"] for r in mine),
+            "empty_steps": sum(r["battery"] <= EMPTY for r in mine),
             "switches": sum(a != b for a, b in itertools.pairwise(configs)),
         }
     ms = model.switch_ms
@@ -422,7 +466,9 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
     unit, scale = ("h", 3600.0) if span >= 4 * 3600 else ("min", 60.0) if span >= 600 else ("s", 1.0)
     times = [r["t"] / scale for r in first]
     fig, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
-    axes[0].step(times, [r["battery"] for r in first], where="post", label="battery")
+    axes[0].step(times, [r["battery"] for r in first], where="post", label="battery (adaptive)")
+    accurate = [r for r in rows if r["strategy"] == "static_accurate"]
+    axes[0].step(times, [r["battery"] for r in accurate], where="post", ls=":", label="battery (static_accurate)")
     axes[0].step(times, [r["bandwidth_scale"] for r in first], where="post", label="bandwidth (× nominal)")
     axes[0].step(times, [r["free_memory"] for r in first], where="post", label="free memory")
     budgets = [r["latency_budget_ms"] for r in first]
@@ -494,13 +540,14 @@ def render(result: dict[str, Any]) -> str:
         f"static_accurate = {result['static_accurate_config']}, static_feasible = {result['static_config']}, "
         f"test images {result.get('order', 'stored')}",
         "",
-        "| strategy | mean accuracy | energy (mJ) | mean latency (ms) | steps with a violation | switches |",
-        "|---|---|---|---|---|---|",
+        "| strategy | mean accuracy | energy (mJ) | mean latency (ms) | steps with a violation | switches | "
+        "battery at the end (least) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for strategy, t in result["totals"].items():
         lines.append(
             f"| {strategy} | {t['mean_accuracy']:.4f} | {t['energy_mj']:.4g} | {t['mean_latency_ms']:.4g} | "
-            f"{t['violation_steps']} | {t['switches']} |"
+            f"{t['violation_steps']} | {t['switches']} | {t['final_battery']:.2f} ({t['min_battery']:.2f}) |"
         )
     adaptive = result["totals"]["adaptive"]
     lines.append("")

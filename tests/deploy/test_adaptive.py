@@ -83,7 +83,7 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
     model = AdaptiveModel.load(package, adapt=False)
     logits = model.predict(digits.test_x[:5].numpy())
     assert logits.shape == (5, 10)
-    from autocompress.context_rules import battery_energy_budget, effective_charge
+    from autocompress.context_rules import battery_energy_budget, hours_ahead
     from autocompress.deploy.runtime import HYSTERESIS, STAY_ENERGY
 
     contexts = (
@@ -102,8 +102,8 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
         accuracy = {c: model.configs[c].val_accuracy for c in feasible}
         energy = {c: float(model.costs(c, model.context["bandwidth_scale"])[1] or 0) for c in feasible}
         best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
-        charge = effective_charge(model.context["battery"], model.context["hours_to_charge"])
-        budget = battery_energy_budget(charge, min(energy.values()), energy[best])
+        ahead = hours_ahead(model.context["hours_to_charge"], 0.0)  # the clock: no time has passed since load
+        budget = battery_energy_budget(model.context["battery"], ahead, min(energy.values()), energy[best])
         allowed = [c for c in feasible if energy[c] <= budget * (1 + 1e-9)]
         assert chosen in allowed  # within the battery governor's budget
         floor = max(accuracy[c] for c in allowed) - model.manifest.accuracy_tolerance
@@ -311,19 +311,42 @@ def test_the_union_store_keeps_only_what_the_remaining_configurations_slice() ->
     assert renumbered[1]["w"] == [[1, 2], [1, 3]] and maps[1]["w"] == [[2, 4], [1, 3]]  # the caller's maps stay
 
 
-def test_the_hours_to_the_next_charge_move_the_charge_the_governor_reads() -> None:
-    from autocompress.context_rules import BATTERY_LOW, DAY_HOURS, battery_energy_budget, effective_charge
+def test_the_battery_governor_allows_the_pace_the_charge_sustains() -> None:
+    from autocompress.context_rules import BATTERY_LOW, DAY_HOURS, MIN_HOURS_AHEAD, battery_energy_budget, hours_ahead
 
-    assert effective_charge(0.6) == 0.6 and effective_charge(0.6, DAY_HOURS) == pytest.approx(0.6)
-    assert effective_charge(0.6, DAY_HOURS / 2) > 0.6 > effective_charge(0.6, DAY_HOURS * 2)
-    assert effective_charge(0.6, 0.0) == 1.0  # at the charger
-    assert effective_charge(0.6, DAY_HOURS / 2) == pytest.approx(1.0)  # (0.6 - 0.2) x 2 + 0.2: a full day's pace
-    assert effective_charge(BATTERY_LOW, 0.1) == BATTERY_LOW  # a low battery stays low
+    assert hours_ahead() == DAY_HOURS and hours_ahead(None, 6.0) == DAY_HOURS - 6.0  # the rest of the day
+    assert hours_ahead(3.0, 6.0) == 3.0  # a known charge wins over the day
+    assert hours_ahead(0.0) == hours_ahead(None, 30.0) == MIN_HOURS_AHEAD
+    assert battery_energy_budget(1.0, DAY_HOURS, 1.0, 4.0) == 4.0  # a full battery, a day ahead: the most accurate
+    assert battery_energy_budget(0.6, DAY_HOURS, 1.0, 4.0) == pytest.approx(4.0 * 0.5)  # half the usable charge
+    assert battery_energy_budget(0.6, DAY_HOURS / 2, 1.0, 4.0) == pytest.approx(4.0)  # half the day ahead
+    assert battery_energy_budget(BATTERY_LOW, 0.5, 1.0, 4.0) == 1.0  # the reserve: the cheapest, charger or not
+    assert battery_energy_budget(0.25, DAY_HOURS, 1.0, 4.0) == 1.0  # never below the cheapest
     hours = [0.5, 2, 8, 16, 24, 48, 96]
-    charges = [effective_charge(0.7, h) for h in hours]
-    assert charges == sorted(charges, reverse=True) and all(BATTERY_LOW < c <= 1 for c in charges)
-    budgets = [battery_energy_budget(c, 1.0, 4.0) for c in charges]
-    assert budgets == sorted(budgets, reverse=True) and budgets[0] == 4.0 and budgets[-1] > 1.0
+    budgets = [battery_energy_budget(0.7, h, 1.0, 4.0) for h in hours]
+    assert budgets == sorted(budgets, reverse=True) and budgets[0] == 4.0 and budgets[-1] == 1.0
+    charges = [battery_energy_budget(c, 8.0, 1.0, 4.0) for c in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    assert charges == sorted(charges)
+
+
+def test_the_runtime_reads_the_hours_since_the_last_charge_from_its_clock(package: Path) -> None:
+    """Half a battery at the start of a day (just off the charger) allows less than the same half late in the day;
+    a charge rising restarts the day."""
+    from autocompress.context_rules import battery_energy_budget, hours_ahead
+
+    now = [0.0]
+    model = AdaptiveModel.load(package, adapt=False, clock=lambda: now[0])
+    energy = sorted(float(model.costs(c, 1.0)[1] or 0) for c in model.configs)
+    model.update_context(battery=0.6)
+    early = model.current
+    now[0] = 12 * 3600.0
+    late = model.update_context(battery=0.6)
+    assert model.costs(late, 1.0)[1] >= model.costs(early, 1.0)[1]  # type: ignore[operator]
+    assert model._charged_at == 0.0
+    now[0] = 13 * 3600.0
+    model.update_context(battery=0.7)  # charging
+    assert model._charged_at == 13 * 3600.0
+    assert battery_energy_budget(0.6, hours_ahead(None, 12.0), energy[0], energy[-1]) == energy[-1]
 
 
 def test_bits_the_device_gains_nothing_from_are_lifted() -> None:
