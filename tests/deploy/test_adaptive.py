@@ -12,7 +12,7 @@ import pytest
 from autocompress.data import DatasetSplits
 from autocompress.deploy.adaptive import AdaptiveOptions, choose_configurations, export_adaptive
 from autocompress.deploy.runtime import AdaptiveModel, input_features, window_drift_score
-from autocompress.deploy.simulate import load_trace, shipped_traces, simulate
+from autocompress.deploy.simulate import STRATEGIES, load_trace, shipped_traces, simulate
 from autocompress.errors import AutoCompressError
 from autocompress.search.job import SearchJob
 from autocompress.search.record import SearchConfig
@@ -182,6 +182,44 @@ def test_simulation_compares_four_strategies(package: Path, tmp_path: Path) -> N
     assert totals["oracle"]["mean_accuracy"] >= totals["static_feasible"]["mean_accuracy"] - 1e-9
     assert totals["adaptive"]["violation_steps"] <= totals["static_feasible"]["violation_steps"]
     assert totals["static_accurate"]["mean_accuracy"] >= totals["static_feasible"]["mean_accuracy"] - 0.05
+    accurate = [r["battery"] for r in result["rows"] if r["strategy"] == "static_accurate"]
+    assert accurate == [1.0, 0.5, 0.3]  # the trace's battery is static_accurate's
+    assert totals["static_accurate"]["final_battery"] == 0.3 and totals["static_accurate"]["empty_steps"] == 0
+
+
+def test_each_strategy_drains_its_own_battery_by_what_it_spends() -> None:
+    """The trace's battery is static_accurate's; a strategy spending half as much per inference loses half of the
+    model's share of each drop; a charge is everyone's; model_share 0 gives everyone the trace's battery."""
+    from autocompress.deploy.simulate import TraceStep, _drain
+
+    def step(battery: float, share: float = 1.0) -> TraceStep:
+        return TraceStep(0.0, battery, 1.0, 1.0, None, "none", None, share)
+
+    def rows(adaptive_mj: float, adapt_mj: float = 0.0) -> list[dict[str, float | str]]:
+        spent = {"adaptive": adaptive_mj, "static_accurate": 2.0, "uncompressed": 4.0}
+        return [
+            {
+                "strategy": s,
+                "energy_mj": spent.get(s, 2.0),
+                "adapt_energy_mj": adapt_mj if s == "adaptive" else 0.0,
+                "images": 10,
+            }
+            for s in STRATEGIES
+        ]
+
+    battery = dict.fromkeys(STRATEGIES, 1.0)
+    _drain(battery, rows(1.0), step(1.0), step(0.8))
+    assert battery["static_accurate"] == pytest.approx(0.8) and battery["adaptive"] == pytest.approx(0.9)
+    assert battery["uncompressed"] == pytest.approx(0.6)
+    _drain(battery, rows(1.0, adapt_mj=10.0), step(0.8), step(0.6))  # AdaBN's passes: 1 mJ more per inference
+    assert battery["adaptive"] == pytest.approx(0.7)
+    _drain(battery, rows(1.0), step(0.6, share=0.5), step(0.4))  # half the drop is the screen's
+    assert battery["adaptive"] == pytest.approx(0.55) and battery["static_accurate"] == pytest.approx(0.4)
+    _drain(battery, rows(1.0), step(0.4), step(0.9))  # the charger: everyone gains, up to full
+    assert battery["adaptive"] == 1.0 and battery["static_accurate"] == pytest.approx(0.9)
+    same = dict.fromkeys(STRATEGIES, 0.5)
+    _drain(same, rows(1.0), step(0.5, share=0.0), step(0.3))
+    assert all(b == pytest.approx(0.3) for b in same.values())
 
 
 def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
@@ -197,6 +235,9 @@ def test_shipped_traces_load_and_bad_ones_get_one_line(tmp_path: Path) -> None:
     (tmp_path / "hours.csv").write_text("t,battery,hours_to_charge\n0,0.9,10\n60,0.8,\n")
     steps = load_trace(str(tmp_path / "hours.csv"))[1]
     assert [s.hours_to_charge for s in steps] == [10.0, None]  # empty: unknown from then on
+    (tmp_path / "bad.yaml").write_text("steps:\n- {t: 0, model_share: 1.5}\n")
+    with pytest.raises(AutoCompressError, match="0 <= model_share <= 1"):
+        load_trace(str(tmp_path / "bad.yaml"))
     with pytest.raises(AutoCompressError, match="must be one of"):
         load_trace("no-such-trace")
 
