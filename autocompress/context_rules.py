@@ -58,6 +58,14 @@ def hours_ahead(hours_to_charge: float | None = None, hours_since_charge: float 
     return max(float(hours), MIN_HOURS_AHEAD)
 
 
+def hours_on_schedule(battery: float) -> float:
+    """The hours into a :data:`DAY_HOURS` day at which a charge spent on schedule (full to the reserve in a day)
+    stands at ``battery``: where the governor places a day whose start it has not seen (the runtime's first reading,
+    a partial charge), so a device that starts at 80 % runs as if on schedule until its drain says otherwise."""
+    usable = min(1.0, max(0.0, (battery - BATTERY_LOW) / (1.0 - BATTERY_LOW)))
+    return (1.0 - usable) * DAY_HOURS
+
+
 def battery_energy_budget(battery: float, ahead: float, least_mj: float, most_mj: float) -> float:
     """The energy per inference the battery governor allows: the pace the charge sustains. ``most_mj`` (the most
     accurate runnable configuration's energy) is the pace that takes a full battery down to the reserve

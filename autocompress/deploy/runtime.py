@@ -37,7 +37,6 @@ HYSTERESIS = 0.005  # accuracy below the floor the controller accepts to keep it
 STAY_ENERGY = 0.05  # energy above the pick's the controller accepts to keep its configuration
 SWITCH_HORIZON = 2000  # inputs over which re-adapting a new configuration to a drift is paid back
 CHARGING = 0.005  # a charge this much above the last reading: the battery is charging
-FULL = 0.99  # a charge at least this: full (the governor's day starts when it leaves the charger)
 __all__ = [
     "CONTEXT_FIELDS",
     "RUNTIME_FIELDS",
@@ -109,7 +108,7 @@ class AdaptiveModel:
     ) -> None:
         self.folder = Path(folder)
         self.clock = clock
-        self._charged_at = clock()  # when the battery was last seen charging or full (the day starts at load)
+        self._day_start: float | None = None  # when the charge's day began (see update_context)
         self.manifest = Manifest.load(self.folder)
         self.configs: dict[str, Configuration] = {c.id: c for c in self.manifest.configs}
         self.context: dict[str, float | None] = {
@@ -183,8 +182,9 @@ class AdaptiveModel:
         2. within the battery governor's energy budget
            (:func:`~autocompress.context_rules.battery_energy_budget`: the pace the charge sustains for the hours
            it must still last — until the next charge when the context gives ``hours_to_charge``, else the rest of
-           a day since the battery was last seen charging or full, by :attr:`clock`), at most the most accurate
-           feasible configuration's energy, at least the cheapest's;
+           a day that began when the battery was last seen charging, or at the first reading, placed where a charge
+           spent on schedule would stand (:func:`~autocompress.context_rules.hours_on_schedule`), by
+           :attr:`clock`), at most the most accurate feasible configuration's energy, at least the cheapest's;
         3. objective ``accuracy`` (default): the least energy among those within the tolerance of the most accurate
            of them; ``energy``: the least energy among those at least as accurate as the reference (the most
            accurate configuration feasible in the manifest's worst context) minus the tolerance;
@@ -205,7 +205,8 @@ class AdaptiveModel:
         best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
         hours = context.get("hours_to_charge")
         ahead = context_rules.hours_ahead(
-            None if hours is None else float(hours), (self.clock() - self._charged_at) / 3600.0
+            None if hours is None else float(hours),
+            None if self._day_start is None else (self.clock() - self._day_start) / 3600.0,
         )
         budget = context_rules.battery_energy_budget(
             float(context.get("battery", 1.0)), ahead, min(energy.values()), energy[best]
@@ -250,8 +251,10 @@ class AdaptiveModel:
         last = float(self.context.get("battery") or 1.0)
         self.context.update(fields)
         battery = float(self.context.get("battery") or 1.0)
-        if battery > last + CHARGING or battery >= FULL:  # charging or full: the charge's day starts now
-            self._charged_at = self.clock()
+        if self._day_start is None or battery > last + CHARGING:
+            # the first reading, or charging: where the day would stand had the charge been spent on schedule (a
+            # full battery: now); the drain seen from then on tells whether the device runs ahead or behind it
+            self._day_start = self.clock() - 3600.0 * context_rules.hours_on_schedule(battery)
         choice = self.choose(self.context)
         previous, self.current = self.current, choice.config
         if previous != self.current:

@@ -371,23 +371,39 @@ def test_the_battery_governor_allows_the_pace_the_charge_sustains() -> None:
 
 
 def test_the_runtime_reads_the_hours_since_the_last_charge_from_its_clock(package: Path) -> None:
-    """Half a battery at the start of a day (just off the charger) allows less than the same half late in the day;
-    a charge rising restarts the day."""
-    from autocompress.context_rules import battery_energy_budget, hours_ahead
+    """Half a battery 4 hours into a day (behind schedule) allows less than a full one at its start, and the same
+    half 12 hours in (ahead of it) the most accurate again; a first reading, or a charge, is placed on schedule."""
+    from autocompress.context_rules import (
+        DAY_HOURS,
+        MIN_HOURS_AHEAD,
+        battery_energy_budget,
+        hours_ahead,
+        hours_on_schedule,
+    )
 
+    assert hours_on_schedule(1.0) == 0.0 and hours_on_schedule(0.2) == DAY_HOURS == hours_on_schedule(0.05)
     now = [0.0]
     model = AdaptiveModel.load(package, adapt=False, clock=lambda: now[0])
-    energy = sorted(float(model.costs(c, 1.0)[1] or 0) for c in model.configs)
-    model.update_context(battery=0.6)
-    early = model.current
+
+    def energy(config: str) -> float:
+        return float(model.costs(config, 1.0)[1] or 0)
+
+    cheapest = min(energy(c) for c in model.configs)
+    start = energy(model.update_context(battery=1.0))
+    assert start > cheapest  # the package spans energies, or this test shows nothing
+    now[0] = 4 * 3600.0
+    assert energy(model.update_context(battery=0.5)) < start  # behind schedule: thriftier
     now[0] = 12 * 3600.0
-    late = model.update_context(battery=0.6)
-    assert model.costs(late, 1.0)[1] >= model.costs(early, 1.0)[1]  # type: ignore[operator]
-    assert model._charged_at == 0.0
+    model.update_context(battery=0.5)  # the charger is near by the day's clock: the budget allows every one again
+    assert model._day_start is not None
+    ahead = hours_ahead(None, (now[0] - model._day_start) / 3600)
+    assert ahead == DAY_HOURS - 12 and battery_energy_budget(0.5, ahead, cheapest, start) == start
+    assert hours_ahead(None, 30.0) == MIN_HOURS_AHEAD
     now[0] = 13 * 3600.0
-    model.update_context(battery=0.7)  # charging
-    assert model._charged_at == 13 * 3600.0
-    assert battery_energy_budget(0.6, hours_ahead(None, 12.0), energy[0], energy[-1]) == energy[-1]
+    model.update_context(battery=0.7)  # charging: the day restarts where 70 % stands on schedule
+    assert model._day_start == pytest.approx(now[0] - 3600 * hours_on_schedule(0.7))
+    late = AdaptiveModel.load(package, adapt=False, clock=lambda: now[0])
+    assert energy(late.update_context(battery=0.8)) == start  # a first reading at 80 % is on schedule
 
 
 def test_bits_the_device_gains_nothing_from_are_lifted() -> None:
