@@ -215,13 +215,20 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
     ``s × keep`` of its channels, clipped to [``LADDER_FLOOR``, 1] (a width multiplier, as slimmable networks use:
     the search's relative widths stay, only the scale changes), ``s`` found by bisection for the MACs target (the
     smallest reachable at the floor where the target is below it); bits, adaptation and rounding as ``base``, no
-    split. A bits-only ``base`` is scaled from full width."""
+    split. A bits-only ``base`` is scaled from full width. Rungs wider than ``base`` (``s > 1``) lift its
+    techniques' values towards 1 (off) by the same factor (a low rank ``r`` becomes ``min(1, s × r)``), so the top
+    rung is the whole model, not ``base``'s factorised layers at full width."""
     names = [layer.name for layer in table.layers]
     keep = {n: base.setting(n).keep for n in names}
+    techniques = base.technique_values(table)  # per layer, a default's only where it applies
 
     def at(scale: float) -> Policy:
         layers = {
-            n: dataclasses.replace(base.setting(n), keep=float(min(1.0, max(LADDER_FLOOR, scale * keep[n]))))
+            n: dataclasses.replace(
+                base.setting(n),
+                keep=float(min(1.0, max(LADDER_FLOOR, scale * keep[n]))),
+                techniques={t: float(min(1.0, max(1.0, scale) * v)) for t, v in techniques.get(n, {}).items()},
+            )
             for n in names
         }
         return dataclasses.replace(base, layers=layers, split=None)
@@ -229,7 +236,8 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
     def ratio(policy: Policy) -> float:
         return policy.macs(table) / table.macs
 
-    widest = 1.0 / min([*keep.values(), 1.0])  # every layer whole
+    lowest = [*keep.values(), *(v for values in techniques.values() for v in values.values()), 1.0]
+    widest = 1.0 / min(lowest)  # every layer whole, every technique off
     policies = []
     for target in targets:
         if ratio(at(widest)) <= target:

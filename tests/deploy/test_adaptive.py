@@ -531,3 +531,21 @@ def test_a_bad_train_per_step_is_one_line_naming_the_flag(capsys: pytest.Capture
     assert "\n" not in err
     with pytest.raises(AutoCompressError, match="train_per_step must be 0"):
         AdaptiveOptions(train_epochs=1, train_per_step=2.5)  # type: ignore[arg-type]
+
+
+def test_the_ladder_top_rung_is_the_whole_model_even_from_a_factorised_base() -> None:
+    """A base with low-rank layers: rungs wider than it lift the ranks with the channels (the 1.0 rung is the whole
+    model, no factorised layer left); rungs below it keep its ranks and scale the channels."""
+    from autocompress.compress.policy import LayerSetting, Policy
+    from autocompress.deploy.adaptive import ladder_policies
+    from autocompress.env import build_workload
+
+    table = build_workload("digits-cnn", "digits", True, None, None, None).table
+    names = [layer.name for layer in table.layers]
+    layers = {n: LayerSetting(keep=0.5, techniques={"rank": 0.5}) for n in names[:2]}
+    base = Policy(model="digits-cnn", layers=layers)
+    assert base.technique_values(table)  # the base really factorises a layer
+    top, half, low = ladder_policies(base, table, [1.0, 0.5, 0.1])
+    assert top.macs(table) / table.macs == pytest.approx(1.0) and not top.technique_values(table)
+    assert half.macs(table) / table.macs <= 0.5 + 1e-9
+    assert low.technique_values(table) == base.technique_values(table)  # below the base: its ranks as they are
