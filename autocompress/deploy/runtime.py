@@ -37,6 +37,7 @@ HYSTERESIS = 0.005  # accuracy below the floor the controller accepts to keep it
 STAY_ENERGY = 0.05  # energy above the pick's the controller accepts to keep its configuration
 SWITCH_HORIZON = 2000  # inputs over which re-adapting a new configuration to a drift is paid back
 CHARGING = 0.005  # a charge this much above the last reading: the battery is charging
+BUDGET_MARGIN = 0.15  # a costlier configuration must be sustainable over this many more hours (see choose)
 __all__ = [
     "CONTEXT_FIELDS",
     "RUNTIME_FIELDS",
@@ -90,6 +91,7 @@ class Choice:
     config: str
     feasible: bool
     violations: list[str] = field(default_factory=list)
+    budget_bound: bool = False  # the battery governor's budget left out the most accurate feasible configuration
 
 
 class AdaptiveModel:
@@ -109,6 +111,7 @@ class AdaptiveModel:
         self.folder = Path(folder)
         self.clock = clock
         self._day_start: float | None = None  # when the charge's day began (see update_context)
+        self._budget_bound = False  # the last choice was held down by the battery governor (see choose)
         self.manifest = Manifest.load(self.folder)
         self.configs: dict[str, Configuration] = {c.id: c for c in self.manifest.configs}
         self.context: dict[str, float | None] = {
@@ -185,6 +188,9 @@ class AdaptiveModel:
            a day that began when the battery was last seen charging, or at the first reading, placed where a charge
            spent on schedule would stand (:func:`~autocompress.context_rules.hours_on_schedule`), by
            :attr:`clock`), at most the most accurate feasible configuration's energy, at least the cheapest's;
+           while the last choice was held down by that budget, one that spends more than the current configuration
+           must also fit it for :data:`BUDGET_MARGIN` more hours ahead (hysteresis: the governor does not step up
+           and down around its pace each step);
         3. objective ``accuracy`` (default): the least energy among those within the tolerance of the most accurate
            of them; ``energy``: the least energy among those at least as accurate as the reference (the most
            accurate configuration feasible in the manifest's worst context) minus the tolerance;
@@ -208,10 +214,20 @@ class AdaptiveModel:
             None if hours is None else float(hours),
             None if self._day_start is None else (self.clock() - self._day_start) / 3600.0,
         )
-        budget = context_rules.battery_energy_budget(
-            float(context.get("battery", 1.0)), ahead, min(energy.values()), energy[best]
-        )
-        allowed = [c for c in feasible if context_rules.within(energy[c], budget)]
+        charge, least = float(context.get("battery", 1.0)), min(energy.values())
+        budget = context_rules.battery_energy_budget(charge, ahead, least, energy[best])
+        current = getattr(self, "current", None)  # None while loading
+        # hysteresis on the budget: while the last choice was held down by the battery, one that spends more than
+        # the current configuration must be sustainable over BUDGET_MARGIN more hours than remain, so the governor
+        # does not step up and down around its pace each step (a step down forced by latency or memory returns
+        # as soon as the limit lifts)
+        up = context_rules.battery_energy_budget(charge, ahead * (1 + BUDGET_MARGIN), least, energy[best])
+        now = energy.get(current, float("inf")) if current is not None and self._budget_bound else float("inf")
+        allowed = [
+            c
+            for c in feasible
+            if context_rules.within(energy[c], budget) and (energy[c] <= now or context_rules.within(energy[c], up))
+        ]
         tolerance = self.manifest.accuracy_tolerance
         if self.manifest.objective == "energy":
             floor = self.configs[self.reference].val_accuracy - tolerance
@@ -219,7 +235,6 @@ class AdaptiveModel:
             floor = max(accuracy[c] for c in allowed) - tolerance
         close = [c for c in allowed if accuracy[c] >= floor] or [max(allowed, key=accuracy.__getitem__)]
         readapt = 1 + self.manifest.monitor.adapt_inputs / SWITCH_HORIZON if self._drifting else 1.0
-        current = getattr(self, "current", None)  # None while loading
 
         def spend(c: str) -> float:
             return energy[c] * (1.0 if c == current else readapt)
@@ -232,7 +247,9 @@ class AdaptiveModel:
             and energy[current] <= spend(pick) * (1 + STAY_ENERGY)
         ):
             pick = current
-        return Choice(pick, True)
+        # held down until the most accurate fits the budget with the margin too
+        bound = not context_rules.within(energy[best], up if self._budget_bound else budget)
+        return Choice(pick, True, budget_bound=bound)
 
     def update_context(self, **fields: float | None) -> str:
         """Change context fields (battery, free_memory, bandwidth_scale, latency_budget_ms, hours_to_charge; ``None``
@@ -256,6 +273,7 @@ class AdaptiveModel:
             # full battery: now); the drain seen from then on tells whether the device runs ahead or behind it
             self._day_start = self.clock() - 3600.0 * context_rules.hours_on_schedule(battery)
         choice = self.choose(self.context)
+        self._budget_bound = choice.budget_bound
         previous, self.current = self.current, choice.config
         if previous != self.current:
             self._adapted, self._adapted_on = None, 0  # adaptation belongs to a configuration: redone on the buffer

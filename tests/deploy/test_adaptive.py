@@ -84,7 +84,7 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
     logits = model.predict(digits.test_x[:5].numpy())
     assert logits.shape == (5, 10)
     from autocompress.context_rules import battery_energy_budget, hours_ahead
-    from autocompress.deploy.runtime import HYSTERESIS, STAY_ENERGY
+    from autocompress.deploy.runtime import BUDGET_MARGIN, HYSTERESIS, STAY_ENERGY
 
     contexts = (
         {"bandwidth_scale": 0.0},
@@ -96,6 +96,7 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
         {"hours_to_charge": None},  # unknown again
     )
     for fields in contexts:
+        bound, previous = model._budget_bound, model.current  # held down by the battery: steps up need a margin
         chosen = model.update_context(**fields)
         assert not model.check(chosen, model.context)  # the rule's pick meets every hard limit
         feasible = [c for c in model.configs if not model.check(c, model.context)]
@@ -104,7 +105,11 @@ def test_runtime_switches_by_the_rule_and_logs_it(package: Path, digits: Dataset
         best = max(feasible, key=lambda c: (accuracy[c], -energy[c]))
         ahead = hours_ahead(model.context["hours_to_charge"], 0.0)  # the clock: no time has passed since load
         budget = battery_energy_budget(model.context["battery"], ahead, min(energy.values()), energy[best])
-        allowed = [c for c in feasible if energy[c] <= budget * (1 + 1e-9)]
+        up = battery_energy_budget(
+            model.context["battery"], ahead * (1 + BUDGET_MARGIN), min(energy.values()), energy[best]
+        )
+        now = energy.get(previous, float("inf")) if bound else float("inf")
+        allowed = [c for c in feasible if energy[c] <= budget * (1 + 1e-9) and (energy[c] <= now or energy[c] <= up)]
         assert chosen in allowed  # within the battery governor's budget
         floor = max(accuracy[c] for c in allowed) - model.manifest.accuracy_tolerance
         assert accuracy[chosen] >= floor - HYSTERESIS  # as accurate as the budget allows, to the tolerance
@@ -549,3 +554,22 @@ def test_the_ladder_top_rung_is_the_whole_model_even_from_a_factorised_base() ->
     assert top.macs(table) / table.macs == pytest.approx(1.0) and not top.technique_values(table)
     assert half.macs(table) / table.macs <= 0.5 + 1e-9
     assert low.technique_values(table) == base.technique_values(table)  # below the base: its ranks as they are
+
+
+def test_the_governor_steps_back_up_only_with_a_margin_once_the_battery_held_it_down(package: Path) -> None:
+    """Behind schedule the governor steps down; just past its pace (budget = the most accurate's energy, but not
+    with BUDGET_MARGIN more hours) it stays down; with room to spare it steps back up."""
+    now = [0.0]
+    model = AdaptiveModel.load(package, adapt=False, clock=lambda: now[0])
+
+    def energy(config: str) -> float:
+        return float(model.costs(config, 1.0)[1] or 0)
+
+    start = energy(model.update_context(battery=1.0))
+    now[0] = 4 * 3600.0
+    down = energy(model.update_context(battery=0.5))  # 4 h in at half a battery: behind a 16-hour day
+    assert down < start
+    now[0] = (16 - 0.375 * 16 / 1.05) * 3600.0  # the same charge now sustains 1.05 x the top rung's pace
+    assert energy(model.update_context(battery=0.5)) == down  # within the margin: stays down
+    now[0] = 12 * 3600.0  # 1.5 x its pace
+    assert energy(model.update_context(battery=0.5)) > down
