@@ -272,6 +272,7 @@ class AdaptiveModel:
             # the first reading, or charging: where the day would stand had the charge been spent on schedule (a
             # full battery: now); the drain seen from then on tells whether the device runs ahead or behind it
             self._day_start = self.clock() - 3600.0 * context_rules.hours_on_schedule(battery)
+            self._budget_bound = False  # a new day: on schedule, nothing held down
         choice = self.choose(self.context)
         self._budget_bound = choice.budget_bound
         previous, self.current = self.current, choice.config

@@ -573,3 +573,8 @@ def test_the_governor_steps_back_up_only_with_a_margin_once_the_battery_held_it_
     assert energy(model.update_context(battery=0.5)) == down  # within the margin: stays down
     now[0] = 12 * 3600.0  # 1.5 x its pace
     assert energy(model.update_context(battery=0.5)) > down
+    now[0] = 4 * 3600.0
+    model.update_context(battery=0.5)
+    now[0] = 14 * 3600.0  # held down again, then charged full: a new day on schedule runs the top rung again
+    assert model.update_context(battery=1.0) == model.choose({**model.context}).config
+    assert not model._budget_bound and energy(model.current) == start
