@@ -215,9 +215,11 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
     ``s × keep`` of its channels, clipped to [``LADDER_FLOOR``, 1] (a width multiplier, as slimmable networks use:
     the search's relative widths stay, only the scale changes), ``s`` found by bisection for the MACs target (the
     smallest reachable at the floor where the target is below it); bits, adaptation and rounding as ``base``, no
-    split. A bits-only ``base`` is scaled from full width. Rungs wider than ``base`` (``s > 1``) lift its
-    techniques' values towards 1 (off) by the same factor (a low rank ``r`` becomes ``min(1, s × r)``), so the top
-    rung is the whole model, not ``base``'s factorised layers at full width."""
+    split. A bits-only ``base`` is scaled from full width. The widest rung (every layer whole) also turns
+    ``base``'s techniques off (a low-rank layer is whole again), so the top rung is the whole model, not ``base``'s
+    factorised layers at full width; narrower rungs keep ``base``'s values. (Lifting a rank part of the way on rungs
+    between broke the shared ``model.pt`` of a nested package: a factor of a rank between two others did not rebuild
+    — tests/deploy/test_adaptive.py::test_factorised_configurations_nest_and_share_their_factors.)"""
     names = [layer.name for layer in table.layers]
     keep = {n: base.setting(n).keep for n in names}
     techniques = base.technique_values(table)  # per layer, a default's only where it applies
@@ -227,7 +229,7 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
             n: dataclasses.replace(
                 base.setting(n),
                 keep=float(min(1.0, max(LADDER_FLOOR, scale * keep[n]))),
-                techniques={t: float(min(1.0, max(1.0, scale) * v)) for t, v in techniques.get(n, {}).items()},
+                techniques={} if scale >= widest else techniques.get(n, {}),
             )
             for n in names
         }
@@ -236,8 +238,7 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
     def ratio(policy: Policy) -> float:
         return policy.macs(table) / table.macs
 
-    lowest = [*keep.values(), *(v for values in techniques.values() for v in values.values()), 1.0]
-    widest = 1.0 / min(lowest)  # every layer whole, every technique off
+    widest = 1.0 / min([*keep.values(), 1.0])  # every layer whole (and every technique off)
     policies = []
     for target in targets:
         if ratio(at(widest)) <= target:
