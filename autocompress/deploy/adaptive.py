@@ -217,9 +217,8 @@ def ladder_policies(base: Policy, table: LayerTable, targets: Sequence[float]) -
     smallest reachable at the floor where the target is below it); bits, adaptation and rounding as ``base``, no
     split. A bits-only ``base`` is scaled from full width. The widest rung (every layer whole) also turns
     ``base``'s techniques off (a low-rank layer is whole again), so the top rung is the whole model, not ``base``'s
-    factorised layers at full width; narrower rungs keep ``base``'s values. (Lifting a rank part of the way on rungs
-    between broke the shared ``model.pt`` of a nested package: a factor of a rank between two others did not rebuild
-    — tests/deploy/test_adaptive.py::test_factorised_configurations_nest_and_share_their_factors.)"""
+    factorised layers at full width; narrower rungs keep ``base``'s values (a rank between two others does not yet
+    rebuild from a nested package's shared ``model.pt``)."""
     names = [layer.name for layer in table.layers]
     keep = {n: base.setting(n).keep for n in names}
     techniques = base.technique_values(table)  # per layer, a default's only where it applies

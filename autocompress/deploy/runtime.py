@@ -222,11 +222,11 @@ class AdaptiveModel:
         # does not step up and down around its pace each step (a step down forced by latency or memory returns
         # as soon as the limit lifts)
         up = context_rules.battery_energy_budget(charge, ahead * (1 + BUDGET_MARGIN), least, energy[best])
-        now = energy.get(current, float("inf")) if current is not None and self._budget_bound else float("inf")
+        held = energy.get(current, float("inf")) if current is not None and self._budget_bound else float("inf")
         allowed = [
             c
             for c in feasible
-            if context_rules.within(energy[c], budget) and (energy[c] <= now or context_rules.within(energy[c], up))
+            if context_rules.within(energy[c], budget) and (energy[c] <= held or context_rules.within(energy[c], up))
         ]
         tolerance = self.manifest.accuracy_tolerance
         if self.manifest.objective == "energy":

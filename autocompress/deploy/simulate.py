@@ -328,7 +328,7 @@ def simulate(
             )
         )
         if index + 1 < len(steps):
-            _drain(battery, rows[-len(STRATEGIES) :], step, steps[index + 1])
+            _drain(battery, rows[-len(STRATEGIES) :], step, steps[index + 1], images_per_step)
     result = {
         "trace": name,
         "package": str(package),
@@ -355,14 +355,16 @@ def _onsets(steps: list[TraceStep], images: int) -> list[dict[str, Any]]:
     ]
 
 
-def _drain(battery: dict[str, float], step_rows: list[dict[str, Any]], step: TraceStep, after: TraceStep) -> None:
+def _drain(
+    battery: dict[str, float], step_rows: list[dict[str, Any]], step: TraceStep, after: TraceStep, images: int
+) -> None:
     """Each strategy's charge at the next step. The trace's battery column is the device's charge while it runs the
     package's most accurate configuration (``static_accurate``); of the charge it loses between two steps, the
     share ``model_share`` (default 1: a device that mostly infers — a camera trap, a sensor node) is the model's and
     scales with what each strategy spent per inference (AdaBN's passes included) against ``static_accurate``; the
     rest (screen, radio, …) is the same for all. A charge the trace gains (on the charger) every strategy gains, up to
     full. ``model_share: 0`` gives every strategy the trace's battery as it is."""
-    spent = {r["strategy"]: (r["energy_mj"] or 0.0) + r["adapt_energy_mj"] / r["images"] for r in step_rows}
+    spent = {r["strategy"]: (r["energy_mj"] or 0.0) + r["adapt_energy_mj"] / images for r in step_rows}
     reference = spent["static_accurate"]
     lost = step.battery - after.battery
     for strategy in battery:
@@ -414,7 +416,6 @@ def _row(
         "latency_ms": latency,
         "energy_mj": energy,
         "adapt_energy_mj": extra_mj,
-        "images": len(labels),
         "violation": ",".join(broken),
     }
 

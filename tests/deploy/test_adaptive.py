@@ -210,23 +210,22 @@ def test_each_strategy_drains_its_own_battery_by_what_it_spends() -> None:
                 "strategy": s,
                 "energy_mj": spent.get(s, 2.0),
                 "adapt_energy_mj": adapt_mj if s == "adaptive" else 0.0,
-                "images": 10,
             }
             for s in STRATEGIES
         ]
 
     battery = dict.fromkeys(STRATEGIES, 1.0)
-    _drain(battery, rows(1.0), step(1.0), step(0.8))
+    _drain(battery, rows(1.0), step(1.0), step(0.8), 10)
     assert battery["static_accurate"] == pytest.approx(0.8) and battery["adaptive"] == pytest.approx(0.9)
     assert battery["uncompressed"] == pytest.approx(0.6)
-    _drain(battery, rows(1.0, adapt_mj=10.0), step(0.8), step(0.6))  # AdaBN's passes: 1 mJ more per inference
+    _drain(battery, rows(1.0, adapt_mj=10.0), step(0.8), step(0.6), 10)  # AdaBN's passes: 1 mJ more per inference
     assert battery["adaptive"] == pytest.approx(0.7)
-    _drain(battery, rows(1.0), step(0.6, share=0.5), step(0.4))  # half the drop is the screen's
+    _drain(battery, rows(1.0), step(0.6, share=0.5), step(0.4), 10)  # half the drop is the screen's
     assert battery["adaptive"] == pytest.approx(0.55) and battery["static_accurate"] == pytest.approx(0.4)
-    _drain(battery, rows(1.0), step(0.4), step(0.9))  # the charger: everyone gains, up to full
+    _drain(battery, rows(1.0), step(0.4), step(0.9), 10)  # the charger: everyone gains, up to full
     assert battery["adaptive"] == 1.0 and battery["static_accurate"] == pytest.approx(0.9)
     same = dict.fromkeys(STRATEGIES, 0.5)
-    _drain(same, rows(1.0), step(0.5, share=0.0), step(0.3))
+    _drain(same, rows(1.0), step(0.5, share=0.0), step(0.3), 10)
     assert all(b == pytest.approx(0.3) for b in same.values())
 
 
